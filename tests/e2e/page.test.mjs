@@ -1,0 +1,236 @@
+// Browser test of roomcast's own web page (web/index.html, app.js, style.css),
+// served by the real roomcast binary at `/`, reading rooms over GET /sse.
+// Runs Debian's chromium through playwright-core (no downloaded browsers).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { startRoomcast, httpPublish } from './lib/server.mjs';
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const KEY = 'page-test-key';
+const WAIT = 15_000; // deadline for anything the page should do by itself
+const RECONNECT_WAIT = 30_000; // browser reconnect backoff + server start
+const skip = existsSync(CHROMIUM) ? false : `no chromium at ${CHROMIUM}`;
+
+let browser;
+
+before(async () => {
+  if (skip) return;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+// A fresh roomcast (with an API key) and a fresh page for each test; both are
+// closed by the returned cleanup, and the page must not have thrown anything.
+async function setup(t, { path = '/', port, viewport } = {}) {
+  const server = await startRoomcast({ args: ['--api-key', KEY], port });
+  const context = await browser.newContext({ viewport: viewport || { width: 1100, height: 800 } });
+  const page = await context.newPage();
+  const pageErrors = [];
+  const sseRequests = [];
+  page.on('pageerror', (err) => pageErrors.push(String(err)));
+  page.on('request', (req) => {
+    const u = new URL(req.url());
+    if (u.pathname === '/sse') sseRequests.push(u.search);
+  });
+  const state = { server };
+  t.after(async () => {
+    await context.close();
+    await state.server.stop();
+  });
+  await page.goto(server.url + path);
+  return { page, state, pageErrors, sseRequests };
+}
+
+async function publish(server, channel, data) {
+  const res = await httpPublish(server, KEY, channel, data);
+  assert.ok(res.status >= 200 && res.status < 300,
+    `publish to ${channel} answered ${res.status} ${JSON.stringify(res.body)}`);
+}
+
+const status = (page) => page.locator('#status').getAttribute('data-state');
+const waitStatus = (page, state, timeout = WAIT) =>
+  page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
+const messages = (page) => page.locator('#messages > li');
+const messageWith = (page, text) => messages(page).filter({ hasText: text });
+const texts = (page, sel) => page.locator(sel).allTextContents();
+
+test('joins device01, shows text and JSON payloads with the room, counts them', { skip, timeout: 60_000 }, async (t) => {
+  const { page, state, pageErrors } = await setup(t);
+  assert.equal(await page.inputValue('#room'), 'device01');
+  assert.equal(await status(page), 'idle', 'no room joined yet: no stream');
+  assert.equal(await page.textContent('#count'), '0');
+
+  await page.click('#join');
+  await page.locator('#rooms li[data-room="device01"]').waitFor({ timeout: WAIT });
+  await waitStatus(page, 'live');
+  assert.match(page.url(), /[?&]room=device01(&|$)/, 'joined rooms are kept in the address');
+
+  const json = { sensor: 'temp', value: 21.5, tags: ['a', 'b'] };
+  await publish(state.server, 'device01', 'hello from the api');
+  await messageWith(page, 'hello from the api').waitFor({ timeout: WAIT });
+  await publish(state.server, 'device01', JSON.stringify(json));
+  await messageWith(page, '"sensor"').waitFor({ timeout: WAIT });
+
+  assert.equal(await messages(page).count(), 2);
+  assert.equal(await page.textContent('#count'), '2');
+  assert.deepEqual(await texts(page, '#messages > li .room'), ['device01', 'device01']);
+  // newest on top; JSON pretty-printed; text shown as it was sent
+  const first = messages(page).nth(0);
+  const second = messages(page).nth(1);
+  assert.equal(await first.locator('.payload').textContent(), JSON.stringify(json, null, 2));
+  assert.ok(await first.locator('.payload.json').count(), 'JSON payload is marked as JSON');
+  assert.equal(await second.locator('.payload').textContent(), 'hello from the api');
+  assert.ok(await second.locator('.payload.text').count(), 'text payload is marked as text');
+  // local time is shown, with a machine-readable timestamp
+  const dt = await first.locator('time').getAttribute('datetime');
+  assert.ok(Math.abs(Date.parse(dt) - Date.now()) < 60_000, `timestamp ${dt} is recent`);
+  assert.ok((await first.locator('time').textContent()).trim().length > 0);
+
+  // the list is announced to assistive technology
+  assert.equal(await page.getAttribute('#messages', 'aria-live'), 'polite');
+
+  // clear empties the list and the counter
+  await page.click('#clear');
+  assert.equal(await messages(page).count(), 0);
+  assert.equal(await page.textContent('#count'), '0');
+  assert.deepEqual(pageErrors, []);
+});
+
+test('?room=a&room=b joins both on one stream; other rooms stay out; leaving a stops it', { skip, timeout: 60_000 }, async (t) => {
+  const { page, state, pageErrors, sseRequests } = await setup(t, { path: '/?room=a&room=b' });
+  await waitStatus(page, 'live');
+  assert.deepEqual(await texts(page, '#rooms li .chip-name'), ['a', 'b']);
+  assert.deepEqual(sseRequests, ['?channel=a&channel=b'], 'one EventSource for all joined rooms');
+
+  // c first: if c leaked it would arrive before the later messages to a and b
+  await publish(state.server, 'c', 'to-c-1');
+  await publish(state.server, 'a', 'to-a-1');
+  await publish(state.server, 'b', 'to-b-1');
+  await messageWith(page, 'to-a-1').waitFor({ timeout: WAIT });
+  await messageWith(page, 'to-b-1').waitFor({ timeout: WAIT });
+  assert.equal(await messageWith(page, 'to-c-1').count(), 0, 'a message to c must not appear');
+  assert.deepEqual(await texts(page, '#messages > li .room'), ['b', 'a']);
+
+  // leave a with the × on its chip: the stream is reopened for b only
+  await page.click('#rooms li[data-room="a"] .chip-leave');
+  assert.deepEqual(await texts(page, '#rooms li .chip-name'), ['b']);
+  await waitStatus(page, 'live');
+  assert.equal(sseRequests.at(-1), '?channel=b', 'the stream was reopened without a');
+  assert.doesNotMatch(page.url(), /room=a/);
+
+  await publish(state.server, 'a', 'to-a-2');
+  await publish(state.server, 'b', 'to-b-2');
+  await messageWith(page, 'to-b-2').waitFor({ timeout: WAIT });
+  assert.equal(await messageWith(page, 'to-a-2').count(), 0, 'a left room must not deliver');
+  assert.equal(await page.textContent('#count'), '3');
+
+  // leave b with the Leave button: no room, no stream
+  await page.fill('#room', ' b ');
+  await page.click('#leave');
+  assert.equal(await page.locator('#rooms li').count(), 0);
+  assert.equal(await status(page), 'idle');
+
+  // client-side validation of room names, with an inline message
+  await page.fill('#room', '   ');
+  await page.click('#join');
+  await page.locator('#room-error').waitFor({ state: 'visible', timeout: WAIT });
+  assert.match(await page.textContent('#room-error'), /enter a room name/i);
+  assert.equal(await page.getAttribute('#room', 'aria-invalid'), 'true');
+  await page.fill('#room', 'x'.repeat(201));
+  await page.press('#room', 'Enter');
+  assert.match(await page.textContent('#room-error'), /at most 200/);
+  assert.equal(await page.locator('#rooms li').count(), 0, 'invalid names are not joined');
+  await page.fill('#room', `  ${'y'.repeat(200)}  `);
+  await page.press('#room', 'Enter');
+  assert.ok(await page.locator('#room-error').isHidden(), 'a 200-character name is fine');
+  assert.deepEqual(await texts(page, '#rooms li .chip-name'), ['y'.repeat(200)], 'names are trimmed');
+  await waitStatus(page, 'live');
+  assert.deepEqual(pageErrors, []);
+});
+
+test('after a server restart the page reconnects, re-joins and receives again', { skip, timeout: 90_000 }, async (t) => {
+  const { page, state, pageErrors } = await setup(t, { path: '/?room=restart-room' });
+  await waitStatus(page, 'live');
+  await publish(state.server, 'restart-room', 'before-restart');
+  await messageWith(page, 'before-restart').waitFor({ timeout: WAIT });
+
+  const port = state.server.port;
+  await state.server.stop();
+  await waitStatus(page, 'reconnecting');
+  assert.match(await page.textContent('#status'), /reconnecting/i);
+
+  state.server = await startRoomcast({ args: ['--api-key', KEY], port });
+  await waitStatus(page, 'live', RECONNECT_WAIT);
+  assert.deepEqual(await texts(page, '#rooms li .chip-name'), ['restart-room'], 'still in the room');
+
+  await publish(state.server, 'restart-room', 'after-restart');
+  await messageWith(page, 'after-restart').waitFor({ timeout: WAIT });
+  assert.equal(await page.textContent('#count'), '2');
+  assert.equal(await messageWith(page, 'before-restart').count(), 1, 'nothing duplicated');
+  assert.deepEqual(pageErrors, []);
+});
+
+test('HTML in payloads is shown as text, never parsed', { skip, timeout: 60_000 }, async (t) => {
+  const { page, state, pageErrors } = await setup(t, { path: '/?room=xss' });
+  await waitStatus(page, 'live');
+  const evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold</b>';
+  await publish(state.server, 'xss', evil);
+  await publish(state.server, 'xss', JSON.stringify({ html: evil }));
+  await messageWith(page, 'html').waitFor({ timeout: WAIT });
+  await messageWith(page, 'onerror').first().waitFor({ timeout: WAIT });
+
+  assert.equal(await messages(page).nth(1).locator('.payload').textContent(), evil);
+  assert.equal(await messages(page).nth(0).locator('.payload').textContent(), JSON.stringify({ html: evil }, null, 2));
+  const created = await page.evaluate(() => ({
+    img: document.querySelectorAll('img').length,
+    script: document.querySelectorAll('#messages script').length,
+    b: document.querySelectorAll('#messages b').length,
+    pwned: window.__pwned ?? null,
+  }));
+  assert.deepEqual(created, { img: 0, script: 0, b: 0, pwned: null });
+  assert.deepEqual(pageErrors, []);
+});
+
+test('screenshots (light, dark, narrow) render', { skip, timeout: 60_000 }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'roomcast-page-'));
+  const { page, state, pageErrors } = await setup(t, { path: '/?room=device01&room=kitchen' });
+  await waitStatus(page, 'live');
+  await publish(state.server, 'device01', 'door opened');
+  await publish(state.server, 'kitchen', JSON.stringify({ temp: 21.5, humidity: 40, ok: true }));
+  await publish(state.server, 'device01', JSON.stringify({ event: 'motion', zone: 'hall', at: [1, 2] }));
+  await publish(state.server, 'kitchen', 'a plain text payload that is long enough to wrap on a small screen, to check the layout');
+  await page.waitForFunction(() => document.querySelectorAll('#messages > li').length === 4, null, { timeout: WAIT });
+
+  const shots = {};
+  shots.light = join(dir, 'page-light.png');
+  await page.screenshot({ path: shots.light, fullPage: true });
+  await page.emulateMedia({ colorScheme: 'dark' });
+  shots.dark = join(dir, 'page-dark.png');
+  await page.screenshot({ path: shots.dark, fullPage: true });
+  await page.setViewportSize({ width: 380, height: 760 });
+  shots.narrow = join(dir, 'page-narrow-dark.png');
+  await page.screenshot({ path: shots.narrow, fullPage: true });
+
+  // nothing overflows sideways on a phone-sized screen
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `page is ${overflow}px wider than a 380px screen`);
+  for (const [name, file] of Object.entries(shots)) {
+    const head = (await readFile(file)).subarray(0, 8);
+    assert.deepEqual([...head], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], `${name} is a PNG`);
+    assert.ok((await stat(file)).size > 5_000, `${name} screenshot is not blank`);
+    t.diagnostic(`screenshot ${name}: ${file}`);
+  }
+  assert.deepEqual(pageErrors, []);
+});
