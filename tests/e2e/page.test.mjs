@@ -163,6 +163,10 @@ test('?room=a&room=b joins both on one stream; other rooms stay out; leaving a s
 test('after a server restart the page reconnects, re-joins and receives again', { skip, timeout: 90_000 }, async (t) => {
   const { page, state, pageErrors } = await setup(t, { path: '/?room=restart-room' });
   await waitStatus(page, 'live');
+  // one room from the address, one joined by hand after the page loaded
+  await page.fill('#room', 'late-room');
+  await page.click('#join');
+  await waitStatus(page, 'live');
   await publish(state.server, 'restart-room', 'before-restart');
   await messageWith(page, 'before-restart').waitFor({ timeout: WAIT });
 
@@ -173,11 +177,13 @@ test('after a server restart the page reconnects, re-joins and receives again', 
 
   state.server = await startRoomcast({ args: ['--api-key', KEY], port });
   await waitStatus(page, 'live', RECONNECT_WAIT);
-  assert.deepEqual(await texts(page, '#rooms li .chip-name'), ['restart-room'], 'still in the room');
+  assert.deepEqual(await texts(page, '#rooms li .chip-name'), ['restart-room', 'late-room'], 'still in both rooms');
 
   await publish(state.server, 'restart-room', 'after-restart');
-  await messageWith(page, 'after-restart').waitFor({ timeout: WAIT });
-  assert.equal(await page.textContent('#count'), '2');
+  await publish(state.server, 'late-room', 'late-after-restart');
+  await messageWith(page, 'after-restart').first().waitFor({ timeout: WAIT });
+  await messageWith(page, 'late-after-restart').waitFor({ timeout: WAIT });
+  assert.equal(await page.textContent('#count'), '3');
   assert.equal(await messageWith(page, 'before-restart').count(), 1, 'nothing duplicated');
   assert.deepEqual(pageErrors, []);
 });
@@ -200,6 +206,21 @@ test('HTML in payloads is shown as text, never parsed', { skip, timeout: 60_000 
     pwned: window.__pwned ?? null,
   }));
   assert.deepEqual(created, { img: 0, script: 0, b: 0, pwned: null });
+  assert.deepEqual(pageErrors, []);
+});
+
+test('a busy room cannot grow the page forever: 500 messages are kept', { skip, timeout: 120_000 }, async (t) => {
+  const { page, state, pageErrors } = await setup(t, { path: '/?room=busy' });
+  await waitStatus(page, 'live');
+  const total = 520;
+  for (let i = 0; i < total; i += 40) {
+    await Promise.all(Array.from({ length: Math.min(40, total - i) }, (_, j) =>
+      publish(state.server, 'busy', JSON.stringify({ n: i + j }))));
+  }
+  await page.waitForFunction((n) => document.querySelector('#count').textContent === String(n),
+    total, { timeout: 30_000 });
+  assert.equal(await messages(page).count(), 500);
+  assert.match(await page.textContent('#kept'), /latest 500/);
   assert.deepEqual(pageErrors, []);
 });
 
