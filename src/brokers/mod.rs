@@ -1,0 +1,45 @@
+//! Brokers carry published messages between back-end applications and every
+//! roomcast node.
+//!
+//! A broker publishes `(channel, payload)` and delivers every message it
+//! receives to a [`Sink`] (the hub, wired by `server`). It knows nothing of
+//! clients or rooms, never panics on a lost connection, and reports whether it
+//! is connected for `/readyz`. One file per engine.
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// Where a broker hands each received message: `(channel, payload)`.
+pub type Sink = Arc<dyn Fn(&str, Bytes) + Send + Sync>;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker is not connected: {0}")]
+    Unavailable(String),
+    #[error("broker refused the publish: {0}")]
+    Refused(String),
+}
+
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes to every node subscribed to `channel` (this one included).
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// True while the broker can both receive and publish.
+    fn is_ready(&self) -> bool;
+
+    /// The engine's name, for logs and `/readyz`.
+    fn name(&self) -> &'static str;
+}

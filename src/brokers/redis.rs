@@ -1,0 +1,1 @@
+//! Redis broker: PSUBSCRIBE pattern -> hub, PUBLISH from this node.

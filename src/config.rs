@@ -1,0 +1,425 @@
+//! Configuration: command-line flags > environment variables > TOML file >
+//! built-in defaults. The only module that reads the environment.
+//!
+//! The file layer works by turning each key of `--config FILE` into the
+//! default of the flag of the same name before clap parses, so clap itself
+//! applies the precedence and `--help` stays the one reference.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::hub::OutboxLimits;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "roomcast",
+    version,
+    about = "Real-time messaging server: Socket.IO, WebSocket and SSE rooms fed by Redis or HTTP",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(ServeArgs),
+    /// Publish DATA to CHANNEL through a running server's HTTP API.
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BrokerKind {
+    /// In-process: one node, no dependencies.
+    Memory,
+    /// Redis Pub/Sub (PSUBSCRIBE on --pattern).
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML file whose keys (flag names, `-` or `_`) set defaults below env and flags.
+    #[arg(long, env = "ROOMCAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on.
+    #[arg(long, env = "ROOMCAST_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Message broker. Default: redis when a Redis URL or REDISHOST is given, else memory.
+    #[arg(long, env = "ROOMCAST_BROKER", value_enum)]
+    pub broker: Option<BrokerKind>,
+
+    /// Redis URL, e.g. redis://127.0.0.1:6379 or rediss://user:pass@host:6380/0.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Seed compatibility: Redis as host:port (used when --redis-url is not set).
+    #[arg(long, env = "REDISHOST", hide_short_help = true)]
+    pub redishost: Option<String>,
+
+    /// Redis channel pattern to PSUBSCRIBE to; each channel is a room.
+    #[arg(long, env = "ROOMCAST_PATTERN", default_value = "*")]
+    pub pattern: String,
+
+    /// API key for POST /api/publish (repeatable). Without one, HTTP publishing is refused.
+    #[arg(long = "api-key", env = "ROOMCAST_API_KEY", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+
+    /// Path of the Socket.IO endpoint.
+    #[arg(long, env = "ROOMCAST_SOCKETIO_PATH", default_value = "/socket.io/")]
+    pub socketio_path: String,
+
+    /// Engine.IO heartbeat interval, milliseconds.
+    #[arg(long, env = "ROOMCAST_PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+
+    /// Engine.IO heartbeat timeout, milliseconds.
+    #[arg(long, env = "ROOMCAST_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
+
+    /// Largest inbound frame or polling payload, bytes (also the publish size limit).
+    #[arg(long, env = "ROOMCAST_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    pub max_payload: usize,
+
+    /// Per-client outgoing queue bound, frames; overflow disconnects the client as a slow consumer.
+    #[arg(long, env = "ROOMCAST_CLIENT_QUEUE_MESSAGES", default_value_t = 1024)]
+    pub client_queue_messages: usize,
+
+    /// Per-client outgoing queue bound, bytes.
+    #[arg(long, env = "ROOMCAST_CLIENT_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub client_queue_bytes: usize,
+
+    /// Seconds to wait for connections to drain on SIGTERM.
+    #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
+    pub shutdown_timeout_s: u64,
+
+    /// Log format.
+    #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing env-filter syntax); RUST_LOG is used when unset.
+    #[arg(long, env = "ROOMCAST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Channel (room) to publish to.
+    pub channel: String,
+    /// Payload, sent as-is.
+    pub data: String,
+    /// Base URL of the roomcast server.
+    #[arg(long, env = "ROOMCAST_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key (Authorization: Bearer).
+    #[arg(long, env = "ROOMCAST_API_KEY")]
+    pub api_key: Option<String>,
+}
+
+/// The broker settings resolved from flags, env and the seed's REDISHOST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerConfig {
+    Memory,
+    Redis { url: String, pattern: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error(
+        "config file {path}: unknown setting `{key}` (settings are the flag names, see --help)"
+    )]
+    UnknownKey { path: PathBuf, key: String },
+    #[error(
+        "config file {path}: setting `{key}` must be a string, number, boolean or list of those"
+    )]
+    BadValue { path: PathBuf, key: String },
+    #[error("--broker redis needs --redis-url (or REDIS_URL, or REDISHOST=host:port)")]
+    MissingRedisUrl,
+    #[error("--socketio-path must start with `/`, got `{0}`")]
+    BadPath(String),
+}
+
+/// Parses the process's arguments with the file layer applied. Exits with
+/// clap's message on bad flags.
+pub fn parse() -> Result<Cli, ConfigError> {
+    parse_from(std::env::args_os().collect(), |key| std::env::var_os(key))
+}
+
+/// [`parse`] over explicit arguments and environment (for tests).
+pub fn parse_from(
+    args: Vec<std::ffi::OsString>,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Cli, ConfigError> {
+    let mut command = Cli::command();
+    if let Some(path) = config_path(&args, env) {
+        for (id, values) in file_defaults(&path, &command)? {
+            command = command.mut_arg(id, |arg| arg.default_values(values));
+        }
+    }
+    let matches = command.get_matches_from(args);
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+/// The `--config` value from the arguments, else ROOMCAST_CONFIG.
+fn config_path(
+    args: &[std::ffi::OsString],
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let mut iter = args.iter().map(|a| a.to_string_lossy());
+    while let Some(arg) = iter.next() {
+        if arg == "--config" {
+            return iter.next().map(|v| PathBuf::from(v.as_ref()));
+        }
+        if let Some(value) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(value));
+        }
+    }
+    env("ROOMCAST_CONFIG").map(PathBuf::from)
+}
+
+/// Reads the TOML file into (flag id, values) pairs, refusing unknown keys.
+fn file_defaults(
+    path: &Path,
+    command: &clap::Command,
+) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
+    let mut defaults = Vec::new();
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let known = command
+            .get_arguments()
+            .any(|arg| arg.get_id() == id.as_str() && id != "config");
+        // `api_key` is the file spelling of the repeatable --api-key flag.
+        let id = if id == "api_key" {
+            "api_keys".to_string()
+        } else {
+            id
+        };
+        if !known && id != "api_keys" {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_owned(),
+                key,
+            });
+        }
+        let values = toml_values(&value).ok_or_else(|| ConfigError::BadValue {
+            path: path.to_owned(),
+            key,
+        })?;
+        defaults.push((id, values));
+    }
+    Ok(defaults)
+}
+
+fn toml_values(value: &toml::Value) -> Option<Vec<String>> {
+    match value {
+        toml::Value::String(s) => Some(vec![s.clone()]),
+        toml::Value::Integer(i) => Some(vec![i.to_string()]),
+        toml::Value::Float(f) => Some(vec![f.to_string()]),
+        toml::Value::Boolean(b) => Some(vec![b.to_string()]),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|v| {
+                toml_values(v)
+                    .filter(|v| v.len() == 1)
+                    .map(|mut v| v.remove(0))
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+impl ServeArgs {
+    /// Resolves the broker: `--broker`, else redis when a Redis address is
+    /// known, else memory. REDISHOST=host:port becomes redis://host:port.
+    pub fn broker_config(&self) -> Result<BrokerConfig, ConfigError> {
+        let url = self
+            .redis_url
+            .clone()
+            .or_else(|| self.redishost.as_ref().map(|h| format!("redis://{h}")));
+        match (self.broker, url) {
+            (Some(BrokerKind::Memory), _) | (None, None) => Ok(BrokerConfig::Memory),
+            (Some(BrokerKind::Redis), None) => Err(ConfigError::MissingRedisUrl),
+            (Some(BrokerKind::Redis) | None, Some(url)) => Ok(BrokerConfig::Redis {
+                url,
+                pattern: self.pattern.clone(),
+            }),
+        }
+    }
+
+    pub fn outbox_limits(&self) -> OutboxLimits {
+        OutboxLimits {
+            max_frames: self.client_queue_messages.max(1),
+            max_bytes: self.client_queue_bytes.max(1),
+        }
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.socketio_path.starts_with('/') {
+            return Err(ConfigError::BadPath(self.socketio_path.clone()));
+        }
+        self.broker_config().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Cli, ConfigError> {
+        let env: HashMap<String, OsString> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        // clap reads `env = ...` attributes from the real environment, so only
+        // the config-file lookup goes through `env` here; the tests set no
+        // real variables and use flags for the env layer's place instead.
+        let args = std::iter::once("roomcast")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        parse_from(args.collect(), |k| env.get(k).cloned())
+    }
+
+    fn write_file(text: &str) -> (tempdir::TempDir, PathBuf) {
+        let dir = tempdir::TempDir::new();
+        let path = dir.0.join("roomcast.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    mod tempdir {
+        /// A directory removed on drop (tests only).
+        pub struct TempDir(pub std::path::PathBuf);
+        impl TempDir {
+            pub fn new() -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "roomcast-config-{}-{}",
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
+                std::fs::create_dir_all(&path).unwrap();
+                TempDir(path)
+            }
+        }
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_use_the_memory_broker_on_8080() {
+        let cli = parse_with(&[], &[]).unwrap();
+        assert_eq!(cli.serve.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(cli.serve.broker_config().unwrap(), BrokerConfig::Memory);
+        assert_eq!(cli.serve.pattern, "*");
+    }
+
+    #[test]
+    fn file_sets_defaults_and_flags_override_it() {
+        let (_dir, path) = write_file(
+            "listen = \"127.0.0.1:9000\"\nredis-url = \"redis://10.0.0.1:6379\"\napi_key = [\"a\", \"b\"]\nping_interval_ms = 1000\n",
+        );
+        let path = path.to_str().unwrap();
+        let cli = parse_with(&["--config", path], &[]).unwrap();
+        assert_eq!(cli.serve.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(cli.serve.api_keys, vec!["a", "b"]);
+        assert_eq!(cli.serve.ping_interval_ms, 1000);
+        assert_eq!(
+            cli.serve.broker_config().unwrap(),
+            BrokerConfig::Redis {
+                url: "redis://10.0.0.1:6379".into(),
+                pattern: "*".into()
+            }
+        );
+        let cli = parse_with(&["--config", path, "--listen", "127.0.0.1:9001"], &[]).unwrap();
+        assert_eq!(cli.serve.listen, "127.0.0.1:9001".parse().unwrap());
+    }
+
+    #[test]
+    fn config_path_may_come_from_the_environment() {
+        let (_dir, path) = write_file("pattern = \"device*\"\n");
+        let cli = parse_with(&[], &[("ROOMCAST_CONFIG", path.to_str().unwrap())]).unwrap();
+        assert_eq!(cli.serve.pattern, "device*");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused_by_name() {
+        let (_dir, path) = write_file("lisen = \"x\"\n");
+        let err = parse_with(&["--config", path.to_str().unwrap()], &[]).unwrap_err();
+        assert!(err.to_string().contains("unknown setting `lisen`"), "{err}");
+    }
+
+    #[test]
+    fn seed_redishost_selects_redis() {
+        let cli = parse_with(&["--redishost", "redis:6379"], &[]).unwrap();
+        assert_eq!(
+            cli.serve.broker_config().unwrap(),
+            BrokerConfig::Redis {
+                url: "redis://redis:6379".into(),
+                pattern: "*".into()
+            }
+        );
+        let cli = parse_with(&["--broker", "redis"], &[]).unwrap();
+        assert!(matches!(
+            cli.serve.broker_config(),
+            Err(ConfigError::MissingRedisUrl)
+        ));
+        let cli = parse_with(&["--broker", "memory", "--redis-url", "redis://x"], &[]).unwrap();
+        assert_eq!(cli.serve.broker_config().unwrap(), BrokerConfig::Memory);
+    }
+
+    #[test]
+    fn publish_subcommand_parses() {
+        let cli = parse_with(&["publish", "room", "hello", "--api-key", "k"], &[]).unwrap();
+        match cli.command {
+            Some(Command::Publish(p)) => {
+                assert_eq!((p.channel.as_str(), p.data.as_str()), ("room", "hello"));
+                assert_eq!(p.api_key.as_deref(), Some("k"));
+            }
+            other => panic!("expected publish, got {other:?}"),
+        }
+    }
+}

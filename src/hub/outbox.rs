@@ -1,0 +1,262 @@
+//! A client's bounded outgoing queue.
+//!
+//! The hub pushes shared, pre-encoded frames; the client's connection task pops
+//! them and writes them to its socket. The queue allocates only when something
+//! is queued, and is bounded in frames and bytes: when full, the client is a
+//! slow consumer and the outbox closes itself with that reason, which wakes the
+//! connection task so it can disconnect. Pushing never waits and never blocks
+//! other clients.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::disconnect::DisconnectReason;
+
+/// One frame as it goes on the wire: websocket text/binary message, or one
+/// packet of a polling payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+impl Frame {
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(b) | Frame::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Bounds of one outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    pub max_frames: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            max_frames: 1024,
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// This push overflowed the queue; the outbox is now closed as a slow consumer.
+    Full,
+    /// The outbox was already closed (for the given reason).
+    Closed(DisconnectReason),
+}
+
+/// Capacity above which an emptied queue gives its memory back, so a burst
+/// does not leave an idle connection holding a large buffer.
+const SHRINK_ABOVE: usize = 64;
+
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    wake: Notify,
+    limits: OutboxLimits,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    closed: Option<DisconnectReason>,
+}
+
+impl Outbox {
+    pub fn new(limits: OutboxLimits) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            limits,
+        }
+    }
+
+    /// Queues a frame. Overflow closes the outbox as a slow consumer and wakes
+    /// the owner, which disconnects; nothing is silently dropped.
+    pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+        let mut state = self.lock();
+        if let Some(reason) = state.closed {
+            return Err(PushError::Closed(reason));
+        }
+        if state.frames.len() >= self.limits.max_frames
+            || state.bytes + frame.len() > self.limits.max_bytes
+        {
+            state.close(DisconnectReason::SlowConsumer);
+            drop(state);
+            self.wake.notify_one();
+            return Err(PushError::Full);
+        }
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        let was_empty = state.frames.len() == 1;
+        drop(state);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Takes the next frame, if any.
+    pub fn pop(&self) -> Option<Frame> {
+        let mut state = self.lock();
+        let frame = state.frames.pop_front()?;
+        state.bytes -= frame.len();
+        if state.frames.is_empty() && state.frames.capacity() > SHRINK_ABOVE {
+            state.frames = VecDeque::new();
+        }
+        Some(frame)
+    }
+
+    /// Moves up to `max` queued frames into `out`; returns how many.
+    pub fn drain_into(&self, out: &mut Vec<Frame>, max: usize) -> usize {
+        let mut state = self.lock();
+        let n = state.frames.len().min(max);
+        for frame in state.frames.drain(..n) {
+            out.push(frame);
+        }
+        state.bytes = state.frames.iter().map(Frame::len).sum();
+        if state.frames.is_empty() && state.frames.capacity() > SHRINK_ABOVE {
+            state.frames = VecDeque::new();
+        }
+        n
+    }
+
+    /// Closes the outbox: queued frames are dropped, later pushes refused, the
+    /// owner woken. The first reason wins.
+    pub fn close(&self, reason: DisconnectReason) {
+        self.lock().close(reason);
+        self.wake.notify_one();
+    }
+
+    /// The reason the outbox closed, if it has.
+    pub fn closed(&self) -> Option<DisconnectReason> {
+        self.lock().closed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().frames.is_empty()
+    }
+
+    /// Resolves when a frame is queued or the outbox closes. Meant for one
+    /// waiter (the connection task); a wake-up that arrives while nobody waits
+    /// is kept, so none is lost. Cancel-safe.
+    pub async fn ready(&self) {
+        loop {
+            {
+                let state = self.lock();
+                if !state.frames.is_empty() || state.closed.is_some() {
+                    return;
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // (every update is a single push/pop), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn close(&mut self, reason: DisconnectReason) {
+        if self.closed.is_none() {
+            self.closed = Some(reason);
+        }
+        self.frames = VecDeque::new();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &'static str) -> Frame {
+        Frame::Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    #[test]
+    fn overflow_by_count_closes_as_slow_consumer() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_frames: 2,
+            max_bytes: 1000,
+        });
+        assert_eq!(outbox.push(text("a")), Ok(()));
+        assert_eq!(outbox.push(text("b")), Ok(()));
+        assert_eq!(outbox.push(text("c")), Err(PushError::Full));
+        assert_eq!(outbox.closed(), Some(DisconnectReason::SlowConsumer));
+        assert_eq!(outbox.pop(), None, "a closed outbox drops what it held");
+        assert_eq!(
+            outbox.push(text("d")),
+            Err(PushError::Closed(DisconnectReason::SlowConsumer))
+        );
+    }
+
+    #[test]
+    fn overflow_by_bytes_closes() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_frames: 100,
+            max_bytes: 5,
+        });
+        assert_eq!(outbox.push(text("abc")), Ok(()));
+        assert_eq!(outbox.push(text("def")), Err(PushError::Full));
+    }
+
+    #[test]
+    fn frames_come_out_in_order_and_bytes_are_released() {
+        let outbox = Outbox::new(OutboxLimits {
+            max_frames: 3,
+            max_bytes: 6,
+        });
+        for _ in 0..10 {
+            outbox.push(text("ab")).unwrap();
+            outbox.push(text("cd")).unwrap();
+            assert_eq!(outbox.pop(), Some(text("ab")));
+            let mut out = Vec::new();
+            assert_eq!(outbox.drain_into(&mut out, 10), 1);
+            assert_eq!(out, vec![text("cd")]);
+        }
+        assert!(outbox.closed().is_none());
+    }
+
+    #[tokio::test]
+    async fn ready_wakes_on_push_and_on_close() {
+        let outbox = std::sync::Arc::new(Outbox::new(OutboxLimits::default()));
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.ready().await }
+        });
+        tokio::task::yield_now().await;
+        outbox.push(text("x")).unwrap();
+        waiter.await.unwrap();
+
+        outbox.pop();
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.ready().await }
+        });
+        outbox.close(DisconnectReason::ServerShutdown);
+        waiter.await.unwrap();
+        assert_eq!(outbox.closed(), Some(DisconnectReason::ServerShutdown));
+    }
+}

@@ -1,0 +1,156 @@
+//! Room membership: a sharded map from room name to a copy-on-write member
+//! list, so fan-out can iterate a snapshot without holding any lock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{ClientId, Member};
+
+/// Longest room name accepted, in characters.
+pub const MAX_ROOM_NAME_CHARS: usize = 200;
+
+const SHARDS: usize = 32;
+
+type Shard = HashMap<Arc<str>, Arc<Vec<Member>>>;
+
+#[derive(Debug)]
+pub(super) struct Rooms {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+}
+
+/// A room and how many members it has on this node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomInfo {
+    pub name: String,
+    pub members: usize,
+}
+
+/// Why a room name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("room name is empty")]
+    Empty,
+    #[error("room name is longer than {MAX_ROOM_NAME_CHARS} characters")]
+    TooLong,
+    #[error("room name contains a control character")]
+    ControlCharacter,
+}
+
+impl RoomError {
+    /// Stable code for error replies.
+    pub fn code(self) -> &'static str {
+        match self {
+            RoomError::Empty => "room_empty",
+            RoomError::TooLong => "room_too_long",
+            RoomError::ControlCharacter => "room_invalid",
+        }
+    }
+}
+
+/// Checks a room name a client asked for.
+pub fn validate_room_name(name: &str) -> Result<(), RoomError> {
+    if name.is_empty() {
+        return Err(RoomError::Empty);
+    }
+    if name.chars().count() > MAX_ROOM_NAME_CHARS {
+        return Err(RoomError::TooLong);
+    }
+    if name.chars().any(char::is_control) {
+        return Err(RoomError::ControlCharacter);
+    }
+    Ok(())
+}
+
+impl Default for Rooms {
+    fn default() -> Self {
+        Rooms {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Rooms {
+    /// Adds a member; returns the members that were there before, or `None`
+    /// if this client already was one.
+    pub(super) fn insert(&self, room: &str, member: Member) -> Option<Arc<Vec<Member>>> {
+        let mut shard = self.shard(room);
+        let members = shard.entry(Arc::from(room)).or_default();
+        if members.iter().any(|m| m.client == member.client) {
+            return None;
+        }
+        let before = members.clone();
+        Arc::make_mut(members).push(member);
+        Some(before)
+    }
+
+    pub(super) fn remove(&self, room: &str, client: ClientId) -> bool {
+        let mut shard = self.shard(room);
+        let Some(members) = shard.get_mut(room) else {
+            return false;
+        };
+        let Some(index) = members.iter().position(|m| m.client == client) else {
+            return false;
+        };
+        Arc::make_mut(members).swap_remove(index);
+        if members.is_empty() {
+            shard.remove(room);
+        }
+        true
+    }
+
+    /// A snapshot of the room's members, cheap to take (one refcount).
+    pub(super) fn members(&self, room: &str) -> Option<Arc<Vec<Member>>> {
+        self.shard(room).get(room).cloned()
+    }
+
+    pub(super) fn list(&self) -> Vec<RoomInfo> {
+        let mut rooms: Vec<RoomInfo> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                lock(shard)
+                    .iter()
+                    .map(|(name, members)| RoomInfo {
+                        name: name.to_string(),
+                        members: members.len(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    fn shard(&self, room: &str) -> MutexGuard<'_, Shard> {
+        let index = self.hasher.hash_one(room) as usize % SHARDS;
+        lock(&self.shards[index])
+    }
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // Every update is a single insert/remove; a poisoned shard is consistent.
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_checked() {
+        assert_eq!(validate_room_name("device01"), Ok(()));
+        assert_eq!(validate_room_name("ünïcødé:1"), Ok(()));
+        assert_eq!(validate_room_name(""), Err(RoomError::Empty));
+        assert_eq!(
+            validate_room_name(&"x".repeat(201)),
+            Err(RoomError::TooLong)
+        );
+        assert_eq!(validate_room_name(&"é".repeat(200)), Ok(()));
+        assert_eq!(validate_room_name("a\nb"), Err(RoomError::ControlCharacter));
+    }
+}

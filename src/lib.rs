@@ -1,0 +1,19 @@
+//! roomcast: a real-time messaging server.
+//!
+//! A message's path: a **broker** (memory, Redis, ...) delivers what back-end
+//! applications publish to the **hub**; the hub owns rooms and fans each message
+//! out, encoded once per wire format, to the bounded outboxes of the clients of
+//! the **transports** (Socket.IO, SSE); **http** mounts the transports beside the
+//! publish API, the web page and the health endpoints; **config** layers
+//! file < env < flags; **server** wires it all together and shuts it down.
+//!
+//! See ARCHITECTURE.md for the module map and the invariants.
+
+pub mod brokers;
+pub mod config;
+pub mod disconnect;
+pub mod http;
+pub mod hub;
+pub mod server;
+pub mod shutdown;
+pub mod transports;

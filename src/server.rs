@@ -1,0 +1,2 @@
+//! Wires config, broker, hub, transports and HTTP together and runs them until
+//! shutdown.

@@ -1,0 +1,8 @@
+//! Transports hold client connections and speak their wire protocols; all of
+//! them join rooms on the same hub and drain the same kind of bounded outbox.
+//!
+//! Each declares one `hub::Format` with a unique id below `hub::MAX_FORMATS`:
+//! Socket.IO 0, SSE 1, plain WebSocket 2.
+
+pub mod socketio;
+pub mod sse;

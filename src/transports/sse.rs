@@ -1,0 +1,1 @@
+//! Server-Sent Events at `/sse?channel=a&channel=b`.
