@@ -43,11 +43,12 @@
 
   // ---------- room names ----------
   // Returns an error sentence, or '' when the (trimmed) name is acceptable.
+  // Same rule as the server (src/hub/rooms.rs): 1..=200 chars, no control characters.
   function roomProblem(name) {
     if (name === '') return 'Enter a room name.';
     const len = [...name].length;
     if (len > MAX_ROOM_LEN) return `Room names are at most ${MAX_ROOM_LEN} characters (this one has ${len}).`;
-    if (/[\u0000-\u001f\u007f]/.test(name)) return 'Room names cannot contain control characters.';
+    if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return 'Room names cannot contain control characters.';
     return '';
   }
   function showFieldError(text) {
