@@ -315,7 +315,6 @@
 
   function renderCount() {
     el.count.textContent = String(received);
-    el.count.setAttribute('aria-label', `${received} message${received === 1 ? '' : 's'} received`);
     const shown = el.list.childElementCount;
     el.kept.hidden = shown >= received;
     el.kept.textContent = el.kept.hidden ? '' : `showing the latest ${shown}`;
