@@ -55,7 +55,9 @@ export function toBuffer(x) {
  *   .isConnected     boolean
  *   .once(event, {timeout, filter}) Promise<args[]>; when the server asked for an ack, the last
  *                    arg is the ack function (as socket.io-client hands it to listeners)
- *   .next(event)     like once(), but only for an event received after this call (alias of once)
+ *   .next(event)     alias of once(): only an event received after this call
+ *   .first(event, {timeout}) Promise<args[]>: the first `event` recorded since connect, or the
+ *                    next one (use it for events the server sends right after CONNECT, e.g. auth)
  *   .emit(event, ...args)
  *   .emitWithAck(event, ...args)  Promise<ackArgs[]> (rejects with TimeoutError after `timeout`)
  *   .events(event)   array of args[] of every `event` received since connect (server events and
@@ -216,6 +218,9 @@ export function connect(
         socket.on(event, onEv);
         check();
       });
+    },
+    first(event, opts) {
+      return wrapper.waitEvents(event, 1, opts).then((list) => list[0]);
     },
     heartbeats(n = 1, { timeout: t = timeout } = {}) {
       const engine = socket.io && socket.io.engine;
