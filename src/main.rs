@@ -1,1 +1,57 @@
-fn main() {}
+//! The `roomcast` command: `roomcast [serve]` runs the server, `roomcast
+//! publish CHANNEL DATA` publishes through a running server's HTTP API.
+
+use std::process::ExitCode;
+
+use roomcast::config::{self, Command, LogFormat, ServeArgs};
+
+mod publish;
+
+fn main() -> ExitCode {
+    let cli = match config::parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("roomcast: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("roomcast: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Publish(args)) => runtime.block_on(publish::run(args)),
+        Some(Command::Serve(args)) => serve(&runtime, args),
+        None => serve(&runtime, cli.serve),
+    }
+}
+
+fn serve(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
+    init_logging(&args);
+    match runtime.block_on(roomcast::server::serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "roomcast stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &ServeArgs) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&args.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = std::io::stderr();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&stderr))
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}

@@ -1,2 +1,119 @@
-//! Wires config, broker, hub, transports and HTTP together and runs them until
-//! shutdown.
+//! Wires config, broker, hub, transports and HTTP together, serves until
+//! SIGINT/SIGTERM, then drains: stop accepting, tell every connection task to
+//! close, wait for them with a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::brokers::{Broker, Sink, memory::MemoryBroker};
+use crate::config::{BrokerConfig, ServeArgs};
+use crate::http::{self, AppState};
+use crate::hub::Hub;
+use crate::shutdown::{self, Shutdown};
+use crate::transports::sse;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the {broker} broker: {source}")]
+    Broker {
+        broker: &'static str,
+        source: crate::brokers::BrokerError,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the server until a signal arrives.
+pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let shutdown = Shutdown::new();
+    let running = start(&args, shutdown.clone()).await?;
+    tracing::info!(
+        listen = %running.local_addr,
+        broker = running.broker.name(),
+        "roomcast listening; web page at http://{}/",
+        running.local_addr
+    );
+    shutdown::signal().await;
+    tracing::info!("shutting down: draining connections");
+    shutdown.trigger();
+    let deadline = Duration::from_secs(args.shutdown_timeout_s);
+    if !shutdown.wait(deadline).await {
+        tracing::warn!(
+            ?deadline,
+            "connections still open at the drain deadline; exiting anyway"
+        );
+    }
+    Ok(())
+}
+
+/// A started server (tests use it to learn the bound port).
+pub struct Running {
+    pub local_addr: std::net::SocketAddr,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+}
+
+/// Binds, starts the broker and the HTTP server; returns once accepting.
+pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, ServeError> {
+    args.validate()?;
+    let hub = Arc::new(Hub::new());
+    let sink: Sink = {
+        let hub = hub.clone();
+        Arc::new(move |channel: &str, payload: Bytes| {
+            hub.deliver(channel, payload);
+        })
+    };
+    let broker: Arc<dyn Broker> = match args.broker_config()? {
+        BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
+        BrokerConfig::Redis { .. } => {
+            return Err(ServeError::Broker {
+                broker: "redis",
+                source: crate::brokers::BrokerError::Unavailable("not wired yet".into()),
+            });
+        }
+    };
+    let state = AppState {
+        hub: hub.clone(),
+        broker: broker.clone(),
+        api_keys: args.api_keys.clone().into(),
+        max_payload: args.max_payload,
+        shutdown: shutdown.clone(),
+    };
+    let sse = sse::Sse {
+        hub: hub.clone(),
+        limits: args.outbox_limits(),
+        shutdown: shutdown.clone(),
+    };
+    let app = http::router(state, sse, axum::Router::new());
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr()?;
+    let graceful = shutdown.clone();
+    shutdown.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { graceful.requested().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "http server stopped");
+        }
+    });
+    Ok(Running {
+        local_addr,
+        hub,
+        broker,
+    })
+}

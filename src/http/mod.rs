@@ -1,2 +1,76 @@
-//! HTTP: one axum router with the transports, the publish API, the web page
-//! and the health endpoints.
+//! HTTP: one axum router on one listener with the transports, the publish
+//! API, the web page and the health endpoints.
+//!
+//! Owns request routing and the JSON error shape `{error, message}` every
+//! HTTP error uses. Never holds connections itself (the transports do) and
+//! never talks to a broker except through `Broker::publish`.
+
+mod api;
+mod page;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::brokers::Broker;
+use crate::hub::Hub;
+use crate::shutdown::Shutdown;
+use crate::transports::sse;
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub api_keys: Arc<[String]>,
+    pub max_payload: usize,
+    pub shutdown: Shutdown,
+}
+
+/// The whole application: `transports` (Socket.IO) is merged in as is.
+pub fn router(state: AppState, sse: sse::Sse, transports: Router) -> Router {
+    let api = Router::new()
+        .route("/api/publish", post(api::publish))
+        .route("/api/rooms", get(api::rooms))
+        .route("/api/rooms/{room}", get(api::room))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .with_state(state);
+    Router::new()
+        .route("/sse", get(sse::handler).with_state(sse))
+        .merge(page::router())
+        .merge(api)
+        .merge(transports)
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+}
+
+/// An HTTP error answered as `{"error": code, "message": text}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -24,10 +24,15 @@ pub enum Frame {
 }
 
 impl Frame {
-    pub fn len(&self) -> usize {
+    /// The frame's content, text or binary.
+    pub fn bytes(&self) -> &Bytes {
         match self {
-            Frame::Text(b) | Frame::Binary(b) => b.len(),
+            Frame::Text(b) | Frame::Binary(b) => b,
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -4,5 +4,6 @@
 //! Each declares one `hub::Format` with a unique id below `hub::MAX_FORMATS`:
 //! Socket.IO 0, SSE 1, plain WebSocket 2.
 
+pub mod json;
 pub mod socketio;
 pub mod sse;

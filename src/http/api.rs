@@ -1,0 +1,181 @@
+//! The HTTP API: `POST /api/publish`, `GET /api/rooms[/{room}]`, `/healthz`
+//! and `/readyz`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, AppState};
+use crate::hub::{self, RoomInfo};
+
+#[derive(Deserialize)]
+struct PublishRequest {
+    channel: String,
+    data: serde_json::Value,
+}
+
+/// `POST /api/publish {"channel","data"}` with `Authorization: Bearer KEY`.
+/// A string `data` is published as its characters; any other JSON value as
+/// its compact JSON text.
+pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    match try_publish(&state, &headers, &body).await {
+        Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
+        Err(error) => {
+            tracing::info!(code = error.code, message = %error.message, "publish refused");
+            error.into_response()
+        }
+    }
+}
+
+async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    authorize(&state.api_keys, headers)?;
+    if body.len() > state.max_payload + 1024 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body exceeds {} bytes", state.max_payload + 1024),
+        ));
+    }
+    let request: PublishRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("expected {{\"channel\": string, \"data\": any}}: {e}"),
+        )
+    })?;
+    hub::validate_room_name(&request.channel)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+    let payload = match request.data {
+        serde_json::Value::String(text) => text.into_bytes(),
+        other => other.to_string().into_bytes(),
+    };
+    if payload.len() > state.max_payload {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("data exceeds the {}-byte message limit", state.max_payload),
+        ));
+    }
+    state
+        .broker
+        .publish(&request.channel, payload.into())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+                e.to_string(),
+            )
+        })
+}
+
+/// Checks the bearer key in constant time. No key configured: refused.
+fn authorize(keys: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
+    if keys.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "publishing_disabled",
+            "HTTP publishing is disabled: start roomcast with --api-key KEY (or ROOMCAST_API_KEY)",
+        ));
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing Authorization: Bearer <api key>",
+            )
+        })?;
+    // Compare against every key so timing does not reveal which one matched.
+    let matched = keys.iter().fold(0u8, |any, key| {
+        any | key.as_bytes().ct_eq(presented.as_bytes()).unwrap_u8()
+    });
+    if matched == 1 {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid API key",
+        ))
+    }
+}
+
+/// `GET /api/rooms`: every room with members on this node.
+pub async fn rooms(State(state): State<AppState>) -> Json<Vec<RoomInfo>> {
+    Json(state.hub.rooms())
+}
+
+/// `GET /api/rooms/{room}`: one room's member count on this node.
+pub async fn room(State(state): State<AppState>, Path(room): Path<String>) -> Json<RoomInfo> {
+    let members = state.hub.room_size(&room);
+    Json(RoomInfo {
+        name: room,
+        members,
+    })
+}
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 while the broker is connected and we are not draining.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let broker = state.broker.name();
+    let (status, text) = if state.shutdown.is_requested() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if state.broker.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker_disconnected")
+    };
+    (
+        status,
+        Json(serde_json::json!({ "status": text, "broker": broker })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(key: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn api_keys_are_checked() {
+        let keys = vec!["k1".to_string(), "k2".to_string()];
+        assert!(authorize(&keys, &bearer("k2")).is_ok());
+        assert_eq!(
+            authorize(&keys, &bearer("k3")).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            authorize(&keys, &bearer("k")).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            authorize(&keys, &HeaderMap::new()).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            authorize(&[], &bearer("k1")).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+    }
+}
