@@ -1,0 +1,215 @@
+//! The HTTP API and the SSE transport, against a server started in-process on
+//! a free port with the memory broker.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use roomcast::server::{self, Running};
+use roomcast::shutdown::Shutdown;
+
+struct Server {
+    running: Running,
+    shutdown: Shutdown,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Server {
+    async fn start(extra: &[&str]) -> Server {
+        let mut args = vec!["roomcast", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let cli =
+            roomcast::config::parse_from(args.into_iter().map(Into::into).collect(), |_| None)
+                .expect("valid flags");
+        let shutdown = Shutdown::new();
+        let running = server::start(&cli.serve, shutdown.clone())
+            .await
+            .expect("server starts");
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Server {
+            running,
+            shutdown,
+            client,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.local_addr)
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> hyper::Response<Incoming> {
+        let mut request = hyper::Request::builder().method(method).uri(self.url(path));
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        self.client.request(request).await.expect("server answers")
+    }
+
+    async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let response = self.request(method, path, key, body).await;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).expect("JSON body"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// Reads SSE body chunks until `count` events have arrived; returns their data lines.
+async fn sse_events(body: &mut Incoming, count: usize) -> Vec<serde_json::Value> {
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("event within 5 s")
+            .expect("stream open")
+            .expect("frame");
+        if let Ok(data) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            if event.starts_with("event: message") {
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                events.push(serde_json::from_str(&data.join("\n")).unwrap());
+            }
+        }
+    }
+    events
+}
+
+async fn publish(server: &Server, channel: &str, data: &str) -> (u16, serde_json::Value) {
+    let body = format!(r#"{{"channel":"{channel}","data":{data}}}"#);
+    server.json("POST", "/api/publish", Some("k2"), &body).await
+}
+
+#[tokio::test]
+async fn publish_reaches_sse_subscribers_of_that_room_only() {
+    let server = Server::start(&["--api-key", "k1", "--api-key", "k2"]).await;
+    let mut a = server.request("GET", "/sse?channel=a", None, "").await;
+    assert_eq!(a.headers()["content-type"], "text/event-stream");
+    let mut b = server.request("GET", "/sse?channel=b", None, "").await;
+    // The first chunk (retry + comment) tells us the stream is registered.
+    a.body_mut().frame().await.unwrap().unwrap();
+    b.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(server.running.hub.room_size("a"), 1);
+
+    assert_eq!(
+        publish(&server, "a", r#""text ü""#).await,
+        (200, serde_json::json!({"ok": true}))
+    );
+    assert_eq!(publish(&server, "b", r#"{"n":1}"#).await.0, 200);
+    assert_eq!(publish(&server, "a", r#"[1,2]"#).await.0, 200);
+
+    let got = sse_events(a.body_mut(), 2).await;
+    assert_eq!(got[0]["data"], "text ü");
+    assert_eq!(got[0]["channel"], "a");
+    assert_eq!(got[1]["data"], serde_json::json!([1, 2]));
+    let got = sse_events(b.body_mut(), 1).await;
+    assert_eq!(got[0]["data"], serde_json::json!({"n": 1}));
+
+    drop(a);
+    // The hub forgets a stream once its client is gone.
+    for _ in 0..100 {
+        if server.running.hub.room_size("a") == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.running.hub.room_size("a"), 0);
+}
+
+#[tokio::test]
+async fn publish_errors_are_specific_json() {
+    let server = Server::start(&["--api-key", "k"]).await;
+    let (status, body) = server
+        .json("POST", "/api/publish", None, r#"{"channel":"a","data":1}"#)
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = server
+        .json(
+            "POST",
+            "/api/publish",
+            Some("nope"),
+            r#"{"channel":"a","data":1}"#,
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = server
+        .json("POST", "/api/publish", Some("k"), r#"{"channel":"a""#)
+        .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_json")));
+    let (status, body) = server
+        .json(
+            "POST",
+            "/api/publish",
+            Some("k"),
+            r#"{"channel":"","data":1}"#,
+        )
+        .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("room_empty")));
+    let (status, body) = server.json("GET", "/sse?channel=", None, "").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("room_empty")));
+
+    let disabled = Server::start(&[]).await;
+    let (status, body) = disabled
+        .json(
+            "POST",
+            "/api/publish",
+            Some("k"),
+            r#"{"channel":"a","data":1}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("publishing_disabled"))
+    );
+    assert!(body["message"].as_str().unwrap().contains("--api-key"));
+}
+
+#[tokio::test]
+async fn health_readiness_and_rooms() {
+    let server = Server::start(&[]).await;
+    assert_eq!(server.json("GET", "/healthz", None, "").await.0, 200);
+    let (status, body) = server.json("GET", "/readyz", None, "").await;
+    assert_eq!((status, body["broker"].as_str()), (200, Some("memory")));
+    let _stream = server
+        .request("GET", "/sse?channel=r1&channel=r2", None, "")
+        .await;
+    let (_, rooms) = server.json("GET", "/api/rooms", None, "").await;
+    assert_eq!(
+        rooms,
+        serde_json::json!([{"name":"r1","members":1},{"name":"r2","members":1}])
+    );
+    let (_, room) = server.json("GET", "/api/rooms/r2", None, "").await;
+    assert_eq!(room, serde_json::json!({"name":"r2","members":1}));
+}
