@@ -104,6 +104,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_CLIENT_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub client_queue_bytes: usize,
 
+    /// Let /ws clients publish with {"op":"publish"}.
+    #[arg(long, env = "ROOMCAST_WS_PUBLISH")]
+    pub ws_publish: bool,
+
+    /// Invalid requests a /ws client may send before it is disconnected (1008).
+    #[arg(long, env = "ROOMCAST_MAX_PROTOCOL_ERRORS", default_value_t = 10)]
+    pub max_protocol_errors: u32,
+
     /// Seconds to wait for connections to drain on SIGTERM.
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,

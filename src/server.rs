@@ -12,7 +12,7 @@ use crate::config::{BrokerConfig, ServeArgs};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::shutdown::{self, Shutdown};
-use crate::transports::sse;
+use crate::transports::{sse, ws};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -93,7 +93,18 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         limits: args.outbox_limits(),
         shutdown: shutdown.clone(),
     };
-    let app = http::router(state, sse, axum::Router::new());
+    let ws = ws::Ws {
+        hub: hub.clone(),
+        broker: broker.clone(),
+        shutdown: shutdown.clone(),
+        limits: args.outbox_limits(),
+        max_frame: args.max_payload,
+        ping_interval: args.ping_interval(),
+        ping_timeout: args.ping_timeout(),
+        allow_publish: args.ws_publish,
+        max_errors: args.max_protocol_errors,
+    };
+    let app = http::router(state, sse, ws, axum::Router::new());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

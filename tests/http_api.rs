@@ -3,79 +3,11 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
-use roomcast::server::{self, Running};
-use roomcast::shutdown::Shutdown;
 
-struct Server {
-    running: Running,
-    shutdown: Shutdown,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Server {
-    async fn start(extra: &[&str]) -> Server {
-        let mut args = vec!["roomcast", "--listen", "127.0.0.1:0"];
-        args.extend_from_slice(extra);
-        let cli =
-            roomcast::config::parse_from(args.into_iter().map(Into::into).collect(), |_| None)
-                .expect("valid flags");
-        let shutdown = Shutdown::new();
-        let running = server::start(&cli.serve, shutdown.clone())
-            .await
-            .expect("server starts");
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        Server {
-            running,
-            shutdown,
-            client,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.local_addr)
-    }
-
-    async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: &str,
-    ) -> hyper::Response<Incoming> {
-        let mut request = hyper::Request::builder().method(method).uri(self.url(path));
-        if let Some(key) = key {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        self.client.request(request).await.expect("server answers")
-    }
-
-    async fn json(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: &str,
-    ) -> (u16, serde_json::Value) {
-        let response = self.request(method, path, key, body).await;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).expect("JSON body"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
+mod support;
+use support::Server;
 
 /// Reads SSE body chunks until `count` events have arrived; returns their data lines.
 async fn sse_events(body: &mut Incoming, count: usize) -> Vec<serde_json::Value> {

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use crate::brokers::Broker;
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
-use crate::transports::sse;
+use crate::transports::{sse, ws};
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -32,7 +32,7 @@ pub struct AppState {
 }
 
 /// The whole application: `transports` (Socket.IO) is merged in as is.
-pub fn router(state: AppState, sse: sse::Sse, transports: Router) -> Router {
+pub fn router(state: AppState, sse: sse::Sse, ws: ws::Ws, transports: Router) -> Router {
     let api = Router::new()
         .route("/api/publish", post(api::publish))
         .route("/api/rooms", get(api::rooms))
@@ -42,6 +42,7 @@ pub fn router(state: AppState, sse: sse::Sse, transports: Router) -> Router {
         .with_state(state);
     Router::new()
         .route("/sse", get(sse::handler).with_state(sse))
+        .route("/ws", get(ws::handler).with_state(ws))
         .merge(page::router())
         .merge(api)
         .merge(transports)

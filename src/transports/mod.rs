@@ -7,3 +7,4 @@
 pub mod json;
 pub mod socketio;
 pub mod sse;
+pub mod ws;

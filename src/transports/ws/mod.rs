@@ -1,0 +1,344 @@
+//! Plain WebSocket at `/ws` with JSON text frames (protocol in `protocol.rs`).
+//!
+//! Owns `/ws` connections: one task per connection owns the socket, its
+//! bounded outbox and its room list; it reads client requests, writes
+//! replies, drains the outbox and keeps the heartbeat. Frames from the hub are
+//! the shared JSON envelope of `transports::json`, encoded once per message.
+//! Called by `http`, which mounts [`handler`]. Bad frames get an `error` frame;
+//! repeated abuse closes with 1008, oversize frames with 1009.
+
+mod protocol;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::Response;
+use tokio::time::Instant;
+
+use crate::brokers::Broker;
+use crate::disconnect::DisconnectReason;
+use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
+use crate::shutdown::Shutdown;
+use crate::transports::json;
+use protocol::{ProtocolError, Request};
+
+/// Most rooms one connection may subscribe to.
+pub const MAX_CHANNELS: usize = 64;
+
+/// Frames drained from the outbox per write batch (one flush per batch).
+const WRITE_BATCH: usize = 64;
+
+pub static FORMAT: hub::Format = hub::Format {
+    id: 2,
+    name: "ws",
+    encode,
+};
+
+fn encode(event: &Event<'_>) -> Option<Frame> {
+    match event {
+        Event::Message(message) => Some(Frame::Text(json::message_envelope(message).into())),
+        Event::Joined { .. } => None,
+    }
+}
+
+/// Settings and shared handles of the `/ws` endpoint.
+#[derive(Clone)]
+pub struct Ws {
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub shutdown: Shutdown,
+    pub limits: OutboxLimits,
+    /// Largest inbound frame, bytes.
+    pub max_frame: usize,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Whether clients may use the `publish` op.
+    pub allow_publish: bool,
+    /// Refused frames tolerated before the connection is closed (1008).
+    pub max_errors: u32,
+}
+
+/// `GET /ws`: upgrades with small buffers (DESIGN §4: tungstenite's defaults
+/// are 128 KiB per connection).
+pub async fn handler(State(ws): State<Ws>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .read_buffer_size(512)
+        .write_buffer_size(0)
+        .max_write_buffer_size(ws.limits.max_bytes.max(64 * 1024))
+        .max_message_size(ws.max_frame)
+        .max_frame_size(ws.max_frame)
+        .on_upgrade(move |socket| {
+            let shutdown = ws.shutdown.clone();
+            async move {
+                // Tracked, so shutdown waits for the close frame to go out.
+                let _ = shutdown.spawn(Connection::new(ws).run(socket)).await;
+            }
+        })
+}
+
+/// How a connection ends: the reason, and the close frame to send.
+struct Close {
+    reason: DisconnectReason,
+    code: u16,
+    text: &'static str,
+}
+
+impl Close {
+    fn because(reason: DisconnectReason) -> Close {
+        let code = match reason {
+            DisconnectReason::ServerShutdown | DisconnectReason::PingTimeout => close_code::AWAY,
+            DisconnectReason::SlowConsumer | DisconnectReason::BadInput => close_code::POLICY,
+            _ => close_code::NORMAL,
+        };
+        Close {
+            reason,
+            code,
+            text: reason.message(),
+        }
+    }
+}
+
+struct Connection {
+    ws: Ws,
+    client: ClientId,
+    outbox: Arc<Outbox>,
+    rooms: Vec<String>,
+    errors: u32,
+    last_seen: Instant,
+}
+
+impl Connection {
+    fn new(ws: Ws) -> Self {
+        let client = ws.hub.client_id();
+        let outbox = Arc::new(Outbox::new(ws.limits));
+        Connection {
+            ws,
+            client,
+            outbox,
+            rooms: Vec::new(),
+            errors: 0,
+            last_seen: Instant::now(),
+        }
+    }
+
+    async fn run(mut self, mut socket: WebSocket) {
+        tracing::debug!(client = self.client.0, "ws client connected");
+        let close = self.serve(&mut socket).await;
+        for room in &self.rooms {
+            self.ws.hub.leave(room, self.client);
+        }
+        if let Some(close) = close {
+            let frame = CloseFrame {
+                code: close.code,
+                reason: Utf8Bytes::from_static(close.text),
+            };
+            // The peer may be gone already; nothing more to do then.
+            let _ = socket.send(Message::Close(Some(frame))).await;
+            let level_info = close.reason != DisconnectReason::ClientClosed;
+            if level_info {
+                tracing::info!(
+                    client = self.client.0,
+                    reason = close.reason.code(),
+                    "ws client disconnected"
+                );
+            }
+        } else {
+            tracing::debug!(client = self.client.0, "ws client closed the connection");
+        }
+    }
+
+    /// Runs until the connection ends; `None` when the client closed it.
+    async fn serve(&mut self, socket: &mut WebSocket) -> Option<Close> {
+        let mut heartbeat = tokio::time::interval(self.ws.ping_interval);
+        heartbeat.reset();
+        let mut batch = Vec::with_capacity(0);
+        loop {
+            tokio::select! {
+                _ = self.ws.shutdown.requested() => {
+                    return Some(Close::because(DisconnectReason::ServerShutdown));
+                }
+                _ = self.outbox.ready() => {
+                    if let Some(reason) = self.outbox.closed() {
+                        return Some(Close::because(reason));
+                    }
+                    if let Err(reason) = self.flush(socket, &mut batch).await {
+                        return Some(Close::because(reason));
+                    }
+                }
+                received = socket.recv() => {
+                    self.last_seen = Instant::now();
+                    match received {
+                        None | Some(Ok(Message::Close(_))) => return None,
+                        Some(Err(error)) => return Some(read_error(error)),
+                        Some(Ok(message)) => {
+                            if let Err(close) = self.on_message(socket, message).await {
+                                return Some(close);
+                            }
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if self.last_seen.elapsed() > self.ws.ping_interval + self.ws.ping_timeout {
+                        return Some(Close::because(DisconnectReason::PingTimeout));
+                    }
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return Some(Close::because(DisconnectReason::TransportError));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes what the outbox holds, one flush per batch.
+    async fn flush(
+        &self,
+        socket: &mut WebSocket,
+        batch: &mut Vec<Frame>,
+    ) -> Result<(), DisconnectReason> {
+        use futures_util::SinkExt;
+        while self.outbox.drain_into(batch, WRITE_BATCH) > 0 {
+            for frame in batch.drain(..) {
+                let message = match frame {
+                    Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
+                        Ok(text) => Message::Text(text),
+                        // Our encoders emit JSON, always UTF-8; never send a broken frame.
+                        Err(_) => continue,
+                    },
+                    Frame::Binary(bytes) => Message::Binary(bytes),
+                };
+                socket
+                    .feed(message)
+                    .await
+                    .map_err(|_| DisconnectReason::TransportError)?;
+            }
+            socket
+                .flush()
+                .await
+                .map_err(|_| DisconnectReason::TransportError)?;
+        }
+        *batch = Vec::new();
+        Ok(())
+    }
+
+    async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Result<(), Close> {
+        let (id, result) = match message {
+            Message::Text(text) => protocol::parse(text.as_str()),
+            Message::Binary(_) => (
+                None,
+                Err(ProtocolError::new(
+                    "binary_unsupported",
+                    "binary frames are not supported; send JSON text",
+                )),
+            ),
+            // tungstenite answers pings itself; any frame counts as liveness.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Ok(()),
+        };
+        let reply = match result {
+            Ok(request) => self.act(request).await,
+            Err(error) => Err(error),
+        };
+        let text = match &reply {
+            Ok(kind) => protocol::reply(kind, id.as_ref()),
+            Err(error) => {
+                self.errors += 1;
+                tracing::info!(client = self.client.0, code = error.code, message = %error.message, "ws request refused");
+                protocol::error(id.as_ref(), error)
+            }
+        };
+        socket
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|_| Close::because(DisconnectReason::TransportError))?;
+        if self.errors > self.ws.max_errors {
+            return Err(Close {
+                reason: DisconnectReason::BadInput,
+                code: close_code::POLICY,
+                text: "too many invalid requests",
+            });
+        }
+        Ok(())
+    }
+
+    /// Performs a request; returns the reply type.
+    async fn act(&mut self, request: Request) -> Result<&'static str, ProtocolError> {
+        match request {
+            Request::Subscribe { channel } => {
+                check_channel(&channel)?;
+                if self.rooms.contains(&channel) {
+                    return Ok("ok");
+                }
+                if self.rooms.len() >= MAX_CHANNELS {
+                    return Err(ProtocolError::new(
+                        "too_many_channels",
+                        format!("at most {MAX_CHANNELS} channels per connection"),
+                    ));
+                }
+                let member = Member {
+                    client: self.client,
+                    outbox: self.outbox.clone(),
+                    format: &FORMAT,
+                };
+                self.ws.hub.join(&channel, member);
+                self.rooms.push(channel);
+                Ok("ok")
+            }
+            Request::Unsubscribe { channel } => {
+                let Some(index) = self.rooms.iter().position(|r| *r == channel) else {
+                    return Err(ProtocolError::new(
+                        "not_subscribed",
+                        format!("not subscribed to {channel:?}"),
+                    ));
+                };
+                self.ws.hub.leave(&channel, self.client);
+                self.rooms.swap_remove(index);
+                Ok("ok")
+            }
+            Request::Publish { channel, payload } => {
+                if !self.ws.allow_publish {
+                    return Err(ProtocolError::new(
+                        "publish_disabled",
+                        "client publishing is disabled (server flag --ws-publish)",
+                    ));
+                }
+                check_channel(&channel)?;
+                if payload.len() > self.ws.max_frame {
+                    return Err(ProtocolError::new(
+                        "too_large",
+                        format!("data exceeds {} bytes", self.ws.max_frame),
+                    ));
+                }
+                self.ws
+                    .broker
+                    .publish(&channel, payload.into())
+                    .await
+                    .map_err(|e| ProtocolError::new("broker_unavailable", e.to_string()))?;
+                Ok("ok")
+            }
+            Request::Ping => Ok("pong"),
+        }
+    }
+}
+
+fn check_channel(channel: &str) -> Result<(), ProtocolError> {
+    hub::validate_room_name(channel)
+        .map_err(|e| ProtocolError::new(e.code(), format!("channel {channel:?}: {e}")))
+}
+
+/// Maps a read error to how the connection ends: an oversize frame is 1009.
+fn read_error(error: axum::Error) -> Close {
+    let inner = error.into_inner();
+    if let Some(tungstenite::Error::Capacity(_)) = inner.downcast_ref::<tungstenite::Error>() {
+        return Close {
+            reason: DisconnectReason::BadInput,
+            code: close_code::SIZE,
+            text: "frame too large",
+        };
+    }
+    Close {
+        reason: DisconnectReason::TransportError,
+        code: close_code::ERROR,
+        text: "transport error",
+    }
+}
