@@ -12,6 +12,7 @@ use crate::config::{BrokerConfig, ServeArgs};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::shutdown::{self, Shutdown};
+use crate::telemetry;
 use crate::transports::{sse, ws};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     let sink: Sink = {
         let hub = hub.clone();
         Arc::new(move |channel: &str, payload: Bytes| {
+            telemetry::message_received();
             hub.deliver(channel, payload);
         })
     };
@@ -87,6 +89,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         api_keys: args.api_keys.clone().into(),
         max_payload: args.max_payload,
         shutdown: shutdown.clone(),
+        metrics: telemetry::install(),
     };
     let sse = sse::Sse {
         hub: hub.clone(),

@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::hub::{self, RoomInfo};
+use crate::telemetry;
 
 #[derive(Deserialize)]
 struct PublishRequest {
@@ -70,7 +71,9 @@ async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
                 "broker_unavailable",
                 e.to_string(),
             )
-        })
+        })?;
+    telemetry::message_published("http");
+    Ok(())
 }
 
 /// Checks the bearer key in constant time. No key configured: refused.
@@ -140,6 +143,27 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (
         status,
         Json(serde_json::json!({ "status": text, "broker": broker })),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics_disabled",
+            "another metrics recorder owns this process",
+        )
+        .into_response();
+    };
+    telemetry::broker_up(state.broker.name(), state.broker.is_ready());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry::render(handle),
     )
         .into_response()
 }

@@ -19,6 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use crate::telemetry;
+
 pub use outbox::{Frame, Outbox, OutboxLimits, PushError};
 use rooms::Rooms;
 pub use rooms::{RoomError, RoomInfo, validate_room_name};
@@ -143,19 +145,33 @@ impl Hub {
 /// Encodes `event` at most once per format and queues the shared frame to
 /// every member.
 fn fan_out(members: &[Member], event: &Event<'_>) -> FanOut {
+    let started = std::time::Instant::now();
     let mut encoded: [Option<Option<Frame>>; MAX_FORMATS] = Default::default();
+    let mut per_format = [(0usize, ""); MAX_FORMATS];
     let mut result = FanOut::default();
     for member in members {
-        let slot = &mut encoded[member.format.id];
-        let Some(frame) = slot.get_or_insert_with(|| (member.format.encode)(event)) else {
+        let format = member.format;
+        let slot = &mut encoded[format.id];
+        let Some(frame) = slot.get_or_insert_with(|| (format.encode)(event)) else {
             continue;
         };
         match member.outbox.push(frame.clone()) {
-            Ok(()) => result.delivered += 1,
+            Ok(()) => {
+                result.delivered += 1;
+                per_format[format.id] = (per_format[format.id].0 + 1, format.name);
+            }
             Err(PushError::Full) => result.slow_consumers += 1,
             // Already closed: its connection task is on its way out.
             Err(PushError::Closed(_)) => {}
         }
+    }
+    for (count, name) in per_format {
+        if count > 0 {
+            telemetry::deliveries(name, count);
+        }
+    }
+    if let Event::Message(_) = event {
+        telemetry::fanout_duration(started.elapsed().as_secs_f64());
     }
     result
 }

@@ -19,6 +19,7 @@ use crate::disconnect::DisconnectReason;
 use crate::http::ApiError;
 use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
 use crate::shutdown::Shutdown;
+use crate::telemetry;
 use crate::transports::json;
 
 /// Most rooms one SSE request may name.
@@ -113,6 +114,7 @@ struct Stream {
     rooms: Vec<String>,
     shutdown: Shutdown,
     opened: bool,
+    metric: telemetry::ConnectionMetric,
 }
 
 impl Stream {
@@ -136,6 +138,7 @@ impl Stream {
             rooms,
             shutdown: sse.shutdown.clone(),
             opened: false,
+            metric: telemetry::ConnectionMetric::open(FORMAT.name),
         }
     }
 
@@ -162,6 +165,7 @@ impl Stream {
             return Some((Ok(Bytes::from_static(b": keepalive\n\n")), self));
         }
         if let Some(reason) = self.outbox.closed() {
+            self.metric.closing(reason);
             tracing::info!(
                 client = self.client.0,
                 reason = reason.code(),
@@ -181,6 +185,7 @@ impl Stream {
                 chunk.freeze()
             }
         };
+        telemetry::bytes_out(FORMAT.name, chunk.len());
         Some((Ok(chunk), self))
     }
 }

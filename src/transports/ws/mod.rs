@@ -21,6 +21,7 @@ use crate::brokers::Broker;
 use crate::disconnect::DisconnectReason;
 use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
 use crate::shutdown::Shutdown;
+use crate::telemetry;
 use crate::transports::json;
 use protocol::{ProtocolError, Request};
 
@@ -125,7 +126,11 @@ impl Connection {
 
     async fn run(mut self, mut socket: WebSocket) {
         tracing::debug!(client = self.client.0, "ws client connected");
+        let mut metric = telemetry::ConnectionMetric::open(FORMAT.name);
         let close = self.serve(&mut socket).await;
+        if let Some(close) = &close {
+            metric.closing(close.reason);
+        }
         for room in &self.rooms {
             self.ws.hub.leave(room, self.client);
         }
@@ -199,6 +204,7 @@ impl Connection {
     ) -> Result<(), DisconnectReason> {
         use futures_util::SinkExt;
         while self.outbox.drain_into(batch, WRITE_BATCH) > 0 {
+            telemetry::bytes_out(FORMAT.name, batch.iter().map(Frame::len).sum());
             for frame in batch.drain(..) {
                 let message = match frame {
                     Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
@@ -314,6 +320,7 @@ impl Connection {
                     .publish(&channel, payload.into())
                     .await
                     .map_err(|e| ProtocolError::new("broker_unavailable", e.to_string()))?;
+                telemetry::message_published("ws");
                 Ok("ok")
             }
             Request::Ping => Ok("pong"),
