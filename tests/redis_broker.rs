@@ -95,6 +95,24 @@ async fn external_publish_reaches_the_sink_byte_for_byte() {
         next(&mut rx).await,
         ("room:a".to_string(), Bytes::from(big))
     );
+
+    // A channel name that is not UTF-8 cannot name a room: it is skipped,
+    // and the subscription carries on.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let receivers: i64 = redis::cmd("PUBLISH")
+        .arg(&b"bad\xff"[..])
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1);
+    redis_publish(&redis.url(), "good", b"y").await;
+    assert_eq!(
+        next(&mut rx).await,
+        ("good".to_string(), Bytes::from_static(b"y"))
+    );
+    assert!(broker.is_ready());
     stop(shutdown).await;
 }
 

@@ -1,11 +1,12 @@
 //! The Redis broker: `PSUBSCRIBE <pattern>` feeds the hub, `PUBLISH` carries
 //! this node's messages to every node (itself included).
 //!
-//! Owns: one subscriber connection (a plain RESP2 pub/sub connection,
+//! Owns: one dedicated pub/sub connection (pinged every few seconds, and
 //! re-dialled with jittered exponential backoff and re-subscribed after any
 //! loss), one multiplexed publishing connection (redis's `ConnectionManager`,
-//! which reconnects on its own), and the task that watches both and keeps
-//! `is_ready()` true only while both work.
+//! renewed when it stops answering), and the one task, spawned on the
+//! server's `Shutdown`, that watches both and keeps `is_ready()` true only
+//! while both work.
 //!
 //! Never: panics or exits on a Redis failure (the server keeps serving and
 //! `/readyz` says not ready); assumes payloads are UTF-8 (they go to the sink
