@@ -27,6 +27,9 @@ pub enum BrokerError {
     Unavailable(String),
     #[error("broker refused the publish: {0}")]
     Refused(String),
+    /// The broker's settings cannot work (e.g. a malformed URL); at start only.
+    #[error("invalid broker configuration: {0}")]
+    Config(String),
 }
 
 pub trait Broker: Send + Sync + 'static {
