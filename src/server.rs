@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::brokers::{Broker, Sink, memory::MemoryBroker};
+use crate::brokers::{Broker, Sink, memory::MemoryBroker, redis};
 use crate::config::{BrokerConfig, ServeArgs};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
@@ -76,12 +76,12 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     };
     let broker: Arc<dyn Broker> = match args.broker_config()? {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
-        BrokerConfig::Redis { .. } => {
-            return Err(ServeError::Broker {
+        BrokerConfig::Redis { url, pattern } => Arc::new(
+            redis::start(&url, &pattern, sink, &shutdown).map_err(|source| ServeError::Broker {
                 broker: "redis",
-                source: crate::brokers::BrokerError::Unavailable("not wired yet".into()),
-            });
-        }
+                source,
+            })?,
+        ),
     };
     let state = AppState {
         hub: hub.clone(),

@@ -32,6 +32,17 @@ pub enum BrokerError {
     Config(String),
 }
 
+impl BrokerError {
+    /// Stable code for error replies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BrokerError::Unavailable(_) => "broker_unavailable",
+            BrokerError::Refused(_) => "broker_refused",
+            BrokerError::Config(_) => "broker_config",
+        }
+    }
+}
+
 pub trait Broker: Send + Sync + 'static {
     /// Publishes to every node subscribed to `channel` (this one included).
     fn publish<'a>(

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::brokers::BrokerError;
 use crate::hub::{self, RoomInfo};
 use crate::telemetry;
 
@@ -65,15 +66,18 @@ async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
         .broker
         .publish(&request.channel, payload.into())
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "broker_unavailable",
-                e.to_string(),
-            )
-        })?;
+        .map_err(broker_error)?;
     telemetry::message_published("http");
     Ok(())
+}
+
+/// 502 when the broker refused, else 503 (unreachable: retry later).
+fn broker_error(error: BrokerError) -> ApiError {
+    let status = match error {
+        BrokerError::Refused(_) => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, error.code(), error.to_string())
 }
 
 /// Checks the bearer key in constant time. No key configured: refused.

@@ -319,7 +319,7 @@ impl Connection {
                     .broker
                     .publish(&channel, payload.into())
                     .await
-                    .map_err(|e| ProtocolError::new("broker_unavailable", e.to_string()))?;
+                    .map_err(|e| ProtocolError::new(e.code(), e.to_string()))?;
                 telemetry::message_published("ws");
                 Ok("ok")
             }
