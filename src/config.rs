@@ -33,6 +33,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Publish DATA to CHANNEL through a running server's HTTP API.
     Publish(PublishArgs),
+    /// Exit 0 if a running server answers GET /healthz (for container HEALTHCHECK).
+    Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -137,6 +139,13 @@ pub struct PublishArgs {
     /// API key (Authorization: Bearer).
     #[arg(long, env = "ROOMCAST_API_KEY")]
     pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// Base URL of the roomcast server.
+    #[arg(long, env = "ROOMCAST_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
 }
 
 /// The broker settings resolved from flags, env and the seed's REDISHOST.

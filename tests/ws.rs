@@ -256,3 +256,12 @@ async fn a_thousand_clients_in_one_room_get_every_message_once_in_order() {
         assert_eq!(reader.await.unwrap(), (0..20).collect::<Vec<u64>>());
     }
 }
+
+#[tokio::test]
+async fn shutdown_tells_clients_to_reconnect_with_1012() {
+    let server = Server::start(&[]).await;
+    let mut ws = connect(&server).await;
+    subscribe(&mut ws, "r", 1).await;
+    server.shutdown.trigger();
+    assert_eq!(close_code(&mut ws).await, 1012);
+}

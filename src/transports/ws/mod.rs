@@ -89,7 +89,9 @@ struct Close {
 impl Close {
     fn because(reason: DisconnectReason) -> Close {
         let code = match reason {
-            DisconnectReason::ServerShutdown | DisconnectReason::PingTimeout => close_code::AWAY,
+            // 1012 "service restart": reconnect, another node will take you.
+            DisconnectReason::ServerShutdown => close_code::RESTART,
+            DisconnectReason::PingTimeout => close_code::AWAY,
             DisconnectReason::SlowConsumer | DisconnectReason::BadInput => close_code::POLICY,
             _ => close_code::NORMAL,
         };
