@@ -106,6 +106,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_CLIENT_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub client_queue_bytes: usize,
 
+    /// Recent messages kept per room for clients that resume (SSE Last-Event-ID, /ws `since`); 0 disables.
+    #[arg(long, env = "ROOMCAST_HISTORY_SIZE", default_value_t = 100)]
+    pub history_size: usize,
+
+    /// Seconds a room's history is kept after its last member left.
+    #[arg(long, env = "ROOMCAST_HISTORY_TTL_S", default_value_t = 300)]
+    pub history_ttl_s: u64,
+
     /// Let /ws clients publish with {"op":"publish"}.
     #[arg(long, env = "ROOMCAST_WS_PUBLISH")]
     pub ws_publish: bool,

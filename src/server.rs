@@ -66,7 +66,10 @@ pub struct Running {
 /// Binds, starts the broker and the HTTP server; returns once accepting.
 pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, ServeError> {
     args.validate()?;
-    let hub = Arc::new(Hub::new());
+    let hub = Arc::new(Hub::with_history(
+        args.history_size,
+        Duration::from_secs(args.history_ttl_s),
+    ));
     let sink: Sink = {
         let hub = hub.clone();
         Arc::new(move |channel: &str, payload: Bytes| {

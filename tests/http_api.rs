@@ -185,3 +185,28 @@ async fn metric(server: &Server, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+#[tokio::test]
+async fn sse_resumes_after_last_event_id() {
+    let server = Server::start(&["--api-key", "k2"]).await;
+    let mut first = server.request("GET", "/sse?channel=news", None, "").await;
+    first.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(publish(&server, "news", r#""a""#).await.0, 200);
+    let seen = sse_events(first.body_mut(), 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(first);
+    assert_eq!(publish(&server, "news", r#""b""#).await.0, 200);
+
+    let request = hyper::Request::get(server.url("/sse?channel=news"))
+        .header("last-event-id", &seen)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let mut resumed = server.client().request(request).await.unwrap();
+    let got = sse_events(resumed.body_mut(), 1).await;
+    assert_eq!(
+        got[0]["data"], "b",
+        "the message sent while away is replayed"
+    );
+}

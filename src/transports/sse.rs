@@ -43,7 +43,13 @@ pub struct Sse {
 }
 
 /// `GET /sse?channel=a&channel=b`: validates the rooms, then streams.
-pub async fn handler(State(sse): State<Sse>, RawQuery(query): RawQuery) -> Response {
+/// A client resuming after a reconnect sends `Last-Event-ID` (EventSource
+/// does it by itself); the rooms' recent messages after it are replayed.
+pub async fn handler(
+    State(sse): State<Sse>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let channels = match channels(query.as_deref().unwrap_or("")) {
         Ok(channels) => channels,
         Err(error) => {
@@ -51,7 +57,11 @@ pub async fn handler(State(sse): State<Sse>, RawQuery(query): RawQuery) -> Respo
             return error.into_response();
         }
     };
-    let stream = Stream::open(&sse, channels);
+    let since = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let stream = Stream::open(&sse, channels, since);
     tracing::debug!(client = stream.client.0, rooms = ?stream.rooms, "sse client connected");
     let body = Body::from_stream(futures_util::stream::unfold(stream, Stream::next));
     (
@@ -118,18 +128,19 @@ struct Stream {
 }
 
 impl Stream {
-    fn open(sse: &Sse, rooms: Vec<String>) -> Self {
+    fn open(sse: &Sse, rooms: Vec<String>, since: Option<u64>) -> Self {
         let client = sse.hub.client_id();
         let outbox = Arc::new(Outbox::new(sse.limits));
         for room in &rooms {
-            sse.hub.join(
-                room,
-                Member {
-                    client,
-                    outbox: outbox.clone(),
-                    format: &FORMAT,
-                },
-            );
+            let member = Member {
+                client,
+                outbox: outbox.clone(),
+                format: &FORMAT,
+            };
+            match since {
+                Some(since) => sse.hub.join_since(room, member, since),
+                None => usize::from(sse.hub.join(room, member)),
+            };
         }
         Stream {
             hub: sse.hub.clone(),

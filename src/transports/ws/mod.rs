@@ -272,7 +272,7 @@ impl Connection {
     /// Performs a request; returns the reply type.
     async fn act(&mut self, request: Request) -> Result<&'static str, ProtocolError> {
         match request {
-            Request::Subscribe { channel } => {
+            Request::Subscribe { channel, since } => {
                 check_channel(&channel)?;
                 if self.rooms.contains(&channel) {
                     return Ok("ok");
@@ -288,7 +288,10 @@ impl Connection {
                     outbox: self.outbox.clone(),
                     format: &FORMAT,
                 };
-                self.ws.hub.join(&channel, member);
+                match since {
+                    Some(since) => self.ws.hub.join_since(&channel, member, since),
+                    None => usize::from(self.ws.hub.join(&channel, member)),
+                };
                 self.rooms.push(channel);
                 Ok("ok")
             }
