@@ -171,23 +171,19 @@ pub enum Encoding {
     V4,
     /// v3 length-prefixed text; binary as base64.
     V3Text,
-    /// v3 binary payload (only when the client accepts binary and a binary
-    /// frame is present).
+    /// v3 binary payload (clients without `b64=1`).
     V3Binary,
 }
 
 impl Encoding {
-    /// Chooses the framing for `frames`, as the reference server does: v3
-    /// clients without `b64=1` get the binary format only when there is binary.
-    pub fn choose(version: Version, client_accepts_binary: bool, frames: &[Frame]) -> Encoding {
+    /// Chooses the framing for a response. v3 clients that did not ask for
+    /// `b64=1` (XHR2 browsers, socket.io-client 1.x's browser build) get the
+    /// binary format for every answer, as socket.io 1.x's server sent it:
+    /// that client fails on a text answer; 2.x clients read either.
+    pub fn choose(version: Version, client_accepts_binary: bool) -> Encoding {
         match version {
             Version::V4 => Encoding::V4,
-            Version::V3
-                if client_accepts_binary
-                    && frames.iter().any(|f| matches!(f, Frame::Binary(_))) =>
-            {
-                Encoding::V3Binary
-            }
+            Version::V3 if client_accepts_binary => Encoding::V3Binary,
             Version::V3 => Encoding::V3Text,
         }
     }
@@ -319,10 +315,8 @@ mod tests {
     #[test]
     fn v3_binary_payload() {
         let frames = vec![text("4hé"), Frame::Binary(Bytes::from_static(&[9, 8]))];
-        assert_eq!(
-            Encoding::choose(Version::V3, true, &frames),
-            Encoding::V3Binary
-        );
+        assert_eq!(Encoding::choose(Version::V3, true), Encoding::V3Binary);
+        assert_eq!(Encoding::choose(Version::V3, false), Encoding::V3Text);
         let body = encode(Encoding::V3Binary, &frames);
         assert_eq!(
             &body[..],

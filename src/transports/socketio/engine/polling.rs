@@ -185,7 +185,7 @@ pub async fn post<U: Upper>(
 }
 
 fn payload_response<C>(session: &Session<C>, frames: &[Frame]) -> Response {
-    let encoding = Encoding::choose(session.version, session.binary, frames);
+    let encoding = Encoding::choose(session.version, session.binary);
     let body = payload::encode(encoding, frames);
     ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
 }
