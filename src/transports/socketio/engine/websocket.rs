@@ -200,10 +200,17 @@ async fn run<U: Upper>(
                 if let Some(reason) = link.outbox.closed() {
                     return reason;
                 }
-                match tokio::time::timeout(write_timeout, write_batch(socket, link.version, link.outbox)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(())) => return DisconnectReason::TransportError,
-                    Err(_) => return DisconnectReason::SlowConsumer,
+                // A peer that stops reading blocks the write: the hub then
+                // closes its outbox (slow consumer), or the write times out.
+                tokio::select! {
+                    written = tokio::time::timeout(write_timeout, write_batch(socket, link.version, link.outbox)) => {
+                        match written {
+                            Ok(Ok(())) => {}
+                            Ok(Err(())) => return DisconnectReason::TransportError,
+                            Err(_) => return DisconnectReason::SlowConsumer,
+                        }
+                    }
+                    reason = link.outbox.wait_closed() => return reason,
                 }
             }
             () = &mut timer => {
