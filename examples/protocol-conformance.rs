@@ -25,9 +25,8 @@ use roomcast::hub::{Frame, Hub, OutboxLimits};
 use roomcast::shutdown::{self, Shutdown};
 use roomcast::transports::socketio::engine::{Engine, EngineConfig, Link, Upper};
 use roomcast::transports::socketio::{
-    AckId, Args, ConnectError, Handler, Socket, SocketIo, SocketIoConfig,
+    AckId, Args, ConnectError, Handler, Handshake, Socket, SocketIo, SocketIoConfig,
 };
-use serde_json::Value;
 
 const PING_INTERVAL: Duration = Duration::from_millis(300);
 const PING_TIMEOUT: Duration = Duration::from_millis(200);
@@ -68,7 +67,12 @@ impl Upper for Echo {
 struct Conformance;
 
 impl Handler for Conformance {
-    fn on_connect(&self, socket: &mut Socket<'_>, auth: &Value) -> Result<(), ConnectError> {
+    fn on_connect(
+        &self,
+        socket: &mut Socket<'_>,
+        handshake: &Handshake<'_>,
+    ) -> Result<(), ConnectError> {
+        let auth = handshake.auth;
         let _ = socket.emit("auth", Args::new(vec![auth.clone()]));
         Ok(())
     }

@@ -51,16 +51,24 @@ async fn unknown_namespace_and_refused_connect() {
     assert_eq!(w3.text().await, r#"44/random,"Invalid namespace""#);
     w3.send("40/custom?token=abc,").await;
     assert_eq!(w3.text().await, "40/custom,");
-    assert_eq!(w3.text().await, r#"42/custom,["auth",{"token":"abc"}]"#);
+    assert_eq!(w3.text().await, r#"42/custom,["auth",{}]"#);
+    assert_eq!(w3.text().await, r#"42/custom,["query",{"token":"abc"}]"#);
 }
 
 #[tokio::test]
-async fn v3_handshake_query_is_the_default_namespace_auth() {
+async fn handshake_query_reaches_on_connect() {
     let s = server().await;
     let mut w3 = ws(s.addr, "EIO=3&transport=websocket&token=q1").await;
     w3.text().await;
     assert_eq!(w3.text().await, "40");
-    assert_eq!(w3.text().await, r#"42["auth",{"token":"q1"}]"#);
+    assert_eq!(w3.text().await, r#"42["auth",{}]"#);
+    assert_eq!(w3.text().await, r#"42["query",{"token":"q1"}]"#);
+    let mut w = ws(s.addr, "EIO=4&transport=websocket&room=a%20b").await;
+    w.text().await;
+    w.send(r#"40/custom,{"t":1}"#).await;
+    assert!(w.text().await.starts_with("40/custom,"));
+    assert_eq!(w.text().await, r#"42/custom,["auth",{"t":1}]"#);
+    assert_eq!(w.text().await, r#"42/custom,["query",{"room":"a b"}]"#);
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use roomcast::hub::{Hub, OutboxLimits};
 use roomcast::shutdown::Shutdown;
 use roomcast::transports::socketio::{
-    AckId, Args, ConnectError, Handler, Socket, SocketIo, SocketIoConfig,
+    AckId, Args, ConnectError, Handler, Handshake, Socket, SocketIo, SocketIoConfig,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,14 +67,19 @@ pub async fn start(config: SocketIoConfig, handler: Arc<dyn Handler>) -> Server 
     }
 }
 
-/// Emits `auth` on connect, echoes `message` as `message-back`, acks
+/// Emits `auth` (and `query` when there is one) on connect, echoes `message` as `message-back`, acks
 /// `message-with-ack`, asks the client for an ack on `request-ack` and
 /// reports it as `ack-received`, disconnects on `disconnect-me`, joins the
 /// room named by `join`.
 pub struct TestHandler;
 
 impl Handler for TestHandler {
-    fn on_connect(&self, socket: &mut Socket<'_>, auth: &Value) -> Result<(), ConnectError> {
+    fn on_connect(
+        &self,
+        socket: &mut Socket<'_>,
+        handshake: &Handshake<'_>,
+    ) -> Result<(), ConnectError> {
+        let auth = handshake.auth;
         if auth.get("refuse").is_some() {
             return Err(ConnectError {
                 message: "refused".into(),
@@ -82,6 +87,14 @@ impl Handler for TestHandler {
             });
         }
         let _ = socket.emit("auth", Args::new(vec![auth.clone()]));
+        if !handshake.query.is_empty() {
+            let query: serde_json::Map<String, Value> = handshake
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            let _ = socket.emit("query", Args::new(vec![Value::Object(query)]));
+        }
         Ok(())
     }
 

@@ -15,7 +15,9 @@ use serde_json::{Map, Value};
 use super::engine::parse_query;
 use super::engine::{Link, Sid, Upper, Version};
 use super::protocol::{Kind, Packet};
-use super::socket::{AckId, Args, ConnectError, Core, Deferred, Handler, Socket, join_now};
+use super::socket::{
+    AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket, join_now,
+};
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Hub};
 
@@ -35,6 +37,9 @@ pub struct Conn {
     partial: Option<(Packet, Vec<Bytes>)>,
     /// Ever connected a namespace (the connect timeout's question).
     connected: bool,
+    /// The handshake query, for `Handshake::query` (no allocation when the
+    /// client sent only Engine.IO parameters, as the official clients do).
+    query: Box<[(String, String)]>,
 }
 
 impl Upper for Layer {
@@ -51,12 +56,12 @@ impl Upper for Layer {
             sockets: Vec::new(),
             partial: None,
             connected: false,
+            query: query.into(),
         };
         // Protocol v4 (Engine.IO v3 clients): the default namespace is
-        // connected at once, with the handshake query as its auth.
+        // connected at once.
         if link.version == Version::V3 {
-            let auth = query_object(query);
-            self.connect(&mut conn, link, 0, &auth);
+            self.connect(&mut conn, link, 0, &empty_object(), None);
         }
         conn
     }
@@ -151,14 +156,12 @@ impl Layer {
                 self.refuse(link, &packet.nsp, "Invalid namespace");
                 return Ok(());
             };
-            let auth = match (link.version, packet.data) {
-                (Version::V4, Some(data)) => data,
-                (Version::V3, _) => {
-                    query_object(&parse_query(packet.query.as_deref().unwrap_or("")))
-                }
-                (Version::V4, None) => Value::Object(Map::new()),
+            let auth = match packet.data {
+                Some(data) if link.version == Version::V4 => data,
+                _ => empty_object(),
             };
-            self.connect(conn, link, index, &auth);
+            let query = packet.query.as_deref().map(parse_query);
+            self.connect(conn, link, index, &auth, query.as_deref());
             return Ok(());
         }
         let Some(position) = conn
@@ -210,14 +213,25 @@ impl Layer {
     /// Connects namespace `index`: the handler runs and the socket is
     /// registered before the acknowledgement is queued, and what the handler
     /// emitted or joined follows the acknowledgement.
-    fn connect(&self, conn: &mut Conn, link: &Link<'_>, index: usize, auth: &Value) {
+    fn connect(
+        &self,
+        conn: &mut Conn,
+        link: &Link<'_>,
+        index: usize,
+        auth: &Value,
+        query: Option<&[(String, String)]>,
+    ) {
         if conn.sockets.iter().any(|(i, _)| *i == index) {
             return;
         }
         let id = Sid::random();
         conn.core.deferred = Some(Vec::new());
+        let handshake = Handshake {
+            auth,
+            query: query.unwrap_or(&conn.query),
+        };
         let mut socket = self.socket(&mut conn.core, link, index, &id);
-        let outcome = self.handler.on_connect(&mut socket, auth);
+        let outcome = self.handler.on_connect(&mut socket, &handshake);
         let disconnect = socket.disconnect;
         let deferred = conn.core.deferred.take().unwrap_or_default();
         let nsp = &self.namespaces[index];
@@ -299,12 +313,6 @@ impl Layer {
     }
 }
 
-/// The v4 handshake query as the `auth` object handlers see.
-fn query_object(query: &[(String, String)]) -> Value {
-    Value::Object(
-        query
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
+fn empty_object() -> Value {
+    Value::Object(Map::new())
 }

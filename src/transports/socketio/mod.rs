@@ -29,7 +29,7 @@ use std::time::Duration;
 
 pub use broadcast::FORMAT;
 pub use roomcast::RoomcastHandler;
-pub use socket::{AckId, Args, ConnectError, Handler, SendError, Socket};
+pub use socket::{AckId, Args, ConnectError, Handler, Handshake, SendError, Socket};
 
 use crate::hub::{Hub, OutboxLimits};
 use crate::shutdown::Shutdown;

@@ -20,11 +20,14 @@ use crate::hub::{ClientId, Frame, Hub, Member, PushError};
 
 /// Roomcast's application logic on top of Socket.IO.
 pub trait Handler: Send + Sync + 'static {
-    /// A client connects to a namespace. `auth` is the CONNECT payload (v5)
-    /// or the query as an object (v4), `{}` when absent. `Err` refuses it
-    /// with a CONNECT_ERROR. Emits made here reach the client after its
+    /// A client connects to a namespace. `Err` refuses it with a
+    /// CONNECT_ERROR. Emits and joins made here reach the client after its
     /// connect acknowledgement.
-    fn on_connect(&self, _socket: &mut Socket<'_>, _auth: &Value) -> Result<(), ConnectError> {
+    fn on_connect(
+        &self,
+        _socket: &mut Socket<'_>,
+        _handshake: &Handshake<'_>,
+    ) -> Result<(), ConnectError> {
         Ok(())
     }
 
@@ -36,6 +39,18 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The socket left the namespace (client, server or transport).
     fn on_disconnect(&self, _socket: &mut Socket<'_>, _reason: DisconnectReason) {}
+}
+
+/// What a client presented when connecting to a namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct Handshake<'a> {
+    /// The CONNECT payload (protocol v5, clients 3.x/4.x); `{}` when absent
+    /// and always for protocol v4 (clients 1.x/2.x), which has none.
+    pub auth: &'a Value,
+    /// The query string of the connection's first request, minus the
+    /// Engine.IO parameters; for v4 namespaces, the CONNECT packet's own
+    /// query when it has one.
+    pub query: &'a [(String, String)],
 }
 
 /// Refuses a connection: the client gets CONNECT_ERROR with this message.
