@@ -28,8 +28,10 @@ COPY . .
 # The registry and target caches persist between builds (BuildKit cache mounts), so a
 # source-only change does not rebuild every dependency. The binary is copied out of the cached
 # target dir because a cache mount is not part of the layer; the build fails if it is not
-# static (scratch has no dynamic loader). /out/tmp and /out/data become the image's empty
-# /tmp and its working directory, owned by the runtime user.
+# static (scratch has no dynamic loader). /out/rootfs is the whole final file system: the
+# binary, CA roots, an empty /tmp (1777) and the working directory /data owned by the runtime
+# user. It is copied as one tree because COPY keeps the modes and owners of what is inside the
+# source directory, not of the directory it creates.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
@@ -41,21 +43,19 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     esac; \
     RUSTFLAGS="-C target-feature=+crt-static" \
       cargo build --release --locked --bin roomcast --target "$triple"; \
-    install -D -m 0755 "target/$triple/release/roomcast" /out/roomcast; \
-    strip /out/roomcast; \
-    file -b /out/roomcast | grep -Eq 'static(-pie)? linked'; \
-    /out/roomcast --version; \
-    install -d -m 1777 /out/tmp; \
-    install -d -m 0750 -o 65532 -g 65532 /out/data
+    install -D -m 0755 "target/$triple/release/roomcast" /out/rootfs/roomcast; \
+    strip /out/rootfs/roomcast; \
+    file -b /out/rootfs/roomcast | grep -Eq 'static(-pie)? linked'; \
+    /out/rootfs/roomcast --version; \
+    install -D -m 0644 /etc/ssl/certs/ca-certificates.crt /out/rootfs/etc/ssl/certs/ca-certificates.crt; \
+    install -d -m 1777 /out/rootfs/tmp; \
+    install -d -m 0750 -o 65532 -g 65532 /out/rootfs/data
 
 # ------------------------------------------------------------------------------------------------
 FROM scratch
 
-# CA roots for outgoing TLS (rediss://, ACME); harmless when unused.
-COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY --from=builder /out/tmp /tmp
-COPY --from=builder --chown=65532:65532 /out/data /data
-COPY --from=builder /out/roomcast /roomcast
+# /roomcast, /etc/ssl/certs/ca-certificates.crt (outgoing TLS: rediss://, ACME), /tmp, /data
+COPY --from=builder /out/rootfs/ /
 
 # Numeric non-root user (the distroless "nonroot" uid): works with Kubernetes runAsNonRoot
 # without an /etc/passwd entry. 8080 is above 1024, so no capability is needed to bind it.

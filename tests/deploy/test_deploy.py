@@ -458,7 +458,9 @@ def test_dockerfile_rules():
     for name, args in all_ins:
         assert not (name == "ADD" and re.search(r"https?://", args)), "no ADD from URLs"
     copies = [a for i, a in final if i == "COPY"]
-    assert any("/roomcast" in a and "--from=" in a for a in copies)
+    assert copies and all("--from=" in a for a in copies), "the final stage only takes built artifacts"
+    assert re.search(r"install [^;]*release/roomcast\"? /out/rootfs/roomcast", run_text), "binary at /roomcast"
+    assert any(a.split()[-1] == "/" and "/out/rootfs/" in a for a in copies)
     # No shell in scratch: every RUN belongs to a builder stage.
     assert not [a for i, a in final if i == "RUN"], "RUN in the final stage"
 
