@@ -13,6 +13,7 @@ use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::shutdown::{self, Shutdown};
 use crate::telemetry;
+use crate::transports::socketio::{RoomcastHandler, SocketIo, SocketIoConfig};
 use crate::transports::{sse, ws};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +111,20 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         allow_publish: args.ws_publish,
         max_errors: args.max_protocol_errors,
     };
-    let app = http::router(state, sse, ws, axum::Router::new());
+    let socketio = SocketIo::new(
+        SocketIoConfig {
+            path: args.socketio_path.clone(),
+            ping_interval: args.ping_interval(),
+            ping_timeout: args.ping_timeout(),
+            max_payload: args.max_payload,
+            outbox: args.outbox_limits(),
+            ..SocketIoConfig::default()
+        },
+        hub.clone(),
+        Arc::new(RoomcastHandler),
+        shutdown.clone(),
+    );
+    let app = http::router(state, sse, ws, socketio.router());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
