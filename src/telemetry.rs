@@ -88,44 +88,42 @@ fn describe() {
         "Broker reconnections after a lost connection"
     );
     describe_histogram!(
+        "roomcast_delivery_latency_seconds",
+        Unit::Seconds,
+        "Time from the hub receiving a message to its frame leaving the client's queue for the socket (1 frame in 64 sampled)"
+    );
+    describe_histogram!(
         "roomcast_fanout_duration_seconds",
         Unit::Seconds,
         "Time to queue one message to every member of its room"
     );
 }
 
-/// Counts one open connection of a transport while alive; records the
-/// disconnect reason when dropped.
+/// Counts one open connection of a transport while alive.
 pub struct ConnectionMetric {
     transport: &'static str,
-    reason: DisconnectReason,
 }
 
 impl ConnectionMetric {
     pub fn open(transport: &'static str) -> Self {
         gauge!("roomcast_connections", "transport" => transport).increment(1.0);
         counter!("roomcast_connects_total", "transport" => transport).increment(1);
-        ConnectionMetric {
-            transport,
-            reason: DisconnectReason::ClientClosed,
-        }
-    }
-
-    /// Sets the reason recorded when the connection ends.
-    pub fn closing(&mut self, reason: DisconnectReason) {
-        self.reason = reason;
+        ConnectionMetric { transport }
     }
 }
 
 impl Drop for ConnectionMetric {
     fn drop(&mut self) {
         gauge!("roomcast_connections", "transport" => self.transport).decrement(1.0);
-        counter!("roomcast_disconnects_total", "transport" => self.transport, "reason" => self.reason.code())
-            .increment(1);
-        if self.reason == DisconnectReason::SlowConsumer {
-            counter!("roomcast_slow_consumer_disconnects_total", "transport" => self.transport)
-                .increment(1);
-        }
+    }
+}
+
+/// Counts a closed connection by reason (called once per connection).
+pub fn disconnected(transport: &'static str, reason: DisconnectReason) {
+    counter!("roomcast_disconnects_total", "transport" => transport, "reason" => reason.code())
+        .increment(1);
+    if reason == DisconnectReason::SlowConsumer {
+        counter!("roomcast_slow_consumer_disconnects_total", "transport" => transport).increment(1);
     }
 }
 
@@ -139,6 +137,10 @@ pub fn deliveries(transport: &'static str, count: usize) {
 
 pub fn fanout_duration(seconds: f64) {
     histogram!("roomcast_fanout_duration_seconds").record(seconds);
+}
+
+pub fn delivery_latency(seconds: f64) {
+    histogram!("roomcast_delivery_latency_seconds").record(seconds);
 }
 
 pub fn message_received() {
