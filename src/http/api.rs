@@ -175,10 +175,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// `GET /api/stats`: the status page's live numbers. Needs the API key
 /// when one is configured.
 pub async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !state.api_keys.is_empty() {
-        if let Err(error) = authorize(&state.api_keys, &headers) {
-            return error.into_response();
-        }
+    if !state.api_keys.is_empty()
+        && let Err(error) = authorize(&state.api_keys, &headers)
+    {
+        return error.into_response();
     }
     let body = serde_json::json!({
         "stats": telemetry::stats(),
