@@ -80,52 +80,35 @@ async fn publish_reaches_sse_subscribers_of_that_room_only() {
 #[tokio::test]
 async fn publish_errors_are_specific_json() {
     let server = Server::start(&["--api-key", "k"]).await;
-    let (status, body) = server
-        .json("POST", "/api/publish", None, r#"{"channel":"a","data":1}"#)
-        .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("unauthorized"))
-    );
-    let (status, _) = server
-        .json(
-            "POST",
-            "/api/publish",
-            Some("nope"),
-            r#"{"channel":"a","data":1}"#,
-        )
-        .await;
-    assert_eq!(status, 401);
-    let (status, body) = server
-        .json("POST", "/api/publish", Some("k"), r#"{"channel":"a""#)
-        .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("bad_json")));
-    let (status, body) = server
-        .json(
-            "POST",
-            "/api/publish",
+    let disabled = Server::start(&[]).await;
+    let ok = r#"{"channel":"a","data":1}"#;
+    let cases: [(&Server, Option<&str>, &str, u16, &str); 6] = [
+        (&server, None, ok, 401, "unauthorized"),
+        (&server, Some("nope"), ok, 401, "unauthorized"),
+        (&server, Some("k"), r#"{"channel":"a""#, 400, "bad_json"),
+        (&server, Some("k"), r#"{"data":1}"#, 400, "bad_json"),
+        (
+            &server,
             Some("k"),
             r#"{"channel":"","data":1}"#,
-        )
-        .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("room_empty")));
+            400,
+            "room_empty",
+        ),
+        (&disabled, Some("k"), ok, 403, "publishing_disabled"),
+    ];
+    for (target, key, body, status, code) in cases {
+        let (got_status, got) = target.json("POST", "/api/publish", key, body).await;
+        assert_eq!(
+            (got_status, got["error"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+        assert!(got["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (_, body) = disabled.json("POST", "/api/publish", Some("k"), ok).await;
+    assert!(body["message"].as_str().unwrap().contains("--api-key"));
     let (status, body) = server.json("GET", "/sse?channel=", None, "").await;
     assert_eq!((status, body["error"].as_str()), (400, Some("room_empty")));
-
-    let disabled = Server::start(&[]).await;
-    let (status, body) = disabled
-        .json(
-            "POST",
-            "/api/publish",
-            Some("k"),
-            r#"{"channel":"a","data":1}"#,
-        )
-        .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("publishing_disabled"))
-    );
-    assert!(body["message"].as_str().unwrap().contains("--api-key"));
 }
 
 #[tokio::test]
