@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish DATA to CHANNEL through a running server's HTTP API.
     Publish(PublishArgs),
     /// Exit 0 if a running server answers GET /healthz (for container HEALTHCHECK).
@@ -44,6 +44,35 @@ pub enum BrokerKind {
     Memory,
     /// Redis Pub/Sub (PSUBSCRIBE on --pattern).
     Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AcmeChallenge {
+    /// A token served on the plain-HTTP listener (port 80 must reach it).
+    #[value(name = "http-01")]
+    Http01,
+    /// A special certificate on the HTTPS listener itself (port 443 must reach it).
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+    /// A TXT record through a DNS provider (no inbound port needed; wildcards allowed).
+    #[value(name = "dns-01")]
+    Dns01,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DnsProviderKind {
+    Cloudflare,
+    Rfc2136,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TsigAlgorithmKind {
+    #[value(name = "hmac-sha256")]
+    HmacSha256,
+    #[value(name = "hmac-sha384")]
+    HmacSha384,
+    #[value(name = "hmac-sha512")]
+    HmacSha512,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,6 +154,179 @@ pub struct ServeArgs {
     /// Seconds to wait for connections to drain on SIGTERM.
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
+
+    /// HTTPS from files: PEM certificate chain (reloaded when it changes on disk). Needs --tls-key.
+    #[arg(
+        long,
+        env = "ROOMCAST_TLS_CERT",
+        value_name = "PEM",
+        help_heading = "HTTPS"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// HTTPS from files: PEM private key (PKCS#8, PKCS#1 or SEC1), reloaded with the certificate.
+    #[arg(
+        long,
+        env = "ROOMCAST_TLS_KEY",
+        value_name = "PEM",
+        help_heading = "HTTPS"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Plain-HTTP listener when HTTPS is on: ACME HTTP-01 answers, /healthz, and a redirect to
+    /// https:// for everything else. `off` disables it.
+    #[arg(
+        long,
+        env = "ROOMCAST_HTTP_LISTEN",
+        default_value = "0.0.0.0:80",
+        value_name = "ADDR|off",
+        help_heading = "HTTPS"
+    )]
+    pub http_listen: String,
+
+    /// How often --tls-cert/--tls-key are checked for changes, milliseconds.
+    #[arg(
+        long,
+        env = "ROOMCAST_TLS_RELOAD_INTERVAL_MS",
+        default_value_t = 5_000,
+        hide = true
+    )]
+    pub tls_reload_interval_ms: u64,
+
+    /// HTTPS over ACME: a domain to obtain a certificate for (repeatable, or comma-separated).
+    #[arg(
+        long = "acme-domain",
+        env = "ROOMCAST_ACME_DOMAIN",
+        value_delimiter = ',',
+        value_name = "DOMAIN",
+        help_heading = "HTTPS"
+    )]
+    pub acme_domains: Vec<String>,
+
+    /// Seed compatibility: the domain to obtain a certificate for (used when --acme-domain is not set).
+    #[arg(long, env = "RTHOST", hide_short_help = true, help_heading = "HTTPS")]
+    pub rthost: Option<String>,
+
+    /// Contact e-mail for the ACME account (expiry notices from the CA).
+    #[arg(long, env = "ROOMCAST_ACME_EMAIL", help_heading = "HTTPS")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory: `staging` (Let's Encrypt staging, untrusted test certificates), `production`
+    /// (Let's Encrypt), or any directory URL.
+    #[arg(
+        long,
+        env = "ROOMCAST_ACME_DIRECTORY",
+        default_value = "staging",
+        help_heading = "HTTPS"
+    )]
+    pub acme_directory: String,
+
+    /// Where the ACME account key and certificates are kept (0600). Mount it as a volume in containers.
+    #[arg(
+        long,
+        env = "ROOMCAST_ACME_CACHE_DIR",
+        default_value = "roomcast-acme",
+        help_heading = "HTTPS"
+    )]
+    pub acme_cache_dir: PathBuf,
+
+    /// ACME challenge. Default: dns-01 when DNS provider credentials are given, else http-01.
+    #[arg(
+        long,
+        env = "ROOMCAST_ACME_CHALLENGE",
+        value_enum,
+        help_heading = "HTTPS"
+    )]
+    pub acme_challenge: Option<AcmeChallenge>,
+
+    /// Extra PEM root CA trusted for the ACME directory (a private or test CA such as pebble).
+    #[arg(
+        long,
+        env = "ROOMCAST_ACME_CA_ROOT",
+        value_name = "PEM",
+        help_heading = "HTTPS"
+    )]
+    pub acme_ca_root: Option<PathBuf>,
+
+    /// DNS-01: seconds to wait after the TXT record is set before asking the CA to validate.
+    #[arg(
+        long,
+        env = "ROOMCAST_ACME_DNS_WAIT_S",
+        default_value_t = 30,
+        help_heading = "HTTPS"
+    )]
+    pub acme_dns_wait_s: u64,
+
+    /// DNS-01 provider. Default: whichever provider's settings are given.
+    #[arg(
+        long,
+        env = "ROOMCAST_DNS_PROVIDER",
+        value_enum,
+        help_heading = "HTTPS"
+    )]
+    pub dns_provider: Option<DnsProviderKind>,
+
+    /// Cloudflare API token with Zone:DNS:Edit permission.
+    #[arg(
+        long,
+        env = "CLOUDFLARE_API_TOKEN",
+        hide_env_values = true,
+        help_heading = "HTTPS"
+    )]
+    pub cloudflare_api_token: Option<String>,
+
+    /// Seed compatibility: Cloudflare account e-mail for the global API key.
+    #[arg(long, env = "CLOUDFLARE_EMAIL", help_heading = "HTTPS")]
+    pub cloudflare_email: Option<String>,
+
+    /// Seed compatibility: Cloudflare global API key (with CLOUDFLARE_EMAIL).
+    #[arg(
+        long,
+        env = "CLOUDFLARE_API_KEY",
+        hide_env_values = true,
+        help_heading = "HTTPS"
+    )]
+    pub cloudflare_api_key: Option<String>,
+
+    /// Cloudflare API base URL.
+    #[arg(
+        long,
+        env = "CLOUDFLARE_API_URL",
+        default_value = "https://api.cloudflare.com/client/v4",
+        hide = true
+    )]
+    pub cloudflare_api_url: String,
+
+    /// RFC 2136: primary name server that accepts dynamic updates, host:port.
+    #[arg(long, env = "RFC2136_NAMESERVER", help_heading = "HTTPS")]
+    pub rfc2136_server: Option<String>,
+
+    /// RFC 2136: the zone to update (e.g. example.com). Default: the domain's parent.
+    #[arg(long, env = "RFC2136_ZONE", help_heading = "HTTPS")]
+    pub rfc2136_zone: Option<String>,
+
+    /// RFC 2136: TSIG key name.
+    #[arg(long, env = "RFC2136_TSIG_KEY", help_heading = "HTTPS")]
+    pub rfc2136_tsig_key: Option<String>,
+
+    /// RFC 2136: TSIG secret, base64.
+    #[arg(
+        long,
+        env = "RFC2136_TSIG_SECRET",
+        hide_env_values = true,
+        help_heading = "HTTPS"
+    )]
+    pub rfc2136_tsig_secret: Option<String>,
+
+    /// RFC 2136: TSIG algorithm.
+    #[arg(
+        long,
+        env = "RFC2136_TSIG_ALGORITHM",
+        value_enum,
+        default_value = "hmac-sha256",
+        help_heading = "HTTPS"
+    )]
+    pub rfc2136_tsig_algorithm: TsigAlgorithmKind,
 
     /// Log format.
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "human")]

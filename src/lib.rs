@@ -17,4 +17,5 @@ pub mod hub;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod transports;

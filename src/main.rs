@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Publish(args)) => runtime.block_on(client::publish(args)),
         Some(Command::Healthcheck(args)) => runtime.block_on(client::healthcheck(args)),
-        Some(Command::Serve(args)) => serve(&runtime, args),
+        Some(Command::Serve(args)) => serve(&runtime, *args),
         None => serve(&runtime, cli.serve),
     }
 }

@@ -13,6 +13,7 @@ use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::shutdown::{self, Shutdown};
 use crate::telemetry;
+use crate::tls::{self, Tls, TlsSettings};
 use crate::transports::socketio::{RoomcastHandler, SocketIo, SocketIoConfig};
 use crate::transports::{sse, ws};
 
@@ -30,6 +31,8 @@ pub enum ServeError {
         broker: &'static str,
         source: crate::brokers::BrokerError,
     },
+    #[error("HTTPS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -38,10 +41,16 @@ pub enum ServeError {
 pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let shutdown = Shutdown::new();
     let running = start(&args, shutdown.clone()).await?;
+    let scheme = if running.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
         listen = %running.local_addr,
+        http_listen = ?running.http_addr,
         broker = running.broker.name(),
-        "roomcast listening; web page at http://{}/",
+        "roomcast listening; web page at {scheme}://{}/",
         running.local_addr
     );
     shutdown::signal().await;
@@ -60,6 +69,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
 /// A started server (tests use it to learn the bound port).
 pub struct Running {
     pub local_addr: std::net::SocketAddr,
+    /// The plain-HTTP listener beside HTTPS (`--http-listen`), when on.
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// HTTPS controls, when TLS is on.
+    pub tls: Option<tls::TlsHandle>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
 }
@@ -67,6 +80,11 @@ pub struct Running {
 /// Binds, starts the broker and the HTTP server; returns once accepting.
 pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, ServeError> {
     args.validate()?;
+    let tls = match TlsSettings::from_args(args).map_err(tls::TlsError::from)? {
+        Some(settings) => Some(Tls::prepare(settings).await?),
+        None => None,
+    };
+    let tls_readiness = tls.as_ref().map(Tls::readiness);
     let hub = Arc::new(Hub::with_history(
         args.history_size,
         Duration::from_secs(args.history_ttl_s),
@@ -100,6 +118,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         max_payload: args.max_payload,
         shutdown: shutdown.clone(),
         metrics: telemetry::install(),
+        tls: tls_readiness,
     };
     let sse = sse::Sse {
         hub: hub.clone(),
@@ -132,25 +151,60 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     );
     let app = http::router(state, sse, ws, socketio.router());
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: args.listen,
-            source,
-        })?;
+    let listener = bind(args.listen).await?;
     let local_addr = listener.local_addr()?;
+    let mut http_addr = None;
     let graceful = shutdown.clone();
-    shutdown.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { graceful.requested().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "http server stopped");
+    let tls = match tls {
+        None => {
+            shutdown.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { graceful.requested().await })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "http server stopped");
+                }
+            });
+            None
         }
-    });
+        Some(tls) => {
+            if let Some(addr) = tls.http_listen() {
+                let plain = bind(addr).await?;
+                http_addr = Some(plain.local_addr()?);
+                let router = tls.redirect_router(local_addr.port());
+                let graceful = shutdown.clone();
+                shutdown.spawn(async move {
+                    let served = axum::serve(plain, router)
+                        .with_graceful_shutdown(async move { graceful.requested().await })
+                        .await;
+                    if let Err(error) = served {
+                        tracing::error!(%error, "plain-HTTP listener stopped");
+                    }
+                });
+            }
+            let listener = tls::listener::TlsListener::start(listener, tls.acceptor(), &shutdown);
+            shutdown.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { graceful.requested().await })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "https server stopped");
+                }
+            });
+            Some(tls.run(&shutdown))
+        }
+    };
     Ok(Running {
         local_addr,
+        http_addr,
+        tls,
         hub,
         broker,
     })
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
 }

@@ -90,6 +90,11 @@ fn describe() {
         "roomcast_broker_reconnects_total",
         "Broker reconnections after a lost connection"
     );
+    describe_gauge!(
+        "roomcast_tls_certificate_expiry_seconds",
+        Unit::Seconds,
+        "Unix time at which the served TLS certificate expires, by certificate"
+    );
     describe_histogram!(
         "roomcast_delivery_latency_seconds",
         Unit::Seconds,
@@ -235,4 +240,15 @@ pub fn broker_up(broker: &'static str, up: bool) {
 
 pub fn broker_reconnected(broker: &'static str) {
     counter!("roomcast_broker_reconnects_total", "broker" => broker).increment(1);
+}
+
+/// The served certificate's expiry, as a Unix timestamp (alert on
+/// `roomcast_tls_certificate_expiry_seconds - time() < 14 * 86400`).
+pub fn tls_certificate_expiry(certificate: &str, not_after: std::time::SystemTime) {
+    let seconds = not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    gauge!("roomcast_tls_certificate_expiry_seconds", "certificate" => certificate.to_string())
+        .set(seconds);
 }

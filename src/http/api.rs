@@ -137,18 +137,21 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: 200 while the broker is connected and we are not draining.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let broker = state.broker.name();
+    let tls = state.tls.as_ref().map(|tls| tls.check());
     let (status, text) = if state.shutdown.is_requested() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else if state.broker.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
+    } else if !state.broker.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "broker_disconnected")
+    } else if let Some(Err(_)) = &tls {
+        (StatusCode::SERVICE_UNAVAILABLE, "tls_certificate_missing")
+    } else {
+        (StatusCode::OK, "ready")
     };
-    (
-        status,
-        Json(serde_json::json!({ "status": text, "broker": broker })),
-    )
-        .into_response()
+    let mut body = serde_json::json!({ "status": text, "broker": broker });
+    if let Some(Err(reason)) = tls {
+        body["tls"] = serde_json::Value::String(reason);
+    }
+    (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -33,6 +33,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// `None` when another metrics recorder owns the process (embedding).
     pub metrics: Option<PrometheusHandle>,
+    /// HTTPS certificate availability, when TLS is on.
+    pub tls: Option<crate::tls::Readiness>,
 }
 
 /// The whole application: `transports` (Socket.IO) is merged in as is.

@@ -1,0 +1,122 @@
+//! The HTTPS listener: accepts TCP, runs TLS handshakes in their own tasks
+//! (a slow or hostile client never holds up the accept loop), and hands
+//! finished streams to `axum::serve` through a bounded channel, so the same
+//! router, websocket upgrades and graceful shutdown work as on plain HTTP.
+//!
+//! TLS-ALPN-01 validation handshakes (`acme-tls/1`) end after the handshake:
+//! the certificate was the answer, there is no HTTP behind them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::resolver::ACME_TLS_ALPN;
+use crate::shutdown::Shutdown;
+
+/// Handshakes in progress at once; more wait in the kernel's backlog.
+const MAX_HANDSHAKES: usize = 512;
+/// A client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Finished handshakes waiting for `axum::serve` to pick them up.
+const READY_QUEUE: usize = 64;
+
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local_addr: SocketAddr,
+}
+
+impl TlsListener {
+    /// Starts accepting on `listener`; handshakes stop on shutdown.
+    pub fn start(listener: TcpListener, acceptor: TlsAcceptor, shutdown: &Shutdown) -> Self {
+        let local_addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, ready) = mpsc::channel(READY_QUEUE);
+        let tasks = shutdown.clone();
+        shutdown.spawn(accept_loop(listener, acceptor, tx, tasks));
+        TlsListener { ready, local_addr }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    shutdown: Shutdown,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.requested() => return,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.requested() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "HTTPS accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let ready = ready.clone();
+        let stop = shutdown.clone();
+        shutdown.spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            let handshake = tokio::select! {
+                _ = stop.requested() => return,
+                done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => done,
+            };
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
+                tracing::info!(%peer, "answered a TLS-ALPN-01 validation");
+                return;
+            }
+            // Err only when the server is shutting down: the stream is dropped.
+            tokio::select! {
+                _ = stop.requested() => {}
+                _ = ready.send((stream, peer)) => {}
+            }
+        });
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(next) => next,
+            // The accept loop ended (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local_addr)
+    }
+}

@@ -1,0 +1,161 @@
+//! HTTPS from --tls-cert/--tls-key: a verifying client connects, /ws
+//! upgrades over TLS, the files are rotated on disk and new handshakes get
+//! the new certificate while an open websocket keeps working; the
+//! plain-HTTP listener redirects to https and answers /healthz.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+mod tls_support;
+use tls_support::*;
+
+const NAME: &str = "localhost";
+
+#[tokio::test]
+async fn serves_reloads_and_redirects() {
+    let dir = TempDir::new("tls-files");
+    let ca = TestCa::new();
+    let roots = roots(&ca.root_pem);
+    let (cert, key) = ca.leaf(&[NAME]);
+    std::fs::write(dir.path("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.path("key.pem"), &key).unwrap();
+    let (cert_path, key_path) = (dir.str("cert.pem"), dir.str("key.pem"));
+    let server = Roomcast::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert_path,
+        "--tls-key",
+        &key_path,
+        "--http-listen",
+        "127.0.0.1:0",
+        "--tls-reload-interval-ms",
+        "100",
+        "--api-key",
+        "k",
+    ])
+    .await;
+    let addr = server.running.local_addr;
+
+    // A verifying client, ALPN http/1.1, and the API over TLS.
+    let stream = tls_connect(addr, NAME, &roots).await.expect("handshake");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let first_serial = peer_serial(&stream);
+    let (status, _, body) = get(stream, NAME, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+
+    // A websocket over wss:// stays open across the rotation.
+    let stream = tls_connect(addr, NAME, &roots).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://{NAME}/ws"), stream)
+        .await
+        .expect("websocket upgrade over TLS");
+    ws.send(Message::text(
+        json!({"op": "subscribe", "channel": "tls", "id": 1}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "ok");
+
+    // Rotate: write a new pair (key first, as certbot does not promise any order).
+    let (cert2, key2) = ca.leaf(&[NAME]);
+    std::fs::write(dir.path("key.pem"), &key2).unwrap();
+    std::fs::write(dir.path("cert.pem"), &cert2).unwrap();
+    let new_serial = eventually(Duration::from_secs(10), || async {
+        let (_, _, serial) = https_get(addr, NAME, &roots, "/healthz").await;
+        (serial != first_serial).then_some(serial)
+    })
+    .await
+    .expect("new handshakes get the rotated certificate");
+    assert_ne!(new_serial, first_serial);
+
+    // The websocket opened before the rotation still receives.
+    let publish = tls_connect(addr, NAME, &roots).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(publish))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = hyper::Request::post("/api/publish")
+        .header("host", NAME)
+        .header("authorization", "Bearer k")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({"channel": "tls", "data": "after rotation"}).to_string(),
+        )))
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    let message = next_json(&mut ws).await;
+    assert_eq!(message["data"], "after rotation", "{message}");
+
+    // A broken pair on disk is refused and the current certificate stays.
+    std::fs::write(dir.path("cert.pem"), "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, _, serial) = https_get(addr, NAME, &roots, "/healthz").await;
+    assert_eq!((status, serial), (200, new_serial));
+
+    // Plain HTTP: /healthz answers, the rest redirects to https on our port.
+    let http_addr = server.running.http_addr.expect("plain-HTTP listener");
+    let plain = tokio::net::TcpStream::connect(http_addr).await.unwrap();
+    let (status, headers, _) = get(plain, "example.test:80", "/room/x?y=1").await;
+    assert_eq!(status, 308);
+    assert_eq!(
+        headers["location"],
+        format!("https://example.test:{}/room/x?y=1", addr.port())
+    );
+    let plain = tokio::net::TcpStream::connect(http_addr).await.unwrap();
+    let (status, _, _) = get(plain, "example.test", "/healthz").await;
+    assert_eq!(status, 200);
+
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_files_fail_startup_by_name() {
+    let dir = TempDir::new("tls-bad");
+    std::fs::write(dir.path("cert.pem"), "nothing").unwrap();
+    std::fs::write(dir.path("key.pem"), "nothing").unwrap();
+    let (cert, key) = (dir.str("cert.pem"), dir.str("key.pem"));
+    let result = Roomcast::try_start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--http-listen",
+        "off",
+    ])
+    .await;
+    let error = result.err().expect("startup refused").to_string();
+    assert!(error.contains("cert.pem"), "{error}");
+    let missing = dir.str("missing.pem");
+    let result = Roomcast::try_start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &missing,
+        "--tls-key",
+        &key,
+    ])
+    .await;
+    let error = result.err().expect("startup refused").to_string();
+    assert!(error.contains("missing.pem"), "{error}");
+}
+
+async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("open")
+            .expect("valid frame");
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
