@@ -143,6 +143,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_HISTORY_TTL_S", default_value_t = 300)]
     pub history_ttl_s: u64,
 
+    /// Send the seed's `hello` on join only while the room has fewer members than this (0: never).
+    #[arg(long, env = "ROOMCAST_HELLO_MAX_MEMBERS", default_value_t = 1000)]
+    pub hello_max_members: usize,
+
     /// Let /ws clients publish with {"op":"publish"}.
     #[arg(long, env = "ROOMCAST_WS_PUBLISH")]
     pub ws_publish: bool,

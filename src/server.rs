@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use bytes::Bytes;
 
 use crate::brokers::{Broker, Sink, memory::MemoryBroker, redis};
 use crate::config::{BrokerConfig, ServeArgs};
 use crate::http::{self, AppState};
-use crate::hub::Hub;
+use crate::hub::{Hub, HubConfig};
 use crate::shutdown::{self, Shutdown};
 use crate::telemetry;
 use crate::tls::{self, Tls, TlsSettings};
@@ -85,10 +86,11 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         None => None,
     };
     let tls_readiness = tls.as_ref().map(Tls::readiness);
-    let hub = Arc::new(Hub::with_history(
-        args.history_size,
-        Duration::from_secs(args.history_ttl_s),
-    ));
+    let hub = Arc::new(Hub::with_config(HubConfig {
+        history_size: args.history_size,
+        history_ttl: Duration::from_secs(args.history_ttl_s),
+        hello_max_members: args.hello_max_members,
+    }));
     let sink: Sink = {
         let hub = hub.clone();
         Arc::new(move |channel: &str, payload: Bytes| {
@@ -157,6 +159,11 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     let graceful = shutdown.clone();
     let tls = match tls {
         None => {
+            // Small frames must leave at once: Nagle's algorithm with delayed
+            // ACKs adds tens of milliseconds per message otherwise.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             shutdown.spawn(async move {
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move { graceful.requested().await })

@@ -86,23 +86,42 @@ pub struct FanOut {
     pub slow_consumers: usize,
 }
 
-/// Default number of recent messages kept per room for resuming clients.
-pub const DEFAULT_HISTORY_SIZE: usize = 100;
-/// Default time a room's history outlives its last message.
-pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
+/// The hub's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// Recent messages kept per room for resuming clients (0: none).
+    pub history_size: usize,
+    /// How long a room's history outlives its last member.
+    pub history_ttl: Duration,
+    /// The seed's `hello` goes to the other members only while a room has
+    /// fewer members than this: in a room of n, n joins would cost n²/2
+    /// frames (50 million for 10,000 members). 0 turns `hello` off.
+    pub hello_max_members: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            hello_max_members: 1000,
+        }
+    }
+}
 
 /// The hub. Share it as `Arc<Hub>`.
 #[derive(Debug)]
 pub struct Hub {
     rooms: Rooms,
     history: History,
+    hello_max_members: usize,
     next_client: AtomicU64,
     next_message: AtomicU64,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub::with_history(DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL)
+        Hub::with_config(HubConfig::default())
     }
 }
 
@@ -111,12 +130,11 @@ impl Hub {
         Self::default()
     }
 
-    /// A hub keeping `size` recent messages per room for `ttl` after the
-    /// room's last message (0: no history, resuming gets nothing).
-    pub fn with_history(size: usize, ttl: Duration) -> Self {
+    pub fn with_config(config: HubConfig) -> Self {
         Hub {
             rooms: Rooms::default(),
-            history: History::new(size, ttl),
+            history: History::new(config.history_size, config.history_ttl),
+            hello_max_members: config.hello_max_members,
             next_client: AtomicU64::new(0),
             next_message: AtomicU64::new(0),
         }
@@ -133,7 +151,9 @@ impl Hub {
         let Some(others) = self.rooms.insert(room, member) else {
             return false;
         };
-        fan_out(&others, &Event::Joined { room });
+        if others.len() < self.hello_max_members {
+            fan_out(&others, &Event::Joined { room });
+        }
         true
     }
 
@@ -343,6 +363,24 @@ mod tests {
     }
 
     #[test]
+    fn hello_stops_in_large_rooms() {
+        let hub = Hub::with_config(HubConfig {
+            hello_max_members: 2,
+            ..HubConfig::default()
+        });
+        let first = member(&hub, &A, Default::default());
+        hub.join("r", first.clone());
+        hub.join("r", member(&hub, &A, Default::default()));
+        hub.join("r", member(&hub, &A, Default::default()));
+        assert_eq!(payload(first.outbox.pop()), "hello:r", "room of 1: hello");
+        assert_eq!(
+            first.outbox.pop(),
+            None,
+            "room of 2 reached the cap: no hello"
+        );
+    }
+
+    #[test]
     fn no_leakage_between_rooms_and_leave_stops_delivery() {
         let hub = Hub::new();
         let x = member(&hub, &B, Default::default());
@@ -420,7 +458,13 @@ mod tests {
 
     #[test]
     fn history_is_bounded_and_can_be_off() {
-        let hub = Hub::with_history(2, Duration::from_secs(60));
+        let with_history = |history_size| {
+            Hub::with_config(HubConfig {
+                history_size,
+                ..HubConfig::default()
+            })
+        };
+        let hub = with_history(2);
         let x = member(&hub, &B, Default::default());
         hub.join("r", x.clone());
         for n in 0..5u8 {
@@ -429,7 +473,7 @@ mod tests {
         let late = member(&hub, &B, Default::default());
         assert_eq!(hub.join_since("r", late, 0), 2, "only the last 2 are kept");
 
-        let hub = Hub::with_history(0, Duration::from_secs(60));
+        let hub = with_history(0);
         let x = member(&hub, &B, Default::default());
         hub.join("r", x);
         hub.deliver("r", Bytes::from_static(b"a"));

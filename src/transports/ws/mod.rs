@@ -28,6 +28,9 @@ use protocol::{ProtocolError, Request};
 /// Most rooms one connection may subscribe to.
 pub const MAX_CHANNELS: usize = 64;
 
+/// Write buffer of a connection, bytes (tungstenite allocates it on first use).
+const WRITE_BUFFER: usize = 8 * 1024;
+
 /// Frames drained from the outbox per write batch (one flush per batch).
 const WRITE_BATCH: usize = 64;
 
@@ -66,7 +69,9 @@ pub struct Ws {
 pub async fn handler(State(ws): State<Ws>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
         .read_buffer_size(512)
-        .write_buffer_size(0)
+        // Frames are serialized into this buffer and written once per batch
+        // flush; 0 would mean one write syscall per frame.
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(ws.limits.max_bytes.max(64 * 1024))
         .max_message_size(ws.max_frame)
         .max_frame_size(ws.max_frame)
