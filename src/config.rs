@@ -33,6 +33,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Publish DATA to CHANNEL through a running server's HTTP API.
     Publish(PublishArgs),
+    /// Exit 0 if a running server answers GET /healthz (for container HEALTHCHECK).
+    Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -104,6 +106,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_CLIENT_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub client_queue_bytes: usize,
 
+    /// Recent messages kept per room for clients that resume (SSE Last-Event-ID, /ws `since`); 0 disables.
+    #[arg(long, env = "ROOMCAST_HISTORY_SIZE", default_value_t = 100)]
+    pub history_size: usize,
+
+    /// Seconds a room's history is kept after its last member left.
+    #[arg(long, env = "ROOMCAST_HISTORY_TTL_S", default_value_t = 300)]
+    pub history_ttl_s: u64,
+
     /// Let /ws clients publish with {"op":"publish"}.
     #[arg(long, env = "ROOMCAST_WS_PUBLISH")]
     pub ws_publish: bool,
@@ -137,6 +147,13 @@ pub struct PublishArgs {
     /// API key (Authorization: Bearer).
     #[arg(long, env = "ROOMCAST_API_KEY")]
     pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// Base URL of the roomcast server.
+    #[arg(long, env = "ROOMCAST_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
 }
 
 /// The broker settings resolved from flags, env and the seed's REDISHOST.

@@ -24,6 +24,9 @@ pub enum DisconnectReason {
     ServerDisconnect,
     /// The server is shutting down.
     ServerShutdown,
+    /// The client opened a transport but never completed the protocol's own
+    /// handshake (Socket.IO CONNECT) in time.
+    ConnectTimeout,
 }
 
 impl DisconnectReason {
@@ -38,6 +41,7 @@ impl DisconnectReason {
             DisconnectReason::TransportReplaced => "transport_replaced",
             DisconnectReason::ServerDisconnect => "server_disconnect",
             DisconnectReason::ServerShutdown => "server_shutdown",
+            DisconnectReason::ConnectTimeout => "connect_timeout",
         }
     }
 
@@ -52,6 +56,7 @@ impl DisconnectReason {
             DisconnectReason::TransportReplaced => "transport replaced",
             DisconnectReason::ServerDisconnect => "disconnected by server",
             DisconnectReason::ServerShutdown => "server shutting down",
+            DisconnectReason::ConnectTimeout => "no handshake in time",
         }
     }
 }

@@ -16,4 +16,5 @@ pub mod http;
 pub mod hub;
 pub mod server;
 pub mod shutdown;
+pub mod telemetry;
 pub mod transports;

@@ -1,11 +1,12 @@
 //! The `roomcast` command: `roomcast [serve]` runs the server, `roomcast
-//! publish CHANNEL DATA` publishes through a running server's HTTP API.
+//! publish CHANNEL DATA` publishes through a running server's HTTP API, and
+//! `roomcast healthcheck` checks a running server.
 
 use std::process::ExitCode;
 
 use roomcast::config::{self, Command, LogFormat, ServeArgs};
 
-mod publish;
+mod client;
 
 fn main() -> ExitCode {
     let cli = match config::parse() {
@@ -23,7 +24,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Publish(args)) => runtime.block_on(publish::run(args)),
+        Some(Command::Publish(args)) => runtime.block_on(client::publish(args)),
+        Some(Command::Healthcheck(args)) => runtime.block_on(client::healthcheck(args)),
         Some(Command::Serve(args)) => serve(&runtime, args),
         None => serve(&runtime, cli.serve),
     }

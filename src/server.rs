@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::brokers::{Broker, Sink, memory::MemoryBroker};
+use crate::brokers::{Broker, Sink, memory::MemoryBroker, redis};
 use crate::config::{BrokerConfig, ServeArgs};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::shutdown::{self, Shutdown};
+use crate::telemetry;
+use crate::transports::socketio::{RoomcastHandler, SocketIo, SocketIoConfig};
 use crate::transports::{sse, ws};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,21 +67,25 @@ pub struct Running {
 /// Binds, starts the broker and the HTTP server; returns once accepting.
 pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, ServeError> {
     args.validate()?;
-    let hub = Arc::new(Hub::new());
+    let hub = Arc::new(Hub::with_history(
+        args.history_size,
+        Duration::from_secs(args.history_ttl_s),
+    ));
     let sink: Sink = {
         let hub = hub.clone();
         Arc::new(move |channel: &str, payload: Bytes| {
+            telemetry::message_received();
             hub.deliver(channel, payload);
         })
     };
     let broker: Arc<dyn Broker> = match args.broker_config()? {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
-        BrokerConfig::Redis { .. } => {
-            return Err(ServeError::Broker {
+        BrokerConfig::Redis { url, pattern } => Arc::new(
+            redis::start(&url, &pattern, sink, &shutdown).map_err(|source| ServeError::Broker {
                 broker: "redis",
-                source: crate::brokers::BrokerError::Unavailable("not wired yet".into()),
-            });
-        }
+                source,
+            })?,
+        ),
     };
     let state = AppState {
         hub: hub.clone(),
@@ -87,6 +93,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         api_keys: args.api_keys.clone().into(),
         max_payload: args.max_payload,
         shutdown: shutdown.clone(),
+        metrics: telemetry::install(),
     };
     let sse = sse::Sse {
         hub: hub.clone(),
@@ -104,7 +111,20 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         allow_publish: args.ws_publish,
         max_errors: args.max_protocol_errors,
     };
-    let app = http::router(state, sse, ws, axum::Router::new());
+    let socketio = SocketIo::new(
+        SocketIoConfig {
+            path: args.socketio_path.clone(),
+            ping_interval: args.ping_interval(),
+            ping_timeout: args.ping_timeout(),
+            max_payload: args.max_payload,
+            outbox: args.outbox_limits(),
+            ..SocketIoConfig::default()
+        },
+        hub.clone(),
+        Arc::new(RoomcastHandler),
+        shutdown.clone(),
+    );
+    let app = http::router(state, sse, ws, socketio.router());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

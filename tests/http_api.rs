@@ -145,3 +145,68 @@ async fn health_readiness_and_rooms() {
     let (_, room) = server.json("GET", "/api/rooms/r2", None, "").await;
     assert_eq!(room, serde_json::json!({"name":"r2","members":1}));
 }
+
+#[tokio::test]
+async fn metrics_count_connections_publishes_and_deliveries() {
+    let server = Server::start(&["--api-key", "k2"]).await;
+    let mut stream = server
+        .request("GET", "/sse?channel=metered", None, "")
+        .await;
+    stream.body_mut().frame().await.unwrap().unwrap();
+    let before = metric(&server, "roomcast_deliveries_total{transport=\"sse\"}").await;
+    assert_eq!(publish(&server, "metered", "1").await.0, 200);
+    sse_events(stream.body_mut(), 1).await;
+    let after = metric(&server, "roomcast_deliveries_total{transport=\"sse\"}").await;
+    // Other tests in this process share the global recorder, so compare deltas.
+    assert!(after >= before + 1.0, "deliveries {before} -> {after}");
+    assert!(metric(&server, "roomcast_connections{transport=\"sse\"}").await >= 1.0);
+    assert!(
+        metric(
+            &server,
+            "roomcast_messages_published_total{source=\"http\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert!(metric(&server, "roomcast_broker_up{broker=\"memory\"}").await == 1.0);
+    assert!(metric(&server, "process_resident_memory_bytes").await > 0.0);
+}
+
+/// The value of one series on `/metrics` (0 while it does not exist yet).
+async fn metric(server: &Server, series: &str) -> f64 {
+    let response = server.request("GET", "/metrics", None, "").await;
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn sse_resumes_after_last_event_id() {
+    let server = Server::start(&["--api-key", "k2"]).await;
+    let mut first = server.request("GET", "/sse?channel=news", None, "").await;
+    first.body_mut().frame().await.unwrap().unwrap();
+    assert_eq!(publish(&server, "news", r#""a""#).await.0, 200);
+    let seen = sse_events(first.body_mut(), 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(first);
+    assert_eq!(publish(&server, "news", r#""b""#).await.0, 200);
+
+    let request = hyper::Request::get(server.url("/sse?channel=news"))
+        .header("last-event-id", &seen)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let mut resumed = server.client().request(request).await.unwrap();
+    let got = sse_events(resumed.body_mut(), 1).await;
+    assert_eq!(
+        got[0]["data"], "b",
+        "the message sent while away is replayed"
+    );
+}

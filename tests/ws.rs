@@ -256,3 +256,41 @@ async fn a_thousand_clients_in_one_room_get_every_message_once_in_order() {
         assert_eq!(reader.await.unwrap(), (0..20).collect::<Vec<u64>>());
     }
 }
+
+#[tokio::test]
+async fn shutdown_tells_clients_to_reconnect_with_1012() {
+    let server = Server::start(&[]).await;
+    let mut ws = connect(&server).await;
+    subscribe(&mut ws, "r", 1).await;
+    server.shutdown.trigger();
+    assert_eq!(close_code(&mut ws).await, 1012);
+}
+
+#[tokio::test]
+async fn a_client_resumes_with_since_and_misses_nothing() {
+    let server = Server::start(&["--api-key", "k"]).await;
+    let mut ws = connect(&server).await;
+    subscribe(&mut ws, "feed", 1).await;
+    publish(&server, "feed", json!("one")).await;
+    let last_seen = next(&mut ws).await["id"].as_str().unwrap().to_string();
+    drop(ws);
+    // While away (the room may even be empty), two more arrive.
+    publish(&server, "feed", json!("two")).await;
+    publish(&server, "feed", json!("three")).await;
+
+    let mut back = connect(&server).await;
+    send(
+        &mut back,
+        json!({"op": "subscribe", "channel": "feed", "since": last_seen, "id": 2}),
+    )
+    .await;
+    assert_eq!(next(&mut back).await["type"], "ok");
+    assert_eq!(next(&mut back).await["data"], "two");
+    assert_eq!(next(&mut back).await["data"], "three");
+    publish(&server, "feed", json!("four")).await;
+    assert_eq!(
+        next(&mut back).await["data"],
+        "four",
+        "then live, no duplicates"
+    );
+}

@@ -7,10 +7,10 @@
 (() => {
   const MAX_KEPT = 500;           // messages kept in the list
   const MAX_ROOM_LEN = 200;       // characters, after trimming
+  const MAX_ROOMS = 64;           // rooms per stream (the server refuses more)
   const DEFAULT_ROOM = 'device01';
   const RETRY_MIN_MS = 1000;      // our own retry, when the browser gives up
   const RETRY_MAX_MS = 15000;
-  const SEEN_IDS = 2000;          // ids remembered to drop duplicates after a resume
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -28,8 +28,6 @@
   let retryDelay = RETRY_MIN_MS;
   let everLive = false;           // a stream was live since the room set last changed
   let received = 0;
-  const seen = new Set();
-  const seenOrder = [];
 
   // ---------- status ----------
   const STATUS_TEXT = {
@@ -250,15 +248,6 @@
   }
 
   // ---------- messages ----------
-  function remember(id) {
-    if (!id) return true;
-    if (seen.has(id)) return false;
-    seen.add(id);
-    seenOrder.push(id);
-    if (seenOrder.length > SEEN_IDS) seen.delete(seenOrder.shift());
-    return true;
-  }
-
   function onMessage(e) {
     let msg;
     try {
@@ -270,8 +259,9 @@
     const channel = typeof msg.channel === 'string' ? msg.channel : '';
     // A late event from a room we just left: drop it.
     if (channel && !rooms.includes(channel)) return;
+    // No de-duplication by id: ids are per server process (they start again
+    // after a restart), and resuming with Last-Event-ID is the server's job.
     const id = msg.id != null ? String(msg.id) : e.lastEventId;
-    if (!remember(id)) return;
     addMessage(channel, msg.data, typeof msg.ts === 'number' ? msg.ts : Date.now(), id);
   }
 
@@ -332,7 +322,12 @@
       return;
     }
     el.room.value = name;
-    showFieldError(join(name) ? '' : `You are already in “${name}”.`);
+    if (rooms.includes(name)) showFieldError(`You are already in “${name}”.`);
+    else if (rooms.length >= MAX_ROOMS) showFieldError(`At most ${MAX_ROOMS} rooms at once: leave one first.`);
+    else {
+      join(name);
+      showFieldError('');
+    }
   });
 
   el.leave.addEventListener('click', () => {
@@ -378,6 +373,7 @@
     const name = raw.trim();
     const problem = roomProblem(name);
     if (problem) problems.push(name ? `“${name.slice(0, 40)}”: ${problem}` : problem);
+    else if (initial.length >= MAX_ROOMS) problems.push(`“${name.slice(0, 40)}”: at most ${MAX_ROOMS} rooms at once.`);
     else if (!initial.includes(name)) initial.push(name);
   }
   el.room.value = initial[0] || DEFAULT_ROOM;

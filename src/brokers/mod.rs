@@ -27,6 +27,20 @@ pub enum BrokerError {
     Unavailable(String),
     #[error("broker refused the publish: {0}")]
     Refused(String),
+    /// The broker's settings cannot work (e.g. a malformed URL); at start only.
+    #[error("invalid broker configuration: {0}")]
+    Config(String),
+}
+
+impl BrokerError {
+    /// Stable code for error replies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BrokerError::Unavailable(_) => "broker_unavailable",
+            BrokerError::Refused(_) => "broker_refused",
+            BrokerError::Config(_) => "broker_config",
+        }
+    }
 }
 
 pub trait Broker: Send + Sync + 'static {

@@ -1,1 +1,520 @@
-//! Redis broker: PSUBSCRIBE pattern -> hub, PUBLISH from this node.
+//! The Redis broker: `PSUBSCRIBE <pattern>` feeds the hub, `PUBLISH` carries
+//! this node's messages to every node (itself included).
+//!
+//! Owns: one dedicated pub/sub connection (pinged every few seconds, and
+//! re-dialled with jittered exponential backoff and re-subscribed after any
+//! loss), one multiplexed publishing connection (redis's `ConnectionManager`,
+//! renewed when it stops answering), and the one task, spawned on the
+//! server's `Shutdown`, that watches both and keeps `is_ready()` true only
+//! while both work.
+//!
+//! Never: panics or exits on a Redis failure (the server keeps serving and
+//! `/readyz` says not ready); assumes payloads are UTF-8 (they go to the sink
+//! byte for byte); logs per failed attempt (each state change is logged once);
+//! knows about clients or rooms.
+//!
+//! Called by `server`, which builds it with [`start`] from
+//! `BrokerConfig::Redis { url, pattern }` and hands it the hub as the [`Sink`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::{ErrorKind, Msg, RedisError};
+
+use super::{BoxFuture, Broker, BrokerError, Sink};
+use crate::shutdown::Shutdown;
+
+/// Timings of the Redis broker. The defaults suit production; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// First reconnect delay; doubles per failed attempt (with jitter).
+    pub backoff_min: Duration,
+    /// Longest delay between reconnect attempts.
+    pub backoff_max: Duration,
+    /// Limit on one connect, subscribe, ping or publish.
+    pub op_timeout: Duration,
+    /// How often a healthy connection is pinged, to notice a peer that
+    /// vanished without closing the socket (network partition, dead host).
+    pub health_interval: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            op_timeout: Duration::from_secs(5),
+            health_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Redis Pub/Sub broker. Dropping it does not stop the subscriber task; the
+/// server's [`Shutdown`] does.
+pub struct RedisBroker {
+    publisher: Arc<Publisher>,
+    state: Arc<State>,
+    op_timeout: Duration,
+}
+
+/// The publishing connection, replaceable as a whole: `ConnectionManager`
+/// reconnects by itself after I/O errors, but not after timeouts, so a peer
+/// that vanished without a FIN/RST (partition, dead host) would leave it
+/// timing out until the kernel gives up on the socket (~15 min).
+struct Publisher {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    current: std::sync::RwLock<ConnectionManager>,
+}
+
+impl Publisher {
+    /// A handle onto the current shared connection (cheap clone; the lock is
+    /// never held across an await).
+    fn connection(&self) -> ConnectionManager {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops the current connection for a fresh, lazily dialled one.
+    fn replace(&self) {
+        match self.client.get_connection_manager_lazy(self.config.clone()) {
+            Ok(fresh) => {
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh
+            }
+            Err(error) => tracing::warn!(%error, "redis: cannot renew the publishing connection"),
+        }
+    }
+}
+
+/// Readiness, shared by the broker handle and its task.
+#[derive(Default)]
+struct State {
+    /// The PSUBSCRIBE is confirmed on a live connection.
+    subscribed: AtomicBool,
+    /// The last publish or publisher health check succeeded.
+    publisher_ok: AtomicBool,
+    /// Asks the publisher watcher to check now: the subscriber saw Redis go
+    /// away or come back, so the publisher's state is probably stale.
+    recheck: tokio::sync::Notify,
+}
+
+impl State {
+    /// Records the publisher's health, logging only the transitions.
+    fn set_publisher(&self, ok: bool, error: Option<&RedisError>) {
+        let was = self.publisher_ok.swap(ok, Ordering::Relaxed);
+        match (was, ok, error) {
+            (false, true, _) => tracing::debug!("redis: publishing connection usable"),
+            (true, false, Some(error)) => {
+                tracing::warn!(%error, "redis: publishing connection failed; it reconnects on its own")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Builds the broker and spawns its subscriber task on `shutdown`.
+///
+/// Fails only on an unusable URL; an unreachable Redis is not an error here
+/// (the task keeps trying and `is_ready()` stays false until it succeeds).
+/// Must be called inside a Tokio runtime.
+pub fn start(
+    url: &str,
+    pattern: &str,
+    sink: Sink,
+    shutdown: &Shutdown,
+) -> Result<RedisBroker, BrokerError> {
+    start_with(url, pattern, RedisOptions::default(), sink, shutdown)
+}
+
+/// [`start`] with explicit timings.
+pub fn start_with(
+    url: &str,
+    pattern: &str,
+    options: RedisOptions,
+    sink: Sink,
+    shutdown: &Shutdown,
+) -> Result<RedisBroker, BrokerError> {
+    let client = redis::Client::open(url)
+        .map_err(|e| BrokerError::Config(format!("invalid Redis URL: {e}")))?;
+    // Few, quick retries inside the manager: a publish during an outage should
+    // fail fast with a reason, not hang; every failed command triggers a new
+    // background reconnect anyway.
+    let manager_config = ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_min_delay(options.backoff_min)
+        .set_max_delay(options.backoff_max)
+        .set_connection_timeout(Some(options.op_timeout))
+        .set_response_timeout(Some(options.op_timeout));
+    // Lazy: connecting here would make an unreachable Redis a start-up error.
+    let publisher = Arc::new(Publisher {
+        current: std::sync::RwLock::new(
+            client
+                .get_connection_manager_lazy(manager_config.clone())
+                .map_err(|e| {
+                    BrokerError::Config(format!("cannot set up the Redis publisher: {e}"))
+                })?,
+        ),
+        client: client.clone(),
+        config: manager_config,
+    });
+    let state = Arc::new(State::default());
+    let task = Task {
+        address: client.get_connection_info().addr().to_string(),
+        client,
+        pattern: pattern.to_string(),
+        sink,
+        state: state.clone(),
+        options: options.clone(),
+        undeliverable: AtomicU64::new(0),
+    };
+    let watched = publisher.clone();
+    let stop = shutdown.clone();
+    shutdown.spawn(async move {
+        tokio::select! {
+            _ = stop.requested() => {}
+            _ = futures_util::future::join(task.subscribe_forever(), task.watch_publisher(watched)) => {}
+        }
+        task.state.subscribed.store(false, Ordering::Relaxed);
+        tracing::debug!("redis: subscriber stopped");
+    });
+    Ok(RedisBroker {
+        publisher,
+        state,
+        op_timeout: options.op_timeout,
+    })
+}
+
+impl Broker for RedisBroker {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let mut conn = self.publisher.connection();
+        Box::pin(async move {
+            let mut command = redis::cmd("PUBLISH");
+            command.arg(channel).arg(payload.as_ref());
+            let publish = command.query_async::<i64>(&mut conn);
+            match tokio::time::timeout(self.op_timeout, publish).await {
+                Ok(Ok(_receivers)) => {
+                    self.state.set_publisher(true, None);
+                    Ok(())
+                }
+                Ok(Err(error)) => Err(self.publish_error(error)),
+                Err(_) => {
+                    // Let the watcher decide whether the connection is dead.
+                    self.state.recheck.notify_one();
+                    Err(BrokerError::Unavailable(format!(
+                        "Redis PUBLISH timed out after {:?}",
+                        self.op_timeout
+                    )))
+                }
+            }
+        })
+    }
+
+    /// Ready = the PSUBSCRIBE is live AND the publishing connection works:
+    /// a node that receives but cannot publish would silently drop what its
+    /// clients and `/api/publish` send, so the load balancer should skip it.
+    fn is_ready(&self) -> bool {
+        self.state.subscribed.load(Ordering::Relaxed)
+            && self.state.publisher_ok.load(Ordering::Relaxed)
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}
+
+impl RedisBroker {
+    /// Maps a PUBLISH failure: an error reply from the server is a refusal
+    /// (ACL, OOM, ...), anything else means Redis is unreachable.
+    fn publish_error(&self, error: RedisError) -> BrokerError {
+        match error.kind() {
+            ErrorKind::Server(_) | ErrorKind::Extension => {
+                BrokerError::Refused(format!("Redis PUBLISH: {error}"))
+            }
+            _ => {
+                self.state.set_publisher(false, Some(&error));
+                self.state.recheck.notify_one();
+                BrokerError::Unavailable(format!("Redis PUBLISH: {error}"))
+            }
+        }
+    }
+
+    /// True while the PSUBSCRIBE is live (regardless of the publisher).
+    pub fn is_subscribed(&self) -> bool {
+        self.state.subscribed.load(Ordering::Relaxed)
+    }
+}
+
+/// What the subscriber task needs; lives inside the task.
+struct Task {
+    client: redis::Client,
+    /// host:port for logs (the URL may carry a password).
+    address: String,
+    pattern: String,
+    sink: Sink,
+    state: Arc<State>,
+    options: RedisOptions,
+    /// pmessages dropped because their channel name is not UTF-8.
+    undeliverable: AtomicU64,
+}
+
+impl Task {
+    /// Connect, subscribe, deliver until the connection is lost; repeat.
+    async fn subscribe_forever(&self) {
+        let mut backoff = Backoff::new(self.options.backoff_min, self.options.backoff_max);
+        // Failed attempts since the last good connection, and since when.
+        let mut failed_attempts: u64 = 0;
+        let mut down_since = Instant::now();
+        let mut ever_connected = false;
+        loop {
+            match self.connect().await {
+                Err(error) => {
+                    if failed_attempts == 0 && !ever_connected {
+                        tracing::warn!(
+                            address = %self.address, %error,
+                            "redis: cannot connect; retrying in the background"
+                        );
+                    } else {
+                        tracing::debug!(address = %self.address, %error, attempt = failed_attempts + 1, "redis: connect attempt failed");
+                    }
+                    failed_attempts += 1;
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Ok((pubsub, messages)) => {
+                    self.state.subscribed.store(true, Ordering::Relaxed);
+                    self.state.recheck.notify_one();
+                    if ever_connected {
+                        tracing::info!(
+                            address = %self.address, pattern = %self.pattern,
+                            attempts = failed_attempts + 1,
+                            down_ms = down_since.elapsed().as_millis() as u64,
+                            "redis: reconnected and re-subscribed"
+                        );
+                    } else {
+                        tracing::info!(
+                            address = %self.address, pattern = %self.pattern,
+                            attempts = failed_attempts + 1,
+                            "redis: connected and subscribed"
+                        );
+                    }
+                    ever_connected = true;
+                    let connected_at = Instant::now();
+                    let reason = self.deliver(pubsub, messages).await;
+                    self.state.subscribed.store(false, Ordering::Relaxed);
+                    self.state.recheck.notify_one();
+                    tracing::warn!(
+                        address = %self.address, error = %reason,
+                        "redis: connection lost; reconnecting"
+                    );
+                    // A connection that dies right after it was made (Redis
+                    // still loading, a proxy dropping us) must not reset the
+                    // backoff, or we would loop at the minimum delay.
+                    if connected_at.elapsed() >= self.options.backoff_max {
+                        backoff.reset();
+                    }
+                    failed_attempts = 0;
+                    down_since = Instant::now();
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// One connection attempt: dial, then PSUBSCRIBE, each bounded in time.
+    async fn connect(&self) -> Result<(PubSubSink, PubSubStream), RedisError> {
+        let timeout = self.options.op_timeout;
+        let pubsub = bounded(timeout, self.client.get_async_pubsub()).await?;
+        let (mut commands, messages) = pubsub.split();
+        bounded(timeout, commands.psubscribe(&self.pattern)).await?;
+        Ok((commands, messages))
+    }
+
+    /// Hands every pmessage to the sink until the connection fails; returns why.
+    async fn deliver(&self, mut commands: PubSubSink, mut messages: PubSubStream) -> String {
+        let mut health = tokio::time::interval(self.options.health_interval);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some(message) => self.hand_over(message),
+                    None => return "connection closed".to_string(),
+                },
+                _ = health.tick() => {
+                    // Messages queue in the client's buffer meanwhile; nothing is lost.
+                    if let Err(error) = bounded(self.options.op_timeout, commands.ping::<redis::Value>()).await {
+                        return format!("health check failed: {error}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn hand_over(&self, message: Msg) {
+        // PSUBSCRIBE only yields pmessage; anything else is not ours.
+        if !message.from_pattern() {
+            return;
+        }
+        let channel = message
+            .get_channel::<Vec<u8>>()
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        let Some(channel) = channel else {
+            // Room names are strings; a non-UTF-8 channel cannot name one.
+            // Logged on the 1st, 2nd, 4th, 8th... drop, not per message.
+            let dropped = self.undeliverable.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped,
+                    "redis: dropped message(s) whose channel name is not UTF-8"
+                );
+            }
+            return;
+        };
+        let payload = Bytes::copy_from_slice(message.get_payload_bytes());
+        (self.sink)(&channel, payload);
+    }
+
+    /// Keeps `publisher_ok` current even when nobody publishes, so readiness
+    /// comes back after an outage without waiting for a client's publish.
+    async fn watch_publisher(&self, publisher: Arc<Publisher>) {
+        let mut backoff = Backoff::new(self.options.backoff_min, self.options.backoff_max);
+        loop {
+            let mut conn = publisher.connection();
+            let command = redis::cmd("PING");
+            let ping = command.query_async::<redis::Value>(&mut conn);
+            let delay = match bounded(self.options.op_timeout, ping).await {
+                Ok(_) => {
+                    self.state.set_publisher(true, None);
+                    backoff.reset();
+                    self.options.health_interval
+                }
+                Err(error) => {
+                    self.state.set_publisher(false, Some(&error));
+                    if error.is_timeout() {
+                        tracing::debug!(
+                            "redis: publishing connection timed out; dialling a new one"
+                        );
+                        publisher.replace();
+                    }
+                    backoff.next_delay()
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.state.recheck.notified() => {}
+            }
+        }
+    }
+}
+
+/// Awaits `future` at most `limit`; a timeout becomes an I/O error.
+async fn bounded<T>(
+    limit: Duration,
+    future: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, RedisError> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result,
+        Err(_) => Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from Redis within {limit:?}"),
+        ))),
+    }
+}
+
+/// Exponential backoff with "equal jitter": each delay is drawn from
+/// [d/2, d], d doubling from `min` to `max`, so many nodes that lost Redis at
+/// once do not reconnect in lockstep.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max: max.max(min),
+            current: min,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let half = ceiling / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+
+    fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
+        let min = Duration::from_millis(100);
+        let max = Duration::from_secs(5);
+        let mut backoff = Backoff::new(min, max);
+        let mut ceiling = min;
+        for _ in 0..12 {
+            let delay = backoff.next_delay();
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{delay:?} vs {ceiling:?}"
+            );
+            ceiling = (ceiling * 2).min(max);
+        }
+        assert!(backoff.next_delay() >= max / 2);
+        backoff.reset();
+        assert!(backoff.next_delay() <= min);
+    }
+
+    #[tokio::test]
+    async fn invalid_url_is_an_error_at_start() {
+        let shutdown = Shutdown::new();
+        let sink: Sink = Arc::new(|_: &str, _: Bytes| {});
+        for url in ["not a url", "http://127.0.0.1:6379", ""] {
+            let result = start(url, "*", sink.clone(), &shutdown);
+            assert!(
+                matches!(result, Err(BrokerError::Config(_))),
+                "{url}: {:?}",
+                result.err()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_is_not_an_error_and_not_ready() {
+        let shutdown = Shutdown::new();
+        let sink: Sink = Arc::new(|_: &str, _: Bytes| {});
+        // Port 1 on loopback: nothing listens there; connects are refused.
+        let broker = start("redis://127.0.0.1:1", "*", sink, &shutdown).unwrap();
+        assert!(!broker.is_ready());
+        let error = broker
+            .publish("room", Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, BrokerError::Unavailable(_)), "{error:?}");
+        assert!(!broker.is_ready());
+        shutdown.trigger();
+        assert!(shutdown.wait(Duration::from_secs(2)).await);
+    }
+}

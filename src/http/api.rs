@@ -10,7 +10,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::brokers::BrokerError;
 use crate::hub::{self, RoomInfo};
+use crate::telemetry;
 
 #[derive(Deserialize)]
 struct PublishRequest {
@@ -64,13 +66,18 @@ async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
         .broker
         .publish(&request.channel, payload.into())
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "broker_unavailable",
-                e.to_string(),
-            )
-        })
+        .map_err(broker_error)?;
+    telemetry::message_published("http");
+    Ok(())
+}
+
+/// 502 when the broker refused, else 503 (unreachable: retry later).
+fn broker_error(error: BrokerError) -> ApiError {
+    let status = match error {
+        BrokerError::Refused(_) => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError::new(status, error.code(), error.to_string())
 }
 
 /// Checks the bearer key in constant time. No key configured: refused.
@@ -140,6 +147,27 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (
         status,
         Json(serde_json::json!({ "status": text, "broker": broker })),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "metrics_disabled",
+            "another metrics recorder owns this process",
+        )
+        .into_response();
+    };
+    telemetry::broker_up(state.broker.name(), state.broker.is_ready());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry::render(handle),
     )
         .into_response()
 }

@@ -16,6 +16,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use crate::brokers::Broker;
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
@@ -29,6 +31,8 @@ pub struct AppState {
     pub api_keys: Arc<[String]>,
     pub max_payload: usize,
     pub shutdown: Shutdown,
+    /// `None` when another metrics recorder owns the process (embedding).
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// The whole application: `transports` (Socket.IO) is merged in as is.
@@ -39,6 +43,7 @@ pub fn router(state: AppState, sse: sse::Sse, ws: ws::Ws, transports: Router) ->
         .route("/api/rooms/{room}", get(api::room))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
         .with_state(state);
     Router::new()
         .route("/sse", get(sse::handler).with_state(sse))

@@ -29,6 +29,12 @@ async fn asset(content_type: &'static str, body: &'static str) -> impl IntoRespo
             (header::CONTENT_TYPE, content_type),
             // The page changes with the binary; let browsers revalidate.
             (header::CACHE_CONTROL, "no-cache"),
+            // Our own scripts and styles only: payloads can never run as code.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         body,
     )

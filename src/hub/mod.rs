@@ -10,15 +10,19 @@
 //! - The hub never awaits and never holds a room lock while pushing: fan-out
 //!   iterates a copy-on-write snapshot of the member list.
 
+mod history;
 mod outbox;
 mod rooms;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use crate::telemetry;
+
+use history::History;
 pub use outbox::{Frame, Outbox, OutboxLimits, PushError};
 use rooms::Rooms;
 pub use rooms::{RoomError, RoomInfo, validate_room_name};
@@ -82,17 +86,40 @@ pub struct FanOut {
     pub slow_consumers: usize,
 }
 
+/// Default number of recent messages kept per room for resuming clients.
+pub const DEFAULT_HISTORY_SIZE: usize = 100;
+/// Default time a room's history outlives its last message.
+pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
+
 /// The hub. Share it as `Arc<Hub>`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     rooms: Rooms,
+    history: History,
     next_client: AtomicU64,
     next_message: AtomicU64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::with_history(DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL)
+    }
 }
 
 impl Hub {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A hub keeping `size` recent messages per room for `ttl` after the
+    /// room's last message (0: no history, resuming gets nothing).
+    pub fn with_history(size: usize, ttl: Duration) -> Self {
+        Hub {
+            rooms: Rooms::default(),
+            history: History::new(size, ttl),
+            next_client: AtomicU64::new(0),
+            next_message: AtomicU64::new(0),
+        }
     }
 
     /// A fresh id for a new connection.
@@ -115,18 +142,66 @@ impl Hub {
         self.rooms.remove(room, client)
     }
 
-    /// Delivers a published message to every member of room `channel`.
+    /// Like [`Hub::join`], and first queues the room's recent messages newer
+    /// than `since` to the member: every message reaches it exactly once,
+    /// from history or live. Returns how many were replayed.
+    pub fn join_since(&self, room: &str, member: Member, since: u64) -> usize {
+        let history = self.history.lock(room);
+        let outbox = member.outbox.clone();
+        let format = member.format;
+        if !self.join(room, member) {
+            return 0;
+        }
+        let missed = self.history.since(&history, room, since);
+        for message in &missed {
+            if let Some(frame) = (format.encode)(&Event::Message(message)) {
+                // A replay that overflows the queue makes this a slow consumer.
+                if outbox.push(frame).is_err() {
+                    break;
+                }
+            }
+        }
+        missed.len()
+    }
+
+    /// Delivers a published message to every member of room `channel`, and
+    /// keeps it in the room's history.
     pub fn deliver(&self, channel: &str, payload: Bytes) -> FanOut {
-        let Some(members) = self.rooms.members(channel) else {
+        let history = self.history.enabled().then(|| self.history.lock(channel));
+        let members = self.rooms.members(channel);
+        let keep = history
+            .as_ref()
+            .is_some_and(|shard| self.history.is_live(shard, channel));
+        if members.is_none() && !keep {
             return FanOut::default();
-        };
+        }
         let message = Message {
             room: Arc::from(channel),
             payload,
-            id: self.next_message.fetch_add(1, Ordering::Relaxed) + 1,
+            id: self.message_id(),
             ts: now_millis(),
         };
-        fan_out(&members, &Event::Message(&message))
+        if let Some(mut shard) = history {
+            self.history.record(&mut shard, &message, members.is_some());
+        }
+        match members {
+            Some(members) => fan_out(&members, &Event::Message(&message)),
+            None => FanOut::default(),
+        }
+    }
+
+    /// Strictly increasing ids that also increase across restarts: the
+    /// current millisecond times 65,536 plus a counter, so a client's
+    /// `Last-Event-ID` from before a restart is older than every new message.
+    fn message_id(&self) -> u64 {
+        let floor = now_millis() << 16;
+        let previous = self
+            .next_message
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(floor.max(last + 1))
+            })
+            .unwrap_or_else(|last| last);
+        floor.max(previous + 1)
     }
 
     /// Number of members of `room` (0 if it does not exist).
@@ -143,19 +218,33 @@ impl Hub {
 /// Encodes `event` at most once per format and queues the shared frame to
 /// every member.
 fn fan_out(members: &[Member], event: &Event<'_>) -> FanOut {
+    let started = std::time::Instant::now();
     let mut encoded: [Option<Option<Frame>>; MAX_FORMATS] = Default::default();
+    let mut per_format = [(0usize, ""); MAX_FORMATS];
     let mut result = FanOut::default();
     for member in members {
-        let slot = &mut encoded[member.format.id];
-        let Some(frame) = slot.get_or_insert_with(|| (member.format.encode)(event)) else {
+        let format = member.format;
+        let slot = &mut encoded[format.id];
+        let Some(frame) = slot.get_or_insert_with(|| (format.encode)(event)) else {
             continue;
         };
         match member.outbox.push(frame.clone()) {
-            Ok(()) => result.delivered += 1,
+            Ok(()) => {
+                result.delivered += 1;
+                per_format[format.id] = (per_format[format.id].0 + 1, format.name);
+            }
             Err(PushError::Full) => result.slow_consumers += 1,
             // Already closed: its connection task is on its way out.
             Err(PushError::Closed(_)) => {}
         }
+    }
+    for (count, name) in per_format {
+        if count > 0 {
+            telemetry::deliveries(name, count);
+        }
+    }
+    if let Event::Message(_) = event {
+        telemetry::fanout_duration(started.elapsed().as_secs_f64());
     }
     result
 }
@@ -290,14 +379,81 @@ mod tests {
     }
 
     #[test]
+    fn a_resuming_member_gets_what_it_missed_once() {
+        let hub = Hub::new();
+        let keeper = member(&hub, &B, Default::default());
+        hub.join("r", keeper.clone());
+        for n in 0..5u8 {
+            hub.deliver("r", Bytes::from(vec![b'0' + n]));
+        }
+        let ids: Vec<u64> = (0..5).map(|_| keeper.outbox.pop()).map(|_| 0).collect();
+        assert_eq!(ids.len(), 5);
+        // Resume after the 2nd message: history gives 3rd..5th, then live.
+        let seen = hub.history.since(&hub.history.lock("r"), "r", 0);
+        let late = member(&hub, &B, Default::default());
+        assert_eq!(hub.join_since("r", late.clone(), seen[1].id), 3);
+        hub.deliver("r", Bytes::from_static(b"5"));
+        let got: Vec<Bytes> = std::iter::from_fn(|| late.outbox.pop())
+            .map(|f| payload(Some(f)))
+            .collect();
+        assert_eq!(got, vec!["2", "3", "4", "5"]);
+    }
+
+    #[test]
+    fn history_covers_the_gap_while_a_room_is_empty() {
+        let hub = Hub::new();
+        let x = member(&hub, &B, Default::default());
+        hub.join("r", x.clone());
+        hub.deliver("r", Bytes::from_static(b"before"));
+        let seen = hub.history.since(&hub.history.lock("r"), "r", 0)[0].id;
+        hub.leave("r", x.client);
+        hub.deliver("r", Bytes::from_static(b"gap"));
+        hub.deliver("never-joined", Bytes::from_static(b"x"));
+        let back = member(&hub, &B, Default::default());
+        assert_eq!(hub.join_since("r", back.clone(), seen), 1);
+        assert_eq!(payload(back.outbox.pop()), "gap");
+        assert!(
+            !hub.history
+                .is_live(&hub.history.lock("never-joined"), "never-joined")
+        );
+    }
+
+    #[test]
+    fn history_is_bounded_and_can_be_off() {
+        let hub = Hub::with_history(2, Duration::from_secs(60));
+        let x = member(&hub, &B, Default::default());
+        hub.join("r", x.clone());
+        for n in 0..5u8 {
+            hub.deliver("r", Bytes::from(vec![n]));
+        }
+        let late = member(&hub, &B, Default::default());
+        assert_eq!(hub.join_since("r", late, 0), 2, "only the last 2 are kept");
+
+        let hub = Hub::with_history(0, Duration::from_secs(60));
+        let x = member(&hub, &B, Default::default());
+        hub.join("r", x);
+        hub.deliver("r", Bytes::from_static(b"a"));
+        let late = member(&hub, &B, Default::default());
+        assert_eq!(hub.join_since("r", late, 0), 0);
+    }
+
+    #[test]
     fn message_ids_increase() {
         let hub = Hub::new();
         let x = member(&hub, &A, Default::default());
         hub.join("r", x.clone());
         hub.deliver("r", Bytes::new());
         hub.deliver("r", Bytes::new());
-        assert_eq!(payload(x.outbox.pop()), "a:1");
-        assert_eq!(payload(x.outbox.pop()), "a:2");
+        let id = |frame: Option<Frame>| -> u64 {
+            let text = payload(frame);
+            std::str::from_utf8(&text).unwrap()[2..].parse().unwrap()
+        };
+        let (first, second) = (id(x.outbox.pop()), id(x.outbox.pop()));
+        assert!(second > first, "{first} < {second}");
+        assert!(
+            first >> 16 >= now_millis() - 60_000,
+            "ids start from the clock"
+        );
         assert_eq!(
             hub.rooms(),
             vec![RoomInfo {

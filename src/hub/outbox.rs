@@ -173,6 +173,19 @@ impl Outbox {
         }
     }
 
+    /// Resolves once the outbox is closed, with the reason. For the owner
+    /// while it writes (when it is not waiting in [`Outbox::ready`]), so a
+    /// writer blocked on a peer that stopped reading still sees the close.
+    /// Cancel-safe; same single-waiter rule as `ready`.
+    pub async fn wait_closed(&self) -> DisconnectReason {
+        loop {
+            if let Some(reason) = self.lock().closed {
+                return reason;
+            }
+            self.wake.notified().await;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the queue inconsistent
         // (every update is a single push/pop), so a poisoned lock is still usable.
@@ -263,5 +276,20 @@ mod tests {
         outbox.close(DisconnectReason::ServerShutdown);
         waiter.await.unwrap();
         assert_eq!(outbox.closed(), Some(DisconnectReason::ServerShutdown));
+    }
+
+    #[tokio::test]
+    async fn wait_closed_ignores_pushes_and_wakes_on_close() {
+        let outbox = std::sync::Arc::new(Outbox::new(OutboxLimits::default()));
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.wait_closed().await }
+        });
+        tokio::task::yield_now().await;
+        outbox.push(text("x")).unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        outbox.close(DisconnectReason::SlowConsumer);
+        assert_eq!(waiter.await.unwrap(), DisconnectReason::SlowConsumer);
     }
 }

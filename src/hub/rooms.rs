@@ -6,6 +6,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{ClientId, Member};
+use crate::telemetry;
 
 /// Longest room name accepted, in characters.
 pub const MAX_ROOM_NAME_CHARS: usize = 200;
@@ -77,7 +78,10 @@ impl Rooms {
     /// if this client already was one.
     pub(super) fn insert(&self, room: &str, member: Member) -> Option<Arc<Vec<Member>>> {
         let mut shard = self.shard(room);
-        let members = shard.entry(Arc::from(room)).or_default();
+        let members = shard.entry(Arc::from(room)).or_insert_with(|| {
+            telemetry::rooms_changed(1.0);
+            Arc::default()
+        });
         if members.iter().any(|m| m.client == member.client) {
             return None;
         }
@@ -97,6 +101,7 @@ impl Rooms {
         Arc::make_mut(members).swap_remove(index);
         if members.is_empty() {
             shard.remove(room);
+            telemetry::rooms_changed(-1.0);
         }
         true
     }

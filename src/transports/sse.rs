@@ -19,6 +19,7 @@ use crate::disconnect::DisconnectReason;
 use crate::http::ApiError;
 use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
 use crate::shutdown::Shutdown;
+use crate::telemetry;
 use crate::transports::json;
 
 /// Most rooms one SSE request may name.
@@ -42,7 +43,13 @@ pub struct Sse {
 }
 
 /// `GET /sse?channel=a&channel=b`: validates the rooms, then streams.
-pub async fn handler(State(sse): State<Sse>, RawQuery(query): RawQuery) -> Response {
+/// A client resuming after a reconnect sends `Last-Event-ID` (EventSource
+/// does it by itself); the rooms' recent messages after it are replayed.
+pub async fn handler(
+    State(sse): State<Sse>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let channels = match channels(query.as_deref().unwrap_or("")) {
         Ok(channels) => channels,
         Err(error) => {
@@ -50,7 +57,11 @@ pub async fn handler(State(sse): State<Sse>, RawQuery(query): RawQuery) -> Respo
             return error.into_response();
         }
     };
-    let stream = Stream::open(&sse, channels);
+    let since = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let stream = Stream::open(&sse, channels, since);
     tracing::debug!(client = stream.client.0, rooms = ?stream.rooms, "sse client connected");
     let body = Body::from_stream(futures_util::stream::unfold(stream, Stream::next));
     (
@@ -113,21 +124,23 @@ struct Stream {
     rooms: Vec<String>,
     shutdown: Shutdown,
     opened: bool,
+    metric: telemetry::ConnectionMetric,
 }
 
 impl Stream {
-    fn open(sse: &Sse, rooms: Vec<String>) -> Self {
+    fn open(sse: &Sse, rooms: Vec<String>, since: Option<u64>) -> Self {
         let client = sse.hub.client_id();
         let outbox = Arc::new(Outbox::new(sse.limits));
         for room in &rooms {
-            sse.hub.join(
-                room,
-                Member {
-                    client,
-                    outbox: outbox.clone(),
-                    format: &FORMAT,
-                },
-            );
+            let member = Member {
+                client,
+                outbox: outbox.clone(),
+                format: &FORMAT,
+            };
+            match since {
+                Some(since) => sse.hub.join_since(room, member, since),
+                None => usize::from(sse.hub.join(room, member)),
+            };
         }
         Stream {
             hub: sse.hub.clone(),
@@ -136,6 +149,7 @@ impl Stream {
             rooms,
             shutdown: sse.shutdown.clone(),
             opened: false,
+            metric: telemetry::ConnectionMetric::open(FORMAT.name),
         }
     }
 
@@ -162,6 +176,7 @@ impl Stream {
             return Some((Ok(Bytes::from_static(b": keepalive\n\n")), self));
         }
         if let Some(reason) = self.outbox.closed() {
+            self.metric.closing(reason);
             tracing::info!(
                 client = self.client.0,
                 reason = reason.code(),
@@ -181,6 +196,7 @@ impl Stream {
                 chunk.freeze()
             }
         };
+        telemetry::bytes_out(FORMAT.name, chunk.len());
         Some((Ok(chunk), self))
     }
 }

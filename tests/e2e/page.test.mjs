@@ -64,6 +64,10 @@ const waitStatus = (page, state, timeout = WAIT) =>
   page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
 const messages = (page) => page.locator('#messages > li');
 const messageWith = (page, text) => messages(page).filter({ hasText: text });
+const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+// the message whose payload is exactly `text`
+const messageExact = (page, text) =>
+  messages(page).filter({ has: page.locator('.payload', { hasText: new RegExp(`^${escapeRe(text)}$`) }) });
 const texts = (page, sel) => page.locator(sel).allTextContents();
 
 test('joins device01, shows text and JSON payloads with the room, counts them', { skip, timeout: 60_000 }, async (t) => {
@@ -79,7 +83,7 @@ test('joins device01, shows text and JSON payloads with the room, counts them', 
 
   const json = { sensor: 'temp', value: 21.5, tags: ['a', 'b'] };
   await publish(state.server, 'device01', 'hello from the api');
-  await messageWith(page, 'hello from the api').waitFor({ timeout: WAIT });
+  await messageExact(page, 'hello from the api').waitFor({ timeout: WAIT });
   await publish(state.server, 'device01', JSON.stringify(json));
   await messageWith(page, '"sensor"').waitFor({ timeout: WAIT });
 
@@ -118,9 +122,9 @@ test('?room=a&room=b joins both on one stream; other rooms stay out; leaving a s
   await publish(state.server, 'c', 'to-c-1');
   await publish(state.server, 'a', 'to-a-1');
   await publish(state.server, 'b', 'to-b-1');
-  await messageWith(page, 'to-a-1').waitFor({ timeout: WAIT });
-  await messageWith(page, 'to-b-1').waitFor({ timeout: WAIT });
-  assert.equal(await messageWith(page, 'to-c-1').count(), 0, 'a message to c must not appear');
+  await messageExact(page, 'to-a-1').waitFor({ timeout: WAIT });
+  await messageExact(page, 'to-b-1').waitFor({ timeout: WAIT });
+  assert.equal(await messageExact(page, 'to-c-1').count(), 0, 'a message to c must not appear');
   assert.deepEqual(await texts(page, '#messages > li .room'), ['b', 'a']);
 
   // leave a with the × on its chip: the stream is reopened for b only
@@ -132,8 +136,8 @@ test('?room=a&room=b joins both on one stream; other rooms stay out; leaving a s
 
   await publish(state.server, 'a', 'to-a-2');
   await publish(state.server, 'b', 'to-b-2');
-  await messageWith(page, 'to-b-2').waitFor({ timeout: WAIT });
-  assert.equal(await messageWith(page, 'to-a-2').count(), 0, 'a left room must not deliver');
+  await messageExact(page, 'to-b-2').waitFor({ timeout: WAIT });
+  assert.equal(await messageExact(page, 'to-a-2').count(), 0, 'a left room must not deliver');
   assert.equal(await page.textContent('#count'), '3');
 
   // leave b with the Leave button: no room, no stream
@@ -168,7 +172,7 @@ test('after a server restart the page reconnects, re-joins and receives again', 
   await page.click('#join');
   await waitStatus(page, 'live');
   await publish(state.server, 'restart-room', 'before-restart');
-  await messageWith(page, 'before-restart').waitFor({ timeout: WAIT });
+  await messageExact(page, 'before-restart').waitFor({ timeout: WAIT });
 
   const port = state.server.port;
   await state.server.stop();
@@ -179,12 +183,15 @@ test('after a server restart the page reconnects, re-joins and receives again', 
   await waitStatus(page, 'live', RECONNECT_WAIT);
   assert.deepEqual(await texts(page, '#rooms li .chip-name'), ['restart-room', 'late-room'], 'still in both rooms');
 
-  await publish(state.server, 'restart-room', 'after-restart');
-  await publish(state.server, 'late-room', 'late-after-restart');
-  await messageWith(page, 'after-restart').first().waitFor({ timeout: WAIT });
-  await messageWith(page, 'late-after-restart').waitFor({ timeout: WAIT });
+  // the new process numbers its messages from the start again: the page must
+  // not take a reused id for a duplicate
+  await publish(state.server, 'restart-room', 'first-after-restart');
+  await publish(state.server, 'late-room', 'late-room-after-restart');
+  await messageExact(page, 'first-after-restart').waitFor({ timeout: WAIT });
+  await messageExact(page, 'late-room-after-restart').waitFor({ timeout: WAIT });
   assert.equal(await page.textContent('#count'), '3');
-  assert.equal(await messageWith(page, 'before-restart').count(), 1, 'nothing duplicated');
+  assert.deepEqual(await texts(page, '#messages > li .room'), ['late-room', 'restart-room', 'restart-room']);
+  assert.equal(await messageExact(page, 'before-restart').count(), 1, 'nothing duplicated');
   assert.deepEqual(pageErrors, []);
 });
 

@@ -34,6 +34,10 @@ impl Server {
         }
     }
 
+    pub fn client(&self) -> &Client<HttpConnector, Full<Bytes>> {
+        &self.client
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.running.local_addr)
     }

@@ -1,1 +1,121 @@
-//! Socket.IO (Engine.IO v3/v4, Socket.IO v4/v5) server layer. Being written.
+//! Socket.IO for roomcast: our own Engine.IO v3/v4 + Socket.IO v4/v5 server,
+//! built for fan-out and small memory (see issue 2 and DESIGN.md §3–4).
+//!
+//! Layers, bottom up, one file or folder each:
+//! - `engine/`: Engine.IO — packets, polling payloads, sessions and
+//!   heartbeats, the polling handlers and the websocket task. Usable alone
+//!   (the conformance example's echo server runs on it).
+//! - `protocol`: Socket.IO packet codec.
+//! - `layer`: Socket.IO connection state on top of Engine.IO (namespaces,
+//!   CONNECT, attachments, dispatch).
+//! - `socket`: the [`Handler`] trait and the [`Socket`] handlers get.
+//! - `broadcast`: [`FORMAT`], the hub's encoding of a message for us.
+//! - `roomcast`: roomcast's own events (`channel`, `leave`).
+//!
+//! Never does: per-recipient encoding (the hub shares one frame), extra
+//! tasks per connection, keeping the HTTP request after the handshake.
+//! Called by `http` (the lead's router) through [`SocketIo::new`] and
+//! [`SocketIo::router`].
+
+mod broadcast;
+pub mod engine;
+mod layer;
+pub mod protocol;
+mod roomcast;
+mod socket;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use broadcast::FORMAT;
+pub use roomcast::RoomcastHandler;
+pub use socket::{AckId, Args, ConnectError, Handler, Handshake, SendError, Socket};
+
+use crate::hub::{Hub, OutboxLimits};
+use crate::shutdown::Shutdown;
+use engine::{Engine, EngineConfig};
+use layer::Layer;
+
+/// Socket.IO settings.
+#[derive(Debug, Clone)]
+pub struct SocketIoConfig {
+    /// Where Socket.IO is served, e.g. `/socket.io/`.
+    pub path: String,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Largest websocket message or polling POST body, bytes.
+    pub max_payload: usize,
+    /// A connection that joins no namespace within this is closed.
+    pub connect_timeout: Duration,
+    pub outbox: OutboxLimits,
+    /// Extra namespaces besides `/`, e.g. `/custom`.
+    pub namespaces: Vec<String>,
+}
+
+impl Default for SocketIoConfig {
+    /// The reference server's defaults.
+    fn default() -> Self {
+        SocketIoConfig {
+            path: "/socket.io/".into(),
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            connect_timeout: Duration::from_millis(45_000),
+            outbox: OutboxLimits::default(),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+/// The Socket.IO server: shared state of every connection.
+pub struct SocketIo {
+    engine: Arc<Engine<Layer>>,
+    path: String,
+}
+
+impl SocketIo {
+    pub fn new(
+        config: SocketIoConfig,
+        hub: Arc<Hub>,
+        handler: Arc<dyn Handler>,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
+        let mut namespaces = vec!["/".to_owned()];
+        for nsp in config.namespaces {
+            let nsp = if nsp.starts_with('/') {
+                nsp
+            } else {
+                format!("/{nsp}")
+            };
+            if !namespaces.contains(&nsp) {
+                namespaces.push(nsp);
+            }
+        }
+        let engine_config = EngineConfig {
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            max_payload: config.max_payload,
+            connect_timeout: Some(config.connect_timeout),
+            outbox: config.outbox,
+        };
+        let layer = Layer {
+            hub,
+            handler,
+            namespaces,
+        };
+        Arc::new(SocketIo {
+            engine: Engine::new(engine_config, layer, shutdown),
+            path: config.path,
+        })
+    }
+
+    /// Serves the configured path: GET, POST, OPTIONS and websocket upgrades.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        self.engine.router(&self.path)
+    }
+
+    /// Open Engine.IO connections (polling sessions and websockets).
+    pub fn connections(&self) -> usize {
+        self.engine.connections()
+    }
+}

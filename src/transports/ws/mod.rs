@@ -21,6 +21,7 @@ use crate::brokers::Broker;
 use crate::disconnect::DisconnectReason;
 use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
 use crate::shutdown::Shutdown;
+use crate::telemetry;
 use crate::transports::json;
 use protocol::{ProtocolError, Request};
 
@@ -88,7 +89,9 @@ struct Close {
 impl Close {
     fn because(reason: DisconnectReason) -> Close {
         let code = match reason {
-            DisconnectReason::ServerShutdown | DisconnectReason::PingTimeout => close_code::AWAY,
+            // 1012 "service restart": reconnect, another node will take you.
+            DisconnectReason::ServerShutdown => close_code::RESTART,
+            DisconnectReason::PingTimeout => close_code::AWAY,
             DisconnectReason::SlowConsumer | DisconnectReason::BadInput => close_code::POLICY,
             _ => close_code::NORMAL,
         };
@@ -125,7 +128,11 @@ impl Connection {
 
     async fn run(mut self, mut socket: WebSocket) {
         tracing::debug!(client = self.client.0, "ws client connected");
+        let mut metric = telemetry::ConnectionMetric::open(FORMAT.name);
         let close = self.serve(&mut socket).await;
+        if let Some(close) = &close {
+            metric.closing(close.reason);
+        }
         for room in &self.rooms {
             self.ws.hub.leave(room, self.client);
         }
@@ -199,6 +206,7 @@ impl Connection {
     ) -> Result<(), DisconnectReason> {
         use futures_util::SinkExt;
         while self.outbox.drain_into(batch, WRITE_BATCH) > 0 {
+            telemetry::bytes_out(FORMAT.name, batch.iter().map(Frame::len).sum());
             for frame in batch.drain(..) {
                 let message = match frame {
                     Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
@@ -264,7 +272,7 @@ impl Connection {
     /// Performs a request; returns the reply type.
     async fn act(&mut self, request: Request) -> Result<&'static str, ProtocolError> {
         match request {
-            Request::Subscribe { channel } => {
+            Request::Subscribe { channel, since } => {
                 check_channel(&channel)?;
                 if self.rooms.contains(&channel) {
                     return Ok("ok");
@@ -280,7 +288,10 @@ impl Connection {
                     outbox: self.outbox.clone(),
                     format: &FORMAT,
                 };
-                self.ws.hub.join(&channel, member);
+                match since {
+                    Some(since) => self.ws.hub.join_since(&channel, member, since),
+                    None => usize::from(self.ws.hub.join(&channel, member)),
+                };
                 self.rooms.push(channel);
                 Ok("ok")
             }
@@ -313,7 +324,8 @@ impl Connection {
                     .broker
                     .publish(&channel, payload.into())
                     .await
-                    .map_err(|e| ProtocolError::new("broker_unavailable", e.to_string()))?;
+                    .map_err(|e| ProtocolError::new(e.code(), e.to_string()))?;
+                telemetry::message_published("ws");
                 Ok("ok")
             }
             Request::Ping => Ok("pong"),

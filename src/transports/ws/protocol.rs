@@ -12,9 +12,18 @@ use serde_json::Value;
 /// A request the connection acts on.
 #[derive(Debug, PartialEq)]
 pub enum Request {
-    Subscribe { channel: String },
-    Unsubscribe { channel: String },
-    Publish { channel: String, payload: Vec<u8> },
+    /// `since`: resume after this message id (replayed from the room's history).
+    Subscribe {
+        channel: String,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        channel: String,
+        payload: Vec<u8>,
+    },
     Ping,
 }
 
@@ -40,6 +49,7 @@ struct RawRequest {
     channel: Option<Value>,
     data: Option<Value>,
     id: Option<Value>,
+    since: Option<Value>,
 }
 
 /// Parses one text frame. The request id comes back even when the request
@@ -63,18 +73,20 @@ pub fn parse(text: &str) -> (Option<Value>, Result<Request, ProtocolError>) {
         }
     };
     let id = raw.id.filter(|id| id.is_number() || id.is_string());
-    (id, request(raw.op, raw.channel, raw.data))
+    (id, request(raw.op, raw.channel, raw.data, raw.since))
 }
 
 fn request(
     op: Option<String>,
     channel: Option<Value>,
     data: Option<Value>,
+    since: Option<Value>,
 ) -> Result<Request, ProtocolError> {
     let op = op.ok_or_else(|| ProtocolError::new("missing_field", "missing field \"op\""))?;
     match op.as_str() {
         "subscribe" => Ok(Request::Subscribe {
             channel: channel_field(channel)?,
+            since: since.map(since_field).transpose()?,
         }),
         "unsubscribe" => Ok(Request::Unsubscribe {
             channel: channel_field(channel)?,
@@ -97,6 +109,16 @@ fn request(
             format!("unknown op {other:?}; expected subscribe, unsubscribe, publish or ping"),
         )),
     }
+}
+
+/// A message id as the server sent it (a decimal string), or a number.
+fn since_field(since: Value) -> Result<u64, ProtocolError> {
+    let parsed = match &since {
+        Value::String(text) => text.parse().ok(),
+        Value::Number(number) => number.as_u64(),
+        _ => None,
+    };
+    parsed.ok_or_else(|| ProtocolError::new("bad_since", "\"since\" must be a message id"))
 }
 
 fn channel_field(channel: Option<Value>) -> Result<String, ProtocolError> {
@@ -148,7 +170,8 @@ mod tests {
             (
                 Some(json!(1)),
                 Ok(Request::Subscribe {
-                    channel: "a".into()
+                    channel: "a".into(),
+                    since: None
                 })
             )
         );
@@ -187,6 +210,17 @@ mod tests {
         assert_eq!(code(r#"{"op":"subscribe","channel":5}"#), "bad_channel");
         assert_eq!(code(r#"{"op":"publish","channel":"a"}"#), "missing_field");
         assert_eq!(code(r#"{"op":"dance"}"#), "unknown_op");
+        assert_eq!(
+            code(r#"{"op":"subscribe","channel":"a","since":"x1"}"#),
+            "bad_since"
+        );
+        assert_eq!(
+            parse(r#"{"op":"subscribe","channel":"a","since":"42"}"#).1,
+            Ok(Request::Subscribe {
+                channel: "a".into(),
+                since: Some(42)
+            })
+        );
         let (id, result) = parse(r#"{"op":"dance","id":7}"#);
         assert_eq!(id, Some(json!(7)), "the id survives a refusal");
         let reply: Value = serde_json::from_str(&error(id.as_ref(), &result.unwrap_err())).unwrap();

@@ -10,7 +10,8 @@
 // c.events('message')                        // every `message` received since connect, in order
 // c.close();
 
-import { createRequire } from 'node:module';
+import Module, { createRequire } from 'node:module';
+import path from 'node:path';
 import { notify, TimeoutError } from './server.mjs';
 
 const require = createRequire(import.meta.url);
@@ -23,7 +24,54 @@ const cache = {};
 export function ioFor(version) {
   const name = LIBS[version];
   if (!name) throw new Error(`unknown socket.io-client major ${version}; use one of ${VERSIONS}`);
+  if (version === '1' && !cache[version]) installSio1Xhr();
   return (cache[version] ??= require(name));
+}
+
+/**
+ * socket.io-client 1.3.7 (engine.io-client 1.5.4) in a browser polls with XHR2
+ * (responseType 'arraybuffer'), so it omits `b64=1` and expects EIO3 payloads as
+ * application/octet-stream; that is how the seed's page talks to a server. In Node its
+ * `xmlhttprequest` dependency (a git URL, overridden by xmlhttprequest-ssl, which has no
+ * responseType) would instead put it in base64/text mode, where engine.io-parser 1.2.2 also
+ * UTF-8-decodes every text packet: a mode no browser uses and no current server speaks for
+ * non-ASCII text. So by default we give it XHR2 (npm xhr2) like a browser; Node's engine.io-parser
+ * wants Buffers, so 'arraybuffer' responses are handed over as Buffers.
+ * ROOMCAST_E2E_SIO1_XHR=text keeps the text mode (for comparing with Node's socket.io server,
+ * which cannot serve 1.x binary polling).
+ */
+export const SIO1_XHR = process.env.ROOMCAST_E2E_SIO1_XHR === 'text' ? 'text' : 'xhr2';
+function installSio1Xhr() {
+  if (SIO1_XHR !== 'xhr2') return;
+  const sioDir = path.dirname(require.resolve('sio1/package.json'));
+  const eioDir = path.dirname(require.resolve('engine.io-client/package.json', { paths: [sioDir] }));
+  const target = require.resolve('xmlhttprequest', { paths: [eioDir] });
+  const XHR2 = require('xhr2');
+  class BrowserLikeXHR extends XHR2 {
+    constructor() {
+      super(); // engine.io-client passes { xdomain, ... }; XHR2 takes no options
+    }
+    get responseType() {
+      return this._rcType ?? '';
+    }
+    set responseType(v) {
+      this._rcType = v;
+    }
+    _parseResponse() {
+      const wanted = this._rcType;
+      if (wanted === 'arraybuffer') this._rcType = 'buffer';
+      try {
+        return super._parseResponse();
+      } finally {
+        this._rcType = wanted;
+      }
+    }
+  }
+  const m = new Module(target);
+  m.filename = target;
+  m.loaded = true;
+  m.exports = BrowserLikeXHR;
+  require.cache[target] = m;
 }
 
 /** Major version string -> installed package version (e.g. '1' -> '1.3.7'). */

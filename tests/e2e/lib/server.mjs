@@ -259,13 +259,13 @@ function redisPing(port) {
 }
 
 /**
- * A private redis-server on a free port, own temp dir, no persistence, loopback only.
+ * A private redis-server on a free port (or `port`), own temp dir, no persistence, loopback only.
  * -> { port, url, stop(), restart({ whileDown }), output() }
  * restart() stops the server and starts it again on the SAME port; `whileDown` (optional async
  * callback) runs while it is down, e.g. to observe /readyz going 503.
  */
-export async function startRedis() {
-  const port = await freePort();
+export async function startRedis({ port } = {}) {
+  port ??= await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'roomcast-redis-'));
   let proc = null;
   let output = () => '';

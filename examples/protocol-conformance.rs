@@ -1,0 +1,166 @@
+//! A server that behaves as the official Engine.IO and Socket.IO protocol
+//! test suites expect (socketio/engine.io-protocol and
+//! socketio/socket.io-protocol, `test-suite/`), plus the extras roomcast's
+//! end-to-end tests use.
+//!
+//! Run: `cargo run --example protocol-conformance -- --listen 127.0.0.1:3000`
+//! then `npm test` in a suite's `test-suite` folder.
+//!
+//! - `/engine.io/`: Engine.IO echo (every message back, text and binary).
+//! - `/socket.io/`: namespaces `/` and `/custom`; on connect emits `auth`
+//!   with the handshake auth; `message` → `message-back` (same args, binary
+//!   included); `message-with-ack` is acked with its args; `request-ack`
+//!   emits `ack-request` asking for an ack, whose args come back as
+//!   `ack-received`; `disconnect-me` disconnects the socket server-side.
+//!
+//! pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1000000,
+//! connectTimeout 1000 ms.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roomcast::disconnect::DisconnectReason;
+use roomcast::hub::{Frame, Hub, OutboxLimits};
+use roomcast::shutdown::{self, Shutdown};
+use roomcast::transports::socketio::engine::{Engine, EngineConfig, Link, Upper};
+use roomcast::transports::socketio::{
+    AckId, Args, ConnectError, Handler, Handshake, Socket, SocketIo, SocketIoConfig,
+};
+
+const PING_INTERVAL: Duration = Duration::from_millis(300);
+const PING_TIMEOUT: Duration = Duration::from_millis(200);
+const MAX_PAYLOAD: usize = 1_000_000;
+
+/// Engine.IO alone: echoes every message.
+struct Echo;
+
+impl Upper for Echo {
+    type Conn = ();
+
+    fn open(&self, _link: &Link<'_>, _query: &[(String, String)]) {}
+
+    fn message(
+        &self,
+        _conn: &mut (),
+        link: &Link<'_>,
+        frame: Frame,
+    ) -> Result<(), DisconnectReason> {
+        let frame = match frame {
+            Frame::Text(text) => {
+                let mut out = Vec::with_capacity(text.len() + 1);
+                out.push(b'4');
+                out.extend_from_slice(&text);
+                Frame::Text(out.into())
+            }
+            binary => binary,
+        };
+        // A refused push closes the outbox, and the engine the connection.
+        let _ = link.outbox.push(frame);
+        Ok(())
+    }
+
+    fn close(&self, _conn: &mut (), _link: &Link<'_>, _reason: DisconnectReason) {}
+}
+
+/// The Socket.IO behaviour the suites and roomcast's e2e tests expect.
+struct Conformance;
+
+impl Handler for Conformance {
+    fn on_connect(
+        &self,
+        socket: &mut Socket<'_>,
+        handshake: &Handshake<'_>,
+    ) -> Result<(), ConnectError> {
+        let auth = handshake.auth;
+        let _ = socket.emit("auth", Args::new(vec![auth.clone()]));
+        Ok(())
+    }
+
+    fn on_event(&self, socket: &mut Socket<'_>, event: &str, args: Args, ack: Option<AckId>) {
+        match event {
+            "message" => {
+                let _ = socket.emit("message-back", args);
+            }
+            "message-with-ack" => {
+                if let Some(ack) = ack {
+                    let _ = socket.ack(ack, args);
+                }
+            }
+            "request-ack" => {
+                let _ = socket.emit_with_ack("ack-request", args);
+            }
+            "disconnect-me" => socket.disconnect(),
+            _ => {}
+        }
+    }
+
+    fn on_ack(&self, socket: &mut Socket<'_>, _id: u64, args: Args) {
+        let _ = socket.emit("ack-received", args);
+    }
+}
+
+fn listen_addr() -> Result<SocketAddr, String> {
+    let mut args = std::env::args().skip(1);
+    let mut listen = "127.0.0.1:3000".to_owned();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => listen = args.next().ok_or("--listen needs ADDR")?,
+            other => match other.strip_prefix("--listen=") {
+                Some(value) => listen = value.to_owned(),
+                None => return Err(format!("unknown argument {other:?}; usage: --listen ADDR")),
+            },
+        }
+    }
+    listen
+        .parse()
+        .map_err(|e| format!("bad --listen {listen:?}: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let addr = listen_addr()?;
+    let shutdown = Shutdown::new();
+    let engine = Engine::new(
+        EngineConfig {
+            ping_interval: PING_INTERVAL,
+            ping_timeout: PING_TIMEOUT,
+            max_payload: MAX_PAYLOAD,
+            connect_timeout: None,
+            outbox: OutboxLimits::default(),
+        },
+        Echo,
+        shutdown.clone(),
+    );
+    let socketio = SocketIo::new(
+        SocketIoConfig {
+            path: "/socket.io/".into(),
+            ping_interval: PING_INTERVAL,
+            ping_timeout: PING_TIMEOUT,
+            max_payload: MAX_PAYLOAD,
+            connect_timeout: Duration::from_millis(1000),
+            outbox: OutboxLimits::default(),
+            namespaces: vec!["/custom".into()],
+        },
+        Arc::new(Hub::new()),
+        Arc::new(Conformance),
+        shutdown.clone(),
+    );
+    let app = engine.router("/engine.io/").merge(socketio.router());
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "protocol-conformance listening");
+    let stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown::signal().await;
+            stop.trigger();
+        })
+        .await?;
+    shutdown.wait(Duration::from_secs(5)).await;
+    Ok(())
+}

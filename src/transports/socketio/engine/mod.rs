@@ -1,0 +1,255 @@
+//! Engine.IO v3/v4 server: sessions, heartbeats, HTTP long-polling, websocket
+//! and the polling → websocket upgrade, on one path.
+//!
+//! Owns the transport level only: what a connection's messages *mean* belongs
+//! to the [`Upper`] layer on top (Socket.IO, or the conformance example's
+//! echo). Never parses Socket.IO packets and never touches the hub. Every
+//! outgoing message goes through the connection's [`Outbox`]; heartbeats and
+//! other control packets are written by the owning task itself, so a full
+//! queue never breaks the heartbeat.
+//!
+//! Called by `SocketIo` (and the conformance example) through [`Engine::new`]
+//! and [`Engine::router`].
+//!
+//! Architecture invariants: one task per websocket connection, owning the
+//! socket; one small timer task per polling session; no lock held across an
+//! `.await`; nothing from the HTTP request kept past the handshake except the
+//! copied-out sid, version and flags.
+
+mod heartbeat;
+pub mod packet;
+pub mod payload;
+mod polling;
+mod request;
+mod session;
+mod websocket;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::disconnect::DisconnectReason;
+use crate::hub::{Frame, Outbox, OutboxLimits};
+use crate::shutdown::Shutdown;
+
+pub use packet::{Version, message_text};
+pub use request::{EngineError, parse_query};
+use session::Session;
+
+/// Engine.IO settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Largest websocket message or polling POST body, bytes.
+    pub max_payload: usize,
+    /// How long the upper layer may take to complete its own handshake
+    /// (Socket.IO CONNECT); `None` for layers without one.
+    pub connect_timeout: Option<Duration>,
+    pub outbox: OutboxLimits,
+}
+
+/// The protocol layer on top of Engine.IO. Its callbacks are synchronous and
+/// run on the connection's task (or under the polling session's lock), one at
+/// a time per connection, in arrival order.
+pub trait Upper: Send + Sync + 'static {
+    /// Per-connection state, owned by the connection.
+    type Conn: Send + 'static;
+
+    /// A connection opened; the open packet is already on its way, so what
+    /// this queues follows it. `query` is the handshake query string (minus
+    /// the Engine.IO parameters); copy what you need, it is dropped after.
+    fn open(&self, link: &Link<'_>, query: &[(String, String)]) -> Self::Conn;
+
+    /// A message from the client. `Err` closes the connection.
+    fn message(
+        &self,
+        conn: &mut Self::Conn,
+        link: &Link<'_>,
+        frame: Frame,
+    ) -> Result<(), DisconnectReason>;
+
+    /// Whether the upper handshake is complete; asked once at
+    /// `connect_timeout`, and the connection closes if not.
+    fn connected(&self, _conn: &Self::Conn) -> bool {
+        true
+    }
+
+    /// The connection ended (called exactly once per opened connection).
+    fn close(&self, conn: &mut Self::Conn, link: &Link<'_>, reason: DisconnectReason);
+}
+
+/// What the upper layer may use of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Link<'a> {
+    pub sid: &'a str,
+    pub version: Version,
+    /// Everything the upper layer sends goes here: text frames are whole
+    /// Engine.IO packets (see [`message_text`]), binary frames message data.
+    pub outbox: &'a Arc<Outbox>,
+}
+
+/// Engine.IO session id: 20 URL-safe characters, stored inline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sid([u8; Sid::LEN]);
+
+impl Sid {
+    const LEN: usize = 20;
+
+    pub fn random() -> Sid {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut bytes = [0u8; Sid::LEN];
+        rand::fill(&mut bytes[..]);
+        for b in &mut bytes {
+            *b = ALPHABET[usize::from(*b & 63)];
+        }
+        Sid(bytes)
+    }
+
+    pub fn parse(text: &str) -> Option<Sid> {
+        let bytes: [u8; Sid::LEN] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .then_some(Sid(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from the ASCII alphabet above.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An Engine.IO server for one upper layer. Share it as `Arc<Engine<U>>`.
+pub struct Engine<U: Upper> {
+    config: EngineConfig,
+    upper: U,
+    /// Polling sessions (and upgraded ones, so their sid stays known).
+    /// Websocket-only connections are not in here: nothing can address them.
+    sessions: Mutex<HashMap<Sid, Arc<Session<U::Conn>>>>,
+    shutdown: Shutdown,
+    live: AtomicUsize,
+}
+
+impl<U: Upper> Engine<U> {
+    pub fn new(config: EngineConfig, upper: U, shutdown: Shutdown) -> Arc<Self> {
+        Arc::new(Engine {
+            config,
+            upper,
+            sessions: Mutex::new(HashMap::new()),
+            shutdown,
+            live: AtomicUsize::new(0),
+        })
+    }
+
+    /// Serves Engine.IO on `path` (with and without its trailing slash).
+    pub fn router(self: &Arc<Self>, path: &str) -> axum::Router {
+        request::router(self.clone(), path)
+    }
+
+    /// Open Engine.IO connections (polling sessions and websockets).
+    pub fn connections(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub fn upper(&self) -> &U {
+        &self.upper
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<Sid, Arc<Session<U::Conn>>>> {
+        // Every update is one insert/remove: a poisoned map is still consistent.
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn session(&self, sid: &Sid) -> Option<Arc<Session<U::Conn>>> {
+        self.sessions().get(sid).cloned()
+    }
+
+    fn remove_session(&self, sid: &Sid) {
+        self.sessions().remove(sid);
+    }
+
+    fn new_outbox(&self) -> Arc<Outbox> {
+        Arc::new(Outbox::new(self.config.outbox))
+    }
+
+    /// Counts a connection for its lifetime.
+    fn track(self: &Arc<Self>) -> LiveGuard<U> {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(self.clone())
+    }
+
+    /// The open packet for a new connection.
+    fn open_packet(&self, sid: &Sid, version: Version, upgrades: bool) -> Frame {
+        let upgrades = if upgrades { r#"["websocket"]"# } else { "[]" };
+        let text = match version {
+            Version::V4 => format!(
+                r#"0{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+                self.config.ping_interval.as_millis(),
+                self.config.ping_timeout.as_millis(),
+                self.config.max_payload
+            ),
+            Version::V3 => format!(
+                r#"0{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":{},"pingTimeout":{}}}"#,
+                self.config.ping_interval.as_millis(),
+                self.config.ping_timeout.as_millis(),
+            ),
+        };
+        Frame::Text(text.into())
+    }
+}
+
+/// Decrements the live count when a connection's owner ends.
+struct LiveGuard<U: Upper>(Arc<Engine<U>>);
+
+impl<U: Upper> Drop for LiveGuard<U> {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One log line per closed connection (metrics come later).
+fn log_close(sid: &Sid, transport: &str, reason: DisconnectReason) {
+    match reason {
+        DisconnectReason::SlowConsumer | DisconnectReason::BadInput => {
+            tracing::info!(%sid, transport, reason = reason.code(), "engine.io connection closed")
+        }
+        _ => {
+            tracing::debug!(%sid, transport, reason = reason.code(), "engine.io connection closed")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sids_are_url_safe_and_parse_back() {
+        let sid = Sid::random();
+        assert_eq!(sid.as_str().len(), 20);
+        assert_eq!(Sid::parse(sid.as_str()), Some(sid));
+        assert_eq!(Sid::parse("short"), None);
+        assert_eq!(Sid::parse("aaaaaaaaaaaaaaaaaaa%"), None);
+    }
+}

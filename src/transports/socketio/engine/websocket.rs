@@ -1,0 +1,350 @@
+//! The websocket transport: one task per connection, owning the socket and
+//! selecting over the socket's next frame, the outbox, one heartbeat timer
+//! and shutdown. No separate reader or writer task.
+//!
+//! Owns the websocket handshake (straight to websocket, or the upgrade of a
+//! polling session with `2probe`/`3probe`/`5`), the per-frame dispatch to the
+//! upper layer, and closing with a reason. Buffers are kept small: a read
+//! buffer of a few hundred bytes that grows only for large frames, a small
+//! write buffer flushed per batch, and a capped write backlog.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::time::Instant;
+
+use super::heartbeat::{Beat, Heartbeat};
+use super::packet::{Packet, Version};
+use super::session::Session;
+use super::{Engine, Link, Sid, Upper, log_close};
+use crate::disconnect::DisconnectReason;
+use crate::hub::{Frame, Outbox};
+
+/// Read buffer per connection; tungstenite grows it for larger frames.
+const READ_BUFFER: usize = 512;
+/// Write buffer: frames are flushed per batch, so keep it small.
+const WRITE_BUFFER: usize = 1024;
+/// Most outbox frames written before the task looks at reads and timers again.
+const BATCH: usize = 64;
+/// How long a close frame may take to leave.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+fn configure(upgrade: WebSocketUpgrade, max_payload: usize) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        // A backlog beyond one maximal message plus slack means the peer does
+        // not read: the write fails and the connection closes.
+        .max_write_buffer_size(max_payload.saturating_mul(2).max(64 * 1024))
+        .max_message_size(max_payload)
+        .max_frame_size(max_payload)
+}
+
+/// A client connecting straight over websocket.
+pub fn handshake<U: Upper>(
+    engine: &Arc<Engine<U>>,
+    upgrade: WebSocketUpgrade,
+    version: Version,
+    query: Vec<(String, String)>,
+) -> Response {
+    let engine = engine.clone();
+    let max = engine.config.max_payload;
+    let shutdown = engine.shutdown.clone();
+    configure(upgrade, max).on_upgrade(move |socket| {
+        // axum runs this callback on its own short-lived task; the
+        // connection gets one tracked task, so shutdown waits for it.
+        shutdown.spawn(fresh(engine, socket, version, query));
+        std::future::ready(())
+    })
+}
+
+async fn fresh<U: Upper>(
+    engine: Arc<Engine<U>>,
+    mut socket: WebSocket,
+    version: Version,
+    query: Vec<(String, String)>,
+) {
+    let _live = engine.track();
+    let sid = Sid::random();
+    let outbox = engine.new_outbox();
+    let open = engine.open_packet(&sid, version, false);
+    if send_frame(&mut socket, version, open).await.is_err() {
+        return;
+    }
+    let link = Link {
+        sid: sid.as_str(),
+        version,
+        outbox: &outbox,
+    };
+    let mut conn = engine.upper.open(&link, &query);
+    drop(query);
+    let reason = run(&engine, &mut socket, &link, &mut conn).await;
+    finish(&engine, socket, &link, &mut conn, reason).await;
+}
+
+/// A websocket for an existing polling session: the upgrade. A session that
+/// is already upgraded (or upgrading) gets its socket accepted then closed.
+pub fn upgrade_session<U: Upper>(
+    engine: &Arc<Engine<U>>,
+    upgrade: WebSocketUpgrade,
+    session: Arc<Session<U::Conn>>,
+) -> Response {
+    let engine = engine.clone();
+    let max = engine.config.max_payload;
+    let shutdown = engine.shutdown.clone();
+    let claimed = session.claim_upgrade();
+    configure(upgrade, max).on_upgrade(move |socket| {
+        shutdown.spawn(async move {
+            if claimed {
+                take_over(engine, socket, session).await;
+            } else {
+                tracing::debug!(sid = %session.sid, "duplicate websocket for upgraded session");
+                close(socket, DisconnectReason::TransportReplaced).await;
+            }
+        });
+        std::future::ready(())
+    })
+}
+
+async fn take_over<U: Upper>(
+    engine: Arc<Engine<U>>,
+    mut socket: WebSocket,
+    session: Arc<Session<U::Conn>>,
+) {
+    let version = session.version;
+    let Some(mut conn) = probe(&engine, &mut socket, &session).await else {
+        session.abort_upgrade();
+        close(socket, DisconnectReason::TransportError).await;
+        return;
+    };
+    let _live = engine.track();
+    tracing::debug!(sid = %session.sid, "engine.io session upgraded to websocket");
+    let outbox = session.outbox.clone();
+    let link = Link {
+        sid: session.sid.as_str(),
+        version,
+        outbox: &outbox,
+    };
+    let reason = run(&engine, &mut socket, &link, &mut conn).await;
+    engine.remove_session(&session.sid);
+    finish(&engine, socket, &link, &mut conn, reason).await;
+}
+
+/// The probe exchange; returns the connection state once the client sent `5`.
+async fn probe<U: Upper>(
+    engine: &Engine<U>,
+    socket: &mut WebSocket,
+    session: &Session<U::Conn>,
+) -> Option<U::Conn> {
+    let config = &engine.config;
+    let deadline = Instant::now() + config.ping_interval + config.ping_timeout;
+    loop {
+        let message = tokio::select! {
+            message = socket.recv() => message?.ok()?,
+            () = tokio::time::sleep_until(deadline) => return None,
+            () = engine.shutdown.requested() => return None,
+        };
+        let packet = match message {
+            Message::Text(text) => Packet::decode_text(Bytes::from(text)).ok()?,
+            Message::Binary(_) | Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        match packet {
+            Packet::Ping(data) if &data[..] == b"probe" => {
+                let pong = Packet::Pong(data).encode();
+                send_frame(socket, session.version, pong).await.ok()?;
+                session.probed();
+            }
+            Packet::Upgrade => return session.complete_upgrade(),
+            Packet::Noop => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The connection's loop; returns why it ended.
+async fn run<U: Upper>(
+    engine: &Engine<U>,
+    socket: &mut WebSocket,
+    link: &Link<'_>,
+    conn: &mut U::Conn,
+) -> DisconnectReason {
+    let config = &engine.config;
+    let write_timeout = config.ping_interval + config.ping_timeout;
+    let mut heartbeat = Heartbeat::new(
+        link.version,
+        config.ping_interval,
+        config.ping_timeout,
+        config.connect_timeout,
+        Instant::now(),
+    );
+    let timer = tokio::time::sleep_until(heartbeat.next_wake());
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            () = engine.shutdown.requested() => return DisconnectReason::ServerShutdown,
+            message = socket.recv() => {
+                let Some(Ok(message)) = message else {
+                    return DisconnectReason::TransportError;
+                };
+                if let Err(reason) = receive(engine, socket, link, conn, &mut heartbeat, message).await {
+                    return reason;
+                }
+            }
+            () = link.outbox.ready() => {
+                if let Some(reason) = link.outbox.closed() {
+                    return reason;
+                }
+                // A peer that stops reading blocks the write: the hub then
+                // closes its outbox (slow consumer), or the write times out.
+                tokio::select! {
+                    written = tokio::time::timeout(write_timeout, write_batch(socket, link.version, link.outbox)) => {
+                        match written {
+                            Ok(Ok(())) => {}
+                            Ok(Err(())) => return DisconnectReason::TransportError,
+                            Err(_) => return DisconnectReason::SlowConsumer,
+                        }
+                    }
+                    reason = link.outbox.wait_closed() => return reason,
+                }
+            }
+            () = &mut timer => {
+                match heartbeat.fire(Instant::now()) {
+                    Beat::SendPing => {
+                        let ping = Packet::Ping(Bytes::new()).encode();
+                        if send_frame(socket, link.version, ping).await.is_err() {
+                            return DisconnectReason::TransportError;
+                        }
+                    }
+                    Beat::TimedOut => return DisconnectReason::PingTimeout,
+                    Beat::CheckConnect => {
+                        if !engine.upper.connected(conn) {
+                            return DisconnectReason::ConnectTimeout;
+                        }
+                    }
+                    Beat::Idle => {}
+                }
+            }
+        }
+        timer.as_mut().reset(heartbeat.next_wake());
+    }
+}
+
+/// Handles one websocket message.
+async fn receive<U: Upper>(
+    engine: &Engine<U>,
+    socket: &mut WebSocket,
+    link: &Link<'_>,
+    conn: &mut U::Conn,
+    heartbeat: &mut Heartbeat,
+    message: Message,
+) -> Result<(), DisconnectReason> {
+    let packet = match message {
+        Message::Text(text) => Packet::decode_text(Bytes::from(text)),
+        Message::Binary(data) => Packet::decode_binary(link.version, data),
+        // tungstenite answers pings itself.
+        Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        Message::Close(_) => return Err(DisconnectReason::ClientClosed),
+    };
+    let packet = packet.map_err(|error| {
+        tracing::debug!(sid = link.sid, %error, "bad engine.io packet");
+        DisconnectReason::BadInput
+    })?;
+    match packet {
+        Packet::Message(frame) => engine.upper.message(conn, link, frame)?,
+        Packet::Pong(_) => heartbeat.pong(Instant::now()),
+        Packet::Ping(data) if link.version == Version::V3 => {
+            heartbeat.ping(Instant::now());
+            send_frame(socket, link.version, Packet::Pong(data).encode())
+                .await
+                .map_err(|()| DisconnectReason::TransportError)?;
+        }
+        // A late probe or a stray upgrade/noop after the upgrade is harmless.
+        Packet::Ping(_) | Packet::Noop | Packet::Upgrade => {}
+        Packet::Close => return Err(DisconnectReason::ClientClosed),
+        Packet::Open(_) => return Err(DisconnectReason::BadInput),
+    }
+    Ok(())
+}
+
+/// Writes up to `BATCH` queued frames and flushes once.
+async fn write_batch(socket: &mut WebSocket, version: Version, outbox: &Outbox) -> Result<(), ()> {
+    for _ in 0..BATCH {
+        let Some(frame) = outbox.pop() else { break };
+        let Some(message) = to_message(version, frame) else {
+            continue;
+        };
+        socket.feed(message).await.map_err(|_| ())?;
+    }
+    socket.flush().await.map_err(|_| ())
+}
+
+async fn send_frame(socket: &mut WebSocket, version: Version, frame: Frame) -> Result<(), ()> {
+    match to_message(version, frame) {
+        Some(message) => socket.send(message).await.map_err(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// Text frames go as they are (shared buffer, no copy); v3 binary frames get
+/// their message type byte in front.
+fn to_message(version: Version, frame: Frame) -> Option<Message> {
+    match frame {
+        Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
+            Ok(text) => Some(Message::Text(text)),
+            Err(_) => {
+                tracing::warn!("dropping a text frame that is not UTF-8 (encoder bug)");
+                None
+            }
+        },
+        Frame::Binary(data) => Some(Message::Binary(match version {
+            Version::V4 => data,
+            Version::V3 => {
+                let mut out = Vec::with_capacity(1 + data.len());
+                out.push(4);
+                out.extend_from_slice(&data);
+                Bytes::from(out)
+            }
+        })),
+    }
+}
+
+async fn finish<U: Upper>(
+    engine: &Engine<U>,
+    socket: WebSocket,
+    link: &Link<'_>,
+    conn: &mut U::Conn,
+    reason: DisconnectReason,
+) {
+    link.outbox.close(reason);
+    engine.upper.close(conn, link, reason);
+    if let Some(sid) = Sid::parse(link.sid) {
+        log_close(&sid, "websocket", reason);
+    }
+    if !matches!(
+        reason,
+        DisconnectReason::ClientClosed | DisconnectReason::TransportError
+    ) {
+        close(socket, reason).await;
+    }
+}
+
+/// Sends a close frame carrying the reason, briefly, then drops the socket.
+async fn close(mut socket: WebSocket, reason: DisconnectReason) {
+    let code = match reason {
+        DisconnectReason::BadInput => 1002,
+        DisconnectReason::SlowConsumer => 1008,
+        DisconnectReason::ServerShutdown => 1001,
+        _ => 1000,
+    };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason.message()),
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
+}

@@ -1,0 +1,318 @@
+//! Socket.IO on top of Engine.IO: one connection's namespaces, the CONNECT
+//! handshake (v5 with an auth payload, v4 with the default namespace
+//! connected at once), binary attachment reassembly, and dispatch of events
+//! and acks to the [`Handler`].
+//!
+//! Owns the per-connection Socket.IO state ([`Conn`]). Never writes to a
+//! socket: every packet goes to the connection's outbox through [`Socket`].
+//! Called by the engine (as its [`Upper`]) on the connection's own task.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::engine::parse_query;
+use super::engine::{Link, Sid, Upper, Version};
+use super::protocol::{Kind, Packet};
+use super::socket::{
+    AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket, join_now,
+};
+use crate::disconnect::DisconnectReason;
+use crate::hub::{Frame, Hub};
+
+pub struct Layer {
+    pub hub: Arc<Hub>,
+    pub handler: Arc<dyn Handler>,
+    /// Index 0 is `/`; then the configured extra namespaces.
+    pub namespaces: Vec<String>,
+}
+
+/// One connection's Socket.IO state.
+pub struct Conn {
+    core: Core,
+    /// Connected namespaces: (index in `Layer::namespaces`, socket id).
+    sockets: Vec<(usize, Sid)>,
+    /// A binary packet waiting for its attachments.
+    partial: Option<(Packet, Vec<Bytes>)>,
+    /// Ever connected a namespace (the connect timeout's question).
+    connected: bool,
+    /// The handshake query, for `Handshake::query` (no allocation when the
+    /// client sent only Engine.IO parameters, as the official clients do).
+    query: Box<[(String, String)]>,
+}
+
+impl Upper for Layer {
+    type Conn = Conn;
+
+    fn open(&self, link: &Link<'_>, query: &[(String, String)]) -> Conn {
+        let mut conn = Conn {
+            core: Core {
+                client: self.hub.client_id(),
+                rooms: Vec::new(),
+                next_ack: 0,
+                deferred: None,
+            },
+            sockets: Vec::new(),
+            partial: None,
+            connected: false,
+            query: query.into(),
+        };
+        // Protocol v4 (Engine.IO v3 clients): the default namespace is
+        // connected at once.
+        if link.version == Version::V3 {
+            self.connect(&mut conn, link, 0, &empty_object(), None);
+        }
+        conn
+    }
+
+    fn message(
+        &self,
+        conn: &mut Conn,
+        link: &Link<'_>,
+        frame: Frame,
+    ) -> Result<(), DisconnectReason> {
+        let bad = |error: &dyn std::fmt::Display| {
+            tracing::debug!(sid = link.sid, %error, "bad socket.io packet");
+            DisconnectReason::BadInput
+        };
+        let (packet, binary) = match frame {
+            Frame::Text(bytes) => {
+                if conn.partial.is_some() {
+                    return Err(bad(&"text packet while reassembling attachments"));
+                }
+                let text = std::str::from_utf8(&bytes).map_err(|e| bad(&e))?;
+                let packet = Packet::decode(text).map_err(|e| bad(&e))?;
+                if packet.attachments > 0 {
+                    let binary = Vec::with_capacity(packet.attachments);
+                    conn.partial = Some((packet, binary));
+                    return Ok(());
+                }
+                (packet, Vec::new())
+            }
+            Frame::Binary(data) => {
+                let Some((packet, binary)) = conn.partial.as_mut() else {
+                    return Err(bad(&"unexpected binary attachment"));
+                };
+                binary.push(data);
+                if binary.len() < packet.attachments {
+                    return Ok(());
+                }
+                match conn.partial.take() {
+                    Some(done) => done,
+                    None => return Ok(()),
+                }
+            }
+        };
+        self.dispatch(conn, link, packet, binary)
+    }
+
+    fn connected(&self, conn: &Conn) -> bool {
+        conn.connected
+    }
+
+    fn close(&self, conn: &mut Conn, link: &Link<'_>, reason: DisconnectReason) {
+        for (index, id) in std::mem::take(&mut conn.sockets) {
+            let mut socket = self.socket(&mut conn.core, link, index, &id);
+            self.handler.on_disconnect(&mut socket, reason);
+        }
+        for room in std::mem::take(&mut conn.core.rooms) {
+            self.hub.leave(&room, conn.core.client);
+        }
+    }
+}
+
+impl Layer {
+    fn namespace_index(&self, nsp: &str) -> Option<usize> {
+        self.namespaces.iter().position(|n| n == nsp)
+    }
+
+    fn socket<'a>(
+        &'a self,
+        core: &'a mut Core,
+        link: &'a Link<'a>,
+        index: usize,
+        id: &'a Sid,
+    ) -> Socket<'a> {
+        Socket {
+            hub: &self.hub,
+            link,
+            core,
+            nsp: &self.namespaces[index],
+            id: id.as_str(),
+            disconnect: false,
+        }
+    }
+
+    fn dispatch(
+        &self,
+        conn: &mut Conn,
+        link: &Link<'_>,
+        packet: Packet,
+        binary: Vec<Bytes>,
+    ) -> Result<(), DisconnectReason> {
+        if packet.kind == Kind::Connect {
+            let Some(index) = self.namespace_index(&packet.nsp) else {
+                self.refuse(link, &packet.nsp, "Invalid namespace");
+                return Ok(());
+            };
+            let auth = match packet.data {
+                Some(data) if link.version == Version::V4 => data,
+                _ => empty_object(),
+            };
+            let query = packet.query.as_deref().map(parse_query);
+            self.connect(conn, link, index, &auth, query.as_deref());
+            return Ok(());
+        }
+        let Some(position) = conn
+            .sockets
+            .iter()
+            .position(|(index, _)| self.namespaces[*index] == packet.nsp)
+        else {
+            // The reference server closes a connection that talks to a
+            // namespace it did not join.
+            tracing::debug!(sid = link.sid, nsp = %packet.nsp, "packet for an unconnected namespace");
+            return Err(DisconnectReason::BadInput);
+        };
+        let (index, id) = conn.sockets[position];
+        let mut socket = self.socket(&mut conn.core, link, index, &id);
+        match packet.kind {
+            Kind::Disconnect => {
+                conn.sockets.remove(position);
+                self.handler
+                    .on_disconnect(&mut socket, DisconnectReason::ClientClosed);
+                self.after_namespace_left(conn, index);
+                return Ok(());
+            }
+            Kind::Event | Kind::BinaryEvent => {
+                let Some(Value::Array(mut values)) = packet.data else {
+                    return Err(DisconnectReason::BadInput);
+                };
+                let Value::String(event) = values.remove(0) else {
+                    return Err(DisconnectReason::BadInput);
+                };
+                let ack = packet.id.map(AckId);
+                self.handler
+                    .on_event(&mut socket, &event, Args { values, binary }, ack);
+            }
+            Kind::Ack | Kind::BinaryAck => {
+                let (Some(Value::Array(values)), Some(id)) = (packet.data, packet.id) else {
+                    return Err(DisconnectReason::BadInput);
+                };
+                self.handler
+                    .on_ack(&mut socket, id, Args { values, binary });
+            }
+            Kind::Connect | Kind::ConnectError => return Err(DisconnectReason::BadInput),
+        }
+        if socket.disconnect {
+            self.server_disconnect(conn, link, position);
+        }
+        Ok(())
+    }
+
+    /// Connects namespace `index`: the handler runs and the socket is
+    /// registered before the acknowledgement is queued, and what the handler
+    /// emitted or joined follows the acknowledgement.
+    fn connect(
+        &self,
+        conn: &mut Conn,
+        link: &Link<'_>,
+        index: usize,
+        auth: &Value,
+        query: Option<&[(String, String)]>,
+    ) {
+        if conn.sockets.iter().any(|(i, _)| *i == index) {
+            return;
+        }
+        let id = Sid::random();
+        conn.core.deferred = Some(Vec::new());
+        let handshake = Handshake {
+            auth,
+            query: query.unwrap_or(&conn.query),
+        };
+        let mut socket = self.socket(&mut conn.core, link, index, &id);
+        let outcome = self.handler.on_connect(&mut socket, &handshake);
+        let disconnect = socket.disconnect;
+        let deferred = conn.core.deferred.take().unwrap_or_default();
+        let nsp = &self.namespaces[index];
+        if let Err(error) = outcome {
+            self.refuse_with(link, nsp, error);
+            return;
+        }
+        conn.sockets.push((index, id));
+        conn.connected = true;
+        let data = match link.version {
+            Version::V4 => Some(serde_json::json!({ "sid": id.as_str() })),
+            Version::V3 => None,
+        };
+        let _ = link
+            .outbox
+            .push(Packet::new(Kind::Connect, nsp, data).to_frame());
+        for item in deferred {
+            match item {
+                Deferred::Frame(frame) => {
+                    let _ = link.outbox.push(frame);
+                }
+                Deferred::Join(room) => {
+                    join_now(&self.hub, link, &mut conn.core, &room);
+                }
+            }
+        }
+        if disconnect {
+            let position = conn.sockets.len() - 1;
+            self.server_disconnect(conn, link, position);
+        }
+    }
+
+    fn refuse(&self, link: &Link<'_>, nsp: &str, message: &str) {
+        let error = ConnectError {
+            message: message.to_owned(),
+            data: None,
+        };
+        self.refuse_with(link, nsp, error);
+    }
+
+    /// CONNECT_ERROR: v5 `{"message":..}` (plus `data`), v4 a bare string.
+    fn refuse_with(&self, link: &Link<'_>, nsp: &str, error: ConnectError) {
+        let data = match link.version {
+            Version::V4 => {
+                let mut object = Map::new();
+                object.insert("message".into(), Value::String(error.message));
+                if let Some(data) = error.data {
+                    object.insert("data".into(), data);
+                }
+                Value::Object(object)
+            }
+            Version::V3 => Value::String(error.message),
+        };
+        let _ = link
+            .outbox
+            .push(Packet::new(Kind::ConnectError, nsp, Some(data)).to_frame());
+    }
+
+    /// The handler asked to disconnect a socket: DISCONNECT to the client.
+    fn server_disconnect(&self, conn: &mut Conn, link: &Link<'_>, position: usize) {
+        let (index, id) = conn.sockets.remove(position);
+        let nsp = &self.namespaces[index];
+        let _ = link
+            .outbox
+            .push(Packet::new(Kind::Disconnect, nsp, None).to_frame());
+        let mut socket = self.socket(&mut conn.core, link, index, &id);
+        self.handler
+            .on_disconnect(&mut socket, DisconnectReason::ServerDisconnect);
+        self.after_namespace_left(conn, index);
+    }
+
+    /// Rooms deliver on the default namespace: leaving it leaves them all.
+    fn after_namespace_left(&self, conn: &mut Conn, index: usize) {
+        if index == 0 {
+            for room in std::mem::take(&mut conn.core.rooms) {
+                self.hub.leave(&room, conn.core.client);
+            }
+        }
+    }
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}

@@ -1,0 +1,247 @@
+//! The application-facing side of Socket.IO: the [`Handler`] trait roomcast
+//! (or a test server) implements, and the [`Socket`] it gets in each
+//! callback to emit, ack, join and leave rooms, or disconnect.
+//!
+//! Owns the shape of the API only; packet dispatch lives in `layer`.
+//! Callbacks are synchronous and run on the connection's own task, in the
+//! order the client's packets arrived, so a handler never races itself and
+//! an event sent right after CONNECT is handled after `on_connect`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::FORMAT;
+use super::engine::Link;
+use super::protocol::{Kind, Packet};
+use crate::disconnect::DisconnectReason;
+use crate::hub::{ClientId, Frame, Hub, Member, PushError};
+
+/// Roomcast's application logic on top of Socket.IO.
+pub trait Handler: Send + Sync + 'static {
+    /// A client connects to a namespace. `Err` refuses it with a
+    /// CONNECT_ERROR. Emits and joins made here reach the client after its
+    /// connect acknowledgement.
+    fn on_connect(
+        &self,
+        _socket: &mut Socket<'_>,
+        _handshake: &Handshake<'_>,
+    ) -> Result<(), ConnectError> {
+        Ok(())
+    }
+
+    /// The client emitted `event`. `ack` is set when it waits for an answer.
+    fn on_event(&self, socket: &mut Socket<'_>, event: &str, args: Args, ack: Option<AckId>);
+
+    /// The client answered an [`Socket::emit_with_ack`].
+    fn on_ack(&self, _socket: &mut Socket<'_>, _id: u64, _args: Args) {}
+
+    /// The socket left the namespace (client, server or transport).
+    fn on_disconnect(&self, _socket: &mut Socket<'_>, _reason: DisconnectReason) {}
+}
+
+/// What a client presented when connecting to a namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct Handshake<'a> {
+    /// The CONNECT payload (protocol v5, clients 3.x/4.x); `{}` when absent
+    /// and always for protocol v4 (clients 1.x/2.x), which has none.
+    pub auth: &'a Value,
+    /// The query string of the connection's first request, minus the
+    /// Engine.IO parameters; for v4 namespaces, the CONNECT packet's own
+    /// query when it has one.
+    pub query: &'a [(String, String)],
+}
+
+/// Refuses a connection: the client gets CONNECT_ERROR with this message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+/// An ack the client asked for; answer it with [`Socket::ack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckId(pub u64);
+
+/// Event arguments: JSON values, and binary attachments that the values
+/// reference with `{"_placeholder":true,"num":N}`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Args {
+    pub values: Vec<Value>,
+    pub binary: Vec<Bytes>,
+}
+
+impl Args {
+    pub fn new(values: Vec<Value>) -> Args {
+        Args {
+            values,
+            binary: Vec::new(),
+        }
+    }
+
+    /// The placeholder for attachment `num`.
+    pub fn placeholder(num: usize) -> Value {
+        serde_json::json!({"_placeholder": true, "num": num})
+    }
+}
+
+/// The outgoing queue refused a packet: the client is a slow consumer (or
+/// already gone) and its connection is closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("client outbox closed: {0}")]
+pub struct SendError(pub DisconnectReason);
+
+/// Per-connection state a socket's methods change.
+#[derive(Debug)]
+pub(super) struct Core {
+    pub client: ClientId,
+    pub rooms: Vec<Arc<str>>,
+    pub next_ack: u64,
+    /// Set while `on_connect` runs: emits and joins wait until the connect
+    /// acknowledgement is queued, so they follow it.
+    pub deferred: Option<Vec<Deferred>>,
+}
+
+#[derive(Debug)]
+pub(super) enum Deferred {
+    Frame(Frame),
+    Join(String),
+}
+
+/// One connected socket (a client in one namespace), lent to a callback.
+pub struct Socket<'a> {
+    pub(super) hub: &'a Hub,
+    pub(super) link: &'a Link<'a>,
+    pub(super) core: &'a mut Core,
+    pub(super) nsp: &'a str,
+    pub(super) id: &'a str,
+    pub(super) disconnect: bool,
+}
+
+impl Socket<'_> {
+    /// This socket's id (sent to v5 clients in the CONNECT answer).
+    pub fn id(&self) -> &str {
+        self.id
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.nsp
+    }
+
+    /// The Engine.IO session id of the connection.
+    pub fn sid(&self) -> &str {
+        self.link.sid
+    }
+
+    pub fn client(&self) -> ClientId {
+        self.core.client
+    }
+
+    /// Emits `event` to this client.
+    pub fn emit(&mut self, event: &str, args: Args) -> Result<(), SendError> {
+        self.send(Kind::Event, None, Some(event), args)
+    }
+
+    /// Emits `event` asking for an ack; the answer comes to
+    /// [`Handler::on_ack`] with the returned id.
+    pub fn emit_with_ack(&mut self, event: &str, args: Args) -> Result<u64, SendError> {
+        let id = self.core.next_ack;
+        self.core.next_ack += 1;
+        self.send(Kind::Event, Some(id), Some(event), args)?;
+        Ok(id)
+    }
+
+    /// Answers an ack the client asked for.
+    pub fn ack(&mut self, ack: AckId, args: Args) -> Result<(), SendError> {
+        self.send(Kind::Ack, Some(ack.0), None, args)
+    }
+
+    fn send(
+        &mut self,
+        kind: Kind,
+        id: Option<u64>,
+        event: Option<&str>,
+        args: Args,
+    ) -> Result<(), SendError> {
+        let mut values = args.values;
+        if let Some(event) = event {
+            values.insert(0, Value::String(event.to_owned()));
+        }
+        let binary = !args.binary.is_empty();
+        let kind = match (kind, binary) {
+            (Kind::Event, true) => Kind::BinaryEvent,
+            (Kind::Ack, true) => Kind::BinaryAck,
+            (kind, _) => kind,
+        };
+        let mut packet = Packet::new(kind, self.nsp, Some(Value::Array(values)));
+        packet.id = id;
+        packet.attachments = args.binary.len();
+        self.push(packet.to_frame())?;
+        for data in args.binary {
+            self.push(Frame::Binary(data))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn push(&mut self, frame: Frame) -> Result<(), SendError> {
+        if let Some(deferred) = &mut self.core.deferred {
+            deferred.push(Deferred::Frame(frame));
+            return Ok(());
+        }
+        self.link.outbox.push(frame).map_err(|error| match error {
+            PushError::Full => SendError(DisconnectReason::SlowConsumer),
+            PushError::Closed(reason) => SendError(reason),
+        })
+    }
+
+    /// Joins a hub room: broadcasts to it reach this client as `message`
+    /// events on the default namespace. Returns false if already a member.
+    /// The caller validates the name (`hub::validate_room_name`).
+    pub fn join(&mut self, room: &str) -> bool {
+        if self.core.rooms.iter().any(|r| &**r == room) {
+            return false;
+        }
+        if let Some(deferred) = &mut self.core.deferred {
+            deferred.push(Deferred::Join(room.to_owned()));
+            return true;
+        }
+        join_now(self.hub, self.link, self.core, room)
+    }
+
+    /// Leaves a room. Returns false if not a member.
+    pub fn leave(&mut self, room: &str) -> bool {
+        let Some(index) = self.core.rooms.iter().position(|r| &**r == room) else {
+            return false;
+        };
+        self.core.rooms.swap_remove(index);
+        self.hub.leave(room, self.core.client)
+    }
+
+    /// Rooms this connection is in.
+    pub fn rooms(&self) -> &[Arc<str>] {
+        &self.core.rooms
+    }
+
+    /// Disconnects this socket from its namespace after the callback: the
+    /// client gets a DISCONNECT packet and does not reconnect by itself.
+    pub fn disconnect(&mut self) {
+        self.disconnect = true;
+    }
+}
+
+pub(super) fn join_now(hub: &Hub, link: &Link<'_>, core: &mut Core, room: &str) -> bool {
+    if core.rooms.iter().any(|r| &**r == room) {
+        return false;
+    }
+    core.rooms.push(Arc::from(room));
+    hub.join(
+        room,
+        Member {
+            client: core.client,
+            outbox: link.outbox.clone(),
+            format: &FORMAT,
+        },
+    );
+    true
+}
