@@ -2,7 +2,7 @@
 // does, so roomcast can be measured against what people already run.
 //
 //   PORT=8081 REDIS_URL=redis://127.0.0.1:6379 node server.mjs
-//   node server.mjs --port 8081 --redis-url redis://127.0.0.1:6379
+//   node server.mjs --port 8081 --redis-url redis://127.0.0.1:6379 [--no-hello]
 //
 // - Redis PSUBSCRIBE to the pattern (default `*`); a message on channel C is
 //   emitted as event `message` (payload, {room, id, ts}) to the room C.
@@ -25,6 +25,9 @@ const port = Number(option("port", "PORT", "8081"));
 const host = option("host", "HOST", "127.0.0.1");
 const redisUrl = option("redis-url", "REDIS_URL", "redis://127.0.0.1:6379");
 const pattern = option("pattern", "PATTERN", "*");
+// `--no-hello` (or HELLO=0): skip the seed's `hello` to the other members on join. Only for
+// the fan-out benchmark: 10k joins to one room would otherwise be 50M hello frames.
+const hello = !(process.argv.includes("--no-hello") || process.env.HELLO === "0");
 
 const http = createServer((req, res) => {
   if (req.url === "/healthz") {
@@ -47,7 +50,7 @@ io.on("connection", (socket) => {
     }
     for (const room of list) {
       socket.join(room);
-      socket.to(room).emit("hello", room);
+      if (hello) socket.to(room).emit("hello", room);
     }
     if (typeof ack === "function") ack({ ok: true });
   });
