@@ -1,0 +1,86 @@
+//! roomcast-bench: the load generator and measurer of issue 8.
+//!
+//! `roomcast-bench run …` measures one server (or several nodes) in one
+//! scenario and writes a JSON result; `roomcast-bench report …` turns the
+//! results of a whole `scripts/bench` run into `docs/BENCHMARKS.md` and its
+//! SVG chart; `roomcast-bench worker` is the child process that holds
+//! connections (started by `run`, never by hand).
+//!
+//! Parts: `clients` (sio4/sio3/ws/sse client connections), `net` (loopback
+//! source addresses), `payload` (stamped payloads), `tally` (loss, duplicate
+//! and reorder detection), `histogram` (latency), `publisher` (Redis/HTTP,
+//! rate or window), `proc_stats` (/proc sampling), `protocol` + `fleet` +
+//! `worker` (worker processes), `run` (phases of a run), `result` (JSON and
+//! table), `report` (markdown and chart).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod clients;
+mod fleet;
+mod histogram;
+mod net;
+mod payload;
+mod proc_stats;
+mod protocol;
+mod publisher;
+mod report;
+mod result;
+mod run;
+mod tally;
+mod worker;
+
+#[derive(Parser)]
+#[command(
+    name = "roomcast-bench",
+    about = "Load generator and measurer for roomcast and the Socket.IO peer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure one scenario against running server(s); prints a table, writes JSON.
+    Run(Box<run::RunArgs>),
+    /// Build docs/BENCHMARKS.md and the SVG chart from result files.
+    Report(report::ReportArgs),
+    /// Internal: a worker process holding connections (spawned by `run`).
+    #[command(hide = true)]
+    Worker,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Worker => worker::main(),
+        Command::Report(args) => match report::write(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("roomcast-bench report: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("roomcast-bench: cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run::run(*args)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("roomcast-bench run: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

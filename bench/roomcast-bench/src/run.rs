@@ -1,0 +1,465 @@
+//! The `run` subcommand: one measured run against one server (or several
+//! nodes), start to finish, bounded in time.
+//!
+//! Phases: sample the server → start workers and open every connection at
+//! the bounded rate → settle and sample idle memory/CPU → publish (rate or
+//! saturating window) while sampling → tell workers publishing is over and
+//! collect what receivers saw → close. Churn runs replace the hold/publish
+//! phases with connect → join → close loops.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::clients::Transport;
+use crate::fleet::{Fleet, FleetError};
+use crate::histogram::Histogram;
+use crate::proc_stats::{self, GroupSample, ProcError, ServerResources};
+use crate::protocol::{ChurnTally, Command, DeliveryTally, Report, WorkerMode, WorkerPlan};
+use crate::publisher::{self, Pace, PublishError, PublishPlan, Via};
+use crate::result::{ChurnSummary, ConnectSummary, DeliverySummary, PublishSummary, RunResult};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario label written into the result (idle, fanout, rooms, churn, scale, smoke).
+    #[arg(long, default_value = "custom")]
+    pub scenario: String,
+    /// Which server is measured, for the report (roomcast, peer).
+    #[arg(long, default_value = "roomcast")]
+    pub server: String,
+    #[arg(long, value_enum, default_value = "sio4")]
+    pub transport: Transport,
+    /// Server address, loopback only (repeat for several nodes; connections round-robin).
+    #[arg(long = "target", required = true)]
+    pub targets: Vec<SocketAddr>,
+    /// Server process id to sample from /proc (repeat per node).
+    #[arg(long = "pid", required = true)]
+    pub pids: Vec<u32>,
+    #[arg(long, default_value_t = 1000)]
+    pub connections: u64,
+    #[arg(long, default_value_t = 1)]
+    pub rooms: u32,
+    #[arg(long, default_value = "bench-")]
+    pub room_prefix: String,
+    /// Connections opened per second, over all workers.
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+    /// Worker processes (default: enough for --max-per-worker, at least 2).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Most connections one worker holds (one process may hold 20,000 files).
+    #[arg(long, default_value_t = 15_000)]
+    pub max_per_worker: u64,
+    /// Handshake timeout per connection, ms.
+    #[arg(long, default_value_t = 15_000)]
+    pub timeout_ms: u64,
+    /// Idle time after the last connection before memory is sampled, s.
+    #[arg(long, default_value_t = 3.0)]
+    pub settle_s: f64,
+    /// Publish through Redis PUBLISH at this URL (loopback).
+    #[arg(long, conflicts_with = "publish_http")]
+    pub publish_redis: Option<String>,
+    /// Publish through POST /api/publish of this server.
+    #[arg(long)]
+    pub publish_http: Option<SocketAddr>,
+    /// Bearer key for --publish-http.
+    #[arg(long, default_value = "")]
+    pub api_key: String,
+    /// Messages per second over all rooms (default: saturate).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Saturating window: messages per room ahead of the average receiver.
+    #[arg(long, default_value_t = 16)]
+    pub window: u64,
+    /// Publishing time, s.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// How long receivers may take to get the last messages, ms.
+    #[arg(long, default_value_t = 5_000)]
+    pub drain_ms: u64,
+    /// Churn mode: this many concurrent connect → join → close loops.
+    #[arg(long)]
+    pub churn_concurrency: Option<u64>,
+    /// Churn duration, s.
+    #[arg(long, default_value_t = 10.0)]
+    pub churn_s: f64,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Exit non-zero on any failed connection, loss, duplicate, reorder or drop.
+    #[arg(long)]
+    pub require_clean: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    #[error("cannot write {path}: {error}")]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("bad arguments: {0}")]
+    Args(String),
+    #[error("the run was not clean: {0}")]
+    NotClean(String),
+}
+
+fn plans(args: &RunArgs, mode: WorkerMode, total: u64) -> Vec<WorkerPlan> {
+    let needed = total.div_ceil(args.max_per_worker.max(1)) as usize;
+    let workers = args.workers.unwrap_or(needed.max(2)).max(needed).max(1);
+    let workers = workers.min(total.max(1) as usize);
+    let per_worker = total / workers as u64;
+    let extra = total % workers as u64;
+    let mut first = 0;
+    (0..workers)
+        .map(|w| {
+            let count = per_worker + u64::from((w as u64) < extra);
+            let plan = WorkerPlan {
+                worker: w,
+                transport: args.transport,
+                servers: args.targets.clone(),
+                first_index: first,
+                count,
+                rooms: args.rooms.max(1),
+                room_prefix: args.room_prefix.clone(),
+                connect_rate: args.connect_rate / workers as f64,
+                timeout_ms: args.timeout_ms,
+                mode: mode.clone(),
+            };
+            first += count;
+            plan
+        })
+        .collect()
+}
+
+pub async fn run(args: RunArgs) -> Result<RunResult, RunError> {
+    for target in &args.targets {
+        crate::net::check_loopback(*target)?;
+    }
+    if args.pids.is_empty() {
+        return Err(RunError::Args("at least one --pid".into()));
+    }
+    let started = Instant::now();
+    let started_unix = crate::payload::now_micros() / 1_000_000;
+    let (before, _) = proc_stats::sample_all(&args.pids)?;
+    let mut result = RunResult {
+        scenario: args.scenario.clone(),
+        server: args.server.clone(),
+        transport: args.transport,
+        connections: args.connections,
+        rooms: args.rooms.max(1),
+        nodes: args.targets.len(),
+        workers: 0,
+        started_unix,
+        seconds: 0.0,
+        connect: ConnectSummary::default(),
+        resources: ServerResources {
+            pids: args.pids.clone(),
+            rss_before_kib: before.rss_kib,
+            ..Default::default()
+        },
+        publish: None,
+        delivery: None,
+        churn: None,
+    };
+    if let Some(concurrency) = args.churn_concurrency {
+        churn(&args, concurrency, &before, &mut result).await?;
+    } else {
+        hold(&args, &before, &mut result).await?;
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    print!("{}", result.table());
+    if let Some(path) = &args.out {
+        let json = serde_json::to_string_pretty(&result).map_err(|e| RunError::Write {
+            path: path.clone(),
+            error: std::io::Error::other(e),
+        })?;
+        std::fs::write(path, json + "\n").map_err(|error| RunError::Write {
+            path: path.clone(),
+            error,
+        })?;
+    }
+    if args.require_clean {
+        check_clean(&result)?;
+    }
+    Ok(result)
+}
+
+async fn hold(
+    args: &RunArgs,
+    before: &GroupSample,
+    result: &mut RunResult,
+) -> Result<(), RunError> {
+    let plans = plans(args, WorkerMode::Hold, args.connections);
+    let mut fleet = Fleet::spawn(plans).await?;
+    result.workers = fleet.len();
+    let outcome = hold_phases(args, before, result, &mut fleet).await;
+    fleet.close().await;
+    outcome
+}
+
+async fn hold_phases(
+    args: &RunArgs,
+    before: &GroupSample,
+    result: &mut RunResult,
+    fleet: &mut Fleet,
+) -> Result<(), RunError> {
+    // Connect: every worker joined or failed; generous bound from the rate.
+    let connect_bound = Duration::from_secs_f64(
+        args.connections as f64 / args.connect_rate.max(1.0)
+            + args.timeout_ms as f64 / 1000.0
+            + 30.0,
+    );
+    let connected = fleet
+        .collect(connect_bound, |report| match report {
+            Report::Connected {
+                ok,
+                failed,
+                seconds,
+                errors,
+            } => Some((ok, failed, seconds, errors)),
+            _ => None,
+        })
+        .await?;
+    let mut summary = ConnectSummary::default();
+    for (ok, failed, seconds, errors) in connected {
+        summary.ok += ok;
+        summary.failed += failed;
+        summary.seconds = summary.seconds.max(seconds);
+        crate::protocol::merge_errors(&mut summary.errors, &errors);
+    }
+    summary.rate = summary.ok as f64 / summary.seconds.max(1e-9);
+    result.connect = summary;
+    eprintln!(
+        "roomcast-bench: {} connected ({} failed); settling {:.0} s",
+        result.connect.ok, result.connect.failed, args.settle_s
+    );
+
+    // Idle: memory after settling, CPU over the settle period.
+    let (settle_start, _) = proc_stats::sample_all(&args.pids)?;
+    tokio::time::sleep(Duration::from_secs_f64(args.settle_s)).await;
+    let (idle, per_node) = proc_stats::sample_all(&args.pids)?;
+    let res = &mut result.resources;
+    res.rss_idle_kib = idle.rss_kib;
+    res.rss_idle_per_node_kib = per_node.iter().map(|s| s.rss_kib).collect();
+    res.cpu_idle_cores = proc_stats::cores_between(&settle_start, &idle);
+    res.rss_per_connection_kib =
+        (idle.rss_kib as f64 - before.rss_kib as f64) / result.connect.ok.max(1) as f64;
+
+    let via = match (&args.publish_redis, args.publish_http) {
+        (Some(url), _) => Via::Redis { url: url.clone() },
+        (None, Some(server)) => Via::Http {
+            server,
+            key: args.api_key.clone(),
+        },
+        (None, None) => return Ok(()),
+    };
+    let pace = match args.rate {
+        Some(rate) => Pace::Rate(rate),
+        None => Pace::Saturate {
+            window: args.window.max(1),
+        },
+    };
+    let plan = PublishPlan {
+        via: via.clone(),
+        pace,
+        rooms: args.rooms.max(1),
+        room_prefix: args.room_prefix.clone(),
+        payload_bytes: args.payload_bytes,
+        duration: Duration::from_secs_f64(args.duration_s),
+        members_per_room: result.connect.ok as f64 / args.rooms.max(1) as f64,
+    };
+    let received = fleet.received_counter();
+    let received_before = received();
+    let (load_start, _) = proc_stats::sample_all(&args.pids)?;
+    // Sample RSS while publishing, for the peak.
+    let pids = args.pids.clone();
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            match proc_stats::sample_all(&pids) {
+                Ok((sample, _)) => peak = peak.max(sample.rss_kib),
+                Err(_) => return peak,
+            }
+        }
+    });
+    let outcome = publisher::run(&plan, fleet.received_counter()).await;
+    let (load_end, _) = proc_stats::sample_all(&args.pids)?;
+    let received_during = received() - received_before;
+    sampler.abort();
+    let peak = sampler.await.unwrap_or(0);
+    let outcome = outcome?;
+
+    let res = &mut result.resources;
+    res.rss_load_max_kib = peak.max(load_end.rss_kib);
+    res.cpu_load_cores = proc_stats::cores_between(&load_start, &load_end);
+    let cpu_seconds = load_end.cpu_seconds - load_start.cpu_seconds;
+    res.cpu_us_per_delivery = cpu_seconds * 1e6 / received_during.max(1) as f64;
+
+    fleet
+        .send_all(&Command::Finish {
+            last_seq: outcome.last_seq.clone(),
+            drain_ms: args.drain_ms,
+        })
+        .await?;
+    let tallies = fleet
+        .collect(
+            Duration::from_millis(args.drain_ms) + Duration::from_secs(30),
+            |report| match report {
+                Report::Finished(tally) => Some(tally),
+                _ => None,
+            },
+        )
+        .await?;
+    let mut total = DeliveryTally::default();
+    for tally in &tallies {
+        total.merge(tally);
+    }
+    result.delivery = Some(DeliverySummary {
+        expected: total.expected,
+        unique: total.unique,
+        received: total.received,
+        lost: total.lost,
+        loss_ratio: total.lost as f64 / total.expected.max(1) as f64,
+        duplicates: total.duplicates,
+        reordered: total.reordered,
+        foreign: total.foreign,
+        dropped_connections: total.dropped_connections,
+        deliveries_per_s: received_during as f64 / outcome.seconds.max(1e-9),
+        latency: total.latency.percentiles(),
+        errors: total.errors,
+    });
+    result.publish = Some(PublishSummary {
+        via: via.name().to_owned(),
+        pace: match pace {
+            Pace::Rate(rate) => format!("rate {rate}/s"),
+            Pace::Saturate { window } => format!("saturate, window {window}"),
+        },
+        payload_bytes: args.payload_bytes,
+        outcome: publisher::PublishOutcome {
+            last_seq: Vec::new(),
+            ..outcome
+        },
+    });
+    Ok(())
+}
+
+async fn churn(
+    args: &RunArgs,
+    concurrency: u64,
+    before: &GroupSample,
+    result: &mut RunResult,
+) -> Result<(), RunError> {
+    let duration_ms = (args.churn_s * 1000.0) as u64;
+    // Concurrency is split over the workers like connections are.
+    let plans: Vec<WorkerPlan> = plans(args, WorkerMode::Hold, concurrency)
+        .into_iter()
+        .map(|mut plan| {
+            plan.mode = WorkerMode::Churn {
+                concurrency: plan.count,
+                duration_ms,
+            };
+            // Each worker's loops use their own block of connection indices.
+            plan.first_index *= 1_000_000;
+            plan
+        })
+        .collect();
+    let mut fleet = Fleet::spawn(plans).await?;
+    result.workers = fleet.len();
+    let tallies = fleet
+        .collect(
+            Duration::from_millis(duration_ms) + Duration::from_secs(60),
+            |report| match report {
+                Report::Churned(tally) => Some(tally),
+                _ => None,
+            },
+        )
+        .await;
+    let (after, _) = proc_stats::sample_all(&args.pids)?;
+    fleet.close().await;
+    let tallies = tallies?;
+    let mut total = ChurnTally {
+        join_latency: Histogram::default(),
+        ..Default::default()
+    };
+    for tally in &tallies {
+        total.merge(tally);
+    }
+    result.connect = ConnectSummary {
+        ok: total.cycles,
+        failed: total.failures,
+        seconds: total.seconds,
+        rate: total.cycles as f64 / total.seconds.max(1e-9),
+        errors: total.errors.clone(),
+    };
+    result.churn = Some(ChurnSummary {
+        concurrency,
+        cycles: total.cycles,
+        failures: total.failures,
+        seconds: total.seconds,
+        cycles_per_s: total.cycles as f64 / total.seconds.max(1e-9),
+        join_latency: total.join_latency.percentiles(),
+        rss_after_kib: after.rss_kib,
+        cpu_cores: proc_stats::cores_between(before, &after),
+        errors: total.errors,
+    });
+    Ok(())
+}
+
+/// The smoke test's verdict: everything connected, nothing lost.
+fn check_clean(result: &RunResult) -> Result<(), RunError> {
+    let mut problems = Vec::new();
+    if result.connect.failed > 0 {
+        problems.push(format!("{} connections failed", result.connect.failed));
+    }
+    if result.connect.ok == 0 {
+        problems.push("no connection succeeded".into());
+    }
+    if let Some(d) = &result.delivery {
+        if d.expected == 0 {
+            problems.push("nothing was published".into());
+        }
+        for (what, n) in [
+            ("lost", d.lost),
+            ("duplicated", d.duplicates),
+            ("reordered", d.reordered),
+            ("foreign", d.foreign),
+            ("dropped connections", d.dropped_connections),
+        ] {
+            if n > 0 {
+                problems.push(format!("{n} {what}"));
+            }
+        }
+    }
+    if let Some(p) = &result.publish
+        && p.outcome.errors > 0
+    {
+        problems.push(format!(
+            "{} publish errors ({})",
+            p.outcome.errors,
+            p.outcome.first_error.clone().unwrap_or_default()
+        ));
+    }
+    if let Some(c) = &result.churn
+        && c.cycles == 0
+    {
+        problems.push("no churn cycle completed".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::NotClean(problems.join("; ")))
+    }
+}
