@@ -33,8 +33,9 @@ pub struct Conn {
     core: Core,
     /// Connected namespaces: (index in `Layer::namespaces`, socket id).
     sockets: Vec<(usize, Sid)>,
-    /// A binary packet waiting for its attachments.
-    partial: Option<(Packet, Vec<Bytes>)>,
+    /// A binary packet waiting for its attachments (boxed: rare, and an
+    /// idle connection should not carry its size).
+    partial: Option<Box<(Packet, Vec<Bytes>)>>,
     /// Ever connected a namespace (the connect timeout's question).
     connected: bool,
     /// The handshake query, for `Handshake::query` (no allocation when the
@@ -85,13 +86,13 @@ impl Upper for Layer {
                 let packet = Packet::decode(text).map_err(|e| bad(&e))?;
                 if packet.attachments > 0 {
                     let binary = Vec::with_capacity(packet.attachments);
-                    conn.partial = Some((packet, binary));
+                    conn.partial = Some(Box::new((packet, binary)));
                     return Ok(());
                 }
                 (packet, Vec::new())
             }
             Frame::Binary(data) => {
-                let Some((packet, binary)) = conn.partial.as_mut() else {
+                let Some((packet, binary)) = conn.partial.as_deref_mut() else {
                     return Err(bad(&"unexpected binary attachment"));
                 };
                 binary.push(data);
@@ -99,7 +100,7 @@ impl Upper for Layer {
                     return Ok(());
                 }
                 match conn.partial.take() {
-                    Some(done) => done,
+                    Some(done) => *done,
                     None => return Ok(()),
                 }
             }
