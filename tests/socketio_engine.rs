@@ -300,3 +300,27 @@ async fn heartbeats_keep_a_live_peer_and_drop_a_silent_v3_one() {
     let r = get(s.addr, &format!("EIO=4&transport=polling&sid={sid}")).await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn client_close_over_polling_releases_the_poll_with_a_noop() {
+    let s = server().await;
+    // GET pending, then POST `1`: the GET answers `6`.
+    let (sid, _) = poll_handshake(s.addr, 4, "").await;
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    let pending = tokio::spawn({
+        let (addr, q) = (s.addr, q.clone());
+        async move { get(addr, &q).await }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(post(s.addr, &q, b"1").await.status, 200);
+    assert_eq!(pending.await.unwrap().text(), "6");
+    assert_eq!(get(s.addr, &q).await.status, 400);
+    // POST `1` first (a GET sent before it may arrive after it): one noop,
+    // then the session is unknown.
+    let (sid, _) = poll_handshake(s.addr, 4, "").await;
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    assert_eq!(post(s.addr, &q, b"1").await.status, 200);
+    assert_eq!(get(s.addr, &q).await.text(), "6");
+    assert_eq!(get(s.addr, &q).await.status, 400);
+    assert_eq!(post(s.addr, &q, b"3").await.status, 400);
+}

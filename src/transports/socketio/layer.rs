@@ -33,8 +33,9 @@ pub struct Conn {
     core: Core,
     /// Connected namespaces: (index in `Layer::namespaces`, socket id).
     sockets: Vec<(usize, Sid)>,
-    /// A binary packet waiting for its attachments.
-    partial: Option<(Packet, Vec<Bytes>)>,
+    /// A binary packet waiting for its attachments (boxed: rare, and an
+    /// idle connection should not carry its size).
+    partial: Option<Box<(Packet, Vec<Bytes>)>>,
     /// Ever connected a namespace (the connect timeout's question).
     connected: bool,
     /// The handshake query, for `Handshake::query` (no allocation when the
@@ -85,13 +86,13 @@ impl Upper for Layer {
                 let packet = Packet::decode(text).map_err(|e| bad(&e))?;
                 if packet.attachments > 0 {
                     let binary = Vec::with_capacity(packet.attachments);
-                    conn.partial = Some((packet, binary));
+                    conn.partial = Some(Box::new((packet, binary)));
                     return Ok(());
                 }
                 (packet, Vec::new())
             }
             Frame::Binary(data) => {
-                let Some((packet, binary)) = conn.partial.as_mut() else {
+                let Some((packet, binary)) = conn.partial.as_deref_mut() else {
                     return Err(bad(&"unexpected binary attachment"));
                 };
                 binary.push(data);
@@ -99,7 +100,7 @@ impl Upper for Layer {
                     return Ok(());
                 }
                 match conn.partial.take() {
-                    Some(done) => done,
+                    Some(done) => *done,
                     None => return Ok(()),
                 }
             }
@@ -315,4 +316,99 @@ impl Layer {
 
 fn empty_object() -> Value {
     Value::Object(Map::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::hub::{Outbox, OutboxLimits};
+    use crate::transports::socketio::RoomcastHandler;
+
+    fn layer() -> Layer {
+        Layer {
+            hub: Arc::new(Hub::new()),
+            handler: Arc::new(RoomcastHandler),
+            namespaces: vec!["/".into(), "/custom".into()],
+        }
+    }
+
+    fn drain(outbox: &Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(frame) = outbox.pop() {
+            if let Frame::Text(b) = frame {
+                out.push(String::from_utf8(b.to_vec()).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn joins_on_connect_follow_the_connect_answer() {
+        // A handler that joins and emits during on_connect.
+        struct Eager;
+        impl Handler for Eager {
+            fn on_connect(
+                &self,
+                socket: &mut Socket<'_>,
+                _handshake: &Handshake<'_>,
+            ) -> Result<(), ConnectError> {
+                socket.join("early");
+                let _ = socket.emit("hi", Args::default());
+                Ok(())
+            }
+            fn on_event(&self, _: &mut Socket<'_>, _: &str, _: Args, _: Option<AckId>) {}
+        }
+        let layer = Layer {
+            handler: Arc::new(Eager),
+            ..layer()
+        };
+        let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+        let link = Link {
+            sid: "s",
+            version: Version::V4,
+            outbox: &outbox,
+        };
+        let mut conn = layer.open(&link, &[]);
+        assert!(drain(&outbox).is_empty(), "v5: nothing before CONNECT");
+        layer
+            .message(&mut conn, &link, Frame::Text(Bytes::from_static(b"0")))
+            .unwrap();
+        let frames = drain(&outbox);
+        assert!(frames[0].starts_with("40{\"sid\":"), "{frames:?}");
+        assert_eq!(frames[1], r#"42["hi"]"#);
+        assert_eq!(layer.hub.room_size("early"), 1);
+        layer.close(&mut conn, &link, DisconnectReason::ClientClosed);
+        assert_eq!(layer.hub.room_size("early"), 0, "rooms left on close");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_frames_never_panic(
+            frames in proptest::collection::vec(
+                prop_oneof![
+                    "[0-6][0-9/,\\-\\[\\]\"a-z{}:]{0,24}".prop_map(|s| Frame::Text(Bytes::from(s))),
+                    ".{0,24}".prop_map(|s| Frame::Text(Bytes::from(s))),
+                    proptest::collection::vec(any::<u8>(), 0..8)
+                        .prop_map(|b| Frame::Binary(Bytes::from(b))),
+                ],
+                0..12,
+            ),
+            v3 in any::<bool>(),
+        ) {
+            let layer = layer();
+            let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+            let version = if v3 { Version::V3 } else { Version::V4 };
+            let link = Link { sid: "s", version, outbox: &outbox };
+            let mut conn = layer.open(&link, &[]);
+            for frame in frames {
+                if layer.message(&mut conn, &link, frame).is_err() {
+                    break;
+                }
+            }
+            layer.close(&mut conn, &link, DisconnectReason::ClientClosed);
+            prop_assert!(layer.hub.rooms().is_empty());
+        }
+    }
 }

@@ -88,16 +88,26 @@ impl Heartbeat {
             return Beat::TimedOut;
         }
         if self.version == Version::V4 && self.due_by.is_none() && now >= self.next_ping {
-            self.due_by = Some(now + self.timeout);
+            // Deadlines count from when the ping was due, so timer or
+            // scheduling lag does not stretch them (within a bound, so a
+            // long stall does not expire the peer on the spot).
+            let at = match now.checked_sub(self.timeout / 4) {
+                Some(floor) => self.next_ping.max(floor),
+                None => self.next_ping,
+            };
+            self.due_by = Some(at + self.timeout);
+            // The next ping is due one interval after this one, not after
+            // the pong: a steady beat instead of drifting by each round trip.
+            self.next_ping = (at + self.interval).max(now);
             return Beat::SendPing;
         }
         Beat::Idle
     }
 
-    /// v4: the client answered; schedule the next ping.
-    pub fn pong(&mut self, now: Instant) {
-        if self.version == Version::V4 && self.due_by.take().is_some() {
-            self.next_ping = now + self.interval;
+    /// v4: the client answered; the next ping is already scheduled.
+    pub fn pong(&mut self, _now: Instant) {
+        if self.version == Version::V4 {
+            self.due_by = None;
         }
     }
 
@@ -121,13 +131,14 @@ mod tests {
         let mut hb = Heartbeat::new(Version::V4, 300 * MS, 200 * MS, None, t0);
         assert_eq!(hb.next_wake(), t0 + 300 * MS);
         assert_eq!(hb.fire(t0 + 100 * MS), Beat::Idle);
-        assert_eq!(hb.fire(t0 + 300 * MS), Beat::SendPing);
+        // Fired 5 ms late: the deadline still counts from the due time.
+        assert_eq!(hb.fire(t0 + 305 * MS), Beat::SendPing);
         assert_eq!(hb.next_wake(), t0 + 500 * MS);
         hb.pong(t0 + 350 * MS);
-        assert_eq!(hb.next_wake(), t0 + 650 * MS);
-        assert_eq!(hb.fire(t0 + 650 * MS), Beat::SendPing);
-        assert!(!hb.expired(t0 + 849 * MS));
-        assert_eq!(hb.fire(t0 + 850 * MS), Beat::TimedOut);
+        assert_eq!(hb.next_wake(), t0 + 600 * MS, "a steady beat");
+        assert_eq!(hb.fire(t0 + 600 * MS), Beat::SendPing);
+        assert!(!hb.expired(t0 + 799 * MS));
+        assert_eq!(hb.fire(t0 + 800 * MS), Beat::TimedOut);
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub fn handshake<U: Upper>(
 
 /// The long-poll GET: answers as soon as there is something to send.
 pub async fn poll<U: Upper>(engine: &Arc<Engine<U>>, session: Arc<Session<U::Conn>>) -> Response {
+    if session.take_linger() {
+        engine.remove_session(&session.sid);
+        return payload_response(&session, &[Packet::Noop.encode()]);
+    }
     if !session.check_alive(engine) {
         return EngineError::UnknownSid.into_response();
     }

@@ -65,6 +65,10 @@ pub struct State<C> {
     pub ping: bool,
     pub pong: Option<Bytes>,
     pub closed: Option<Reply>,
+    /// Closed by the client's POST `1` while no GET was pending: the GET the
+    /// client sent just before (it may arrive after the POST) still gets its
+    /// noop instead of an error; see [`Session::take_linger`].
+    linger: bool,
 }
 
 impl<C> Session<C> {
@@ -89,6 +93,7 @@ impl<C> Session<C> {
                 ping: false,
                 pong: None,
                 closed: None,
+                linger: false,
             }),
             poll_wake: Notify::new(),
             timer_wake: Notify::new(),
@@ -124,10 +129,13 @@ impl<C> Session<C> {
                 return;
             }
             state.closed = Some(reply);
+            state.linger = reply == Reply::Noop && !state.poll_active;
+            if !state.linger {
+                engine.remove_session(&self.sid);
+            }
             state.conn.take()
         };
         self.outbox.close(reason);
-        engine.remove_session(&self.sid);
         if let Some(mut conn) = conn {
             engine.upper.close(&mut conn, &self.link(), reason);
         }
@@ -192,6 +200,14 @@ impl<C> Session<C> {
             self.close(engine, reason, Reply::Close);
         }
         outcome
+    }
+
+    /// True once for a session the client closed with no GET pending: that
+    /// GET is answered with a noop (the reference server answers it only if
+    /// it arrived first; concurrent requests may be handled in any order
+    /// here). Later requests get "Session ID unknown".
+    pub fn take_linger(&self) -> bool {
+        std::mem::take(&mut self.lock().linger)
     }
 
     /// A websocket wants to take over. Only one may, and only from polling.
@@ -302,6 +318,15 @@ pub async fn run_timer<U: Upper>(
             }
             Beat::Idle => {}
         }
+    }
+    // A lingering session leaves the map after a grace period if no GET
+    // came for its noop.
+    if session.lock().linger {
+        tokio::select! {
+            () = tokio::time::sleep(engine.config.ping_timeout) => {}
+            () = engine.shutdown.requested() => {}
+        }
+        engine.remove_session(&session.sid);
     }
     drop(live);
 }

@@ -25,7 +25,7 @@ use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox};
 
 /// Read buffer per connection; tungstenite grows it for larger frames.
-const READ_BUFFER: usize = 512;
+const READ_BUFFER: usize = 256;
 /// Write buffer: frames are flushed per batch, so keep it small.
 const WRITE_BUFFER: usize = 1024;
 /// Most outbox frames written before the task looks at reads and timers again.
@@ -83,7 +83,7 @@ async fn fresh<U: Upper>(
     let mut conn = engine.upper.open(&link, &query);
     drop(query);
     let reason = run(&engine, &mut socket, &link, &mut conn).await;
-    finish(&engine, socket, &link, &mut conn, reason).await;
+    finish(&engine, &mut socket, &link, &mut conn, reason).await;
 }
 
 /// A websocket for an existing polling session: the upgrade. A session that
@@ -99,11 +99,12 @@ pub fn upgrade_session<U: Upper>(
     let claimed = session.claim_upgrade();
     configure(upgrade, max).on_upgrade(move |socket| {
         shutdown.spawn(async move {
+            let mut socket = socket;
             if claimed {
                 take_over(engine, socket, session).await;
             } else {
                 tracing::debug!(sid = %session.sid, "duplicate websocket for upgraded session");
-                close(socket, DisconnectReason::TransportReplaced).await;
+                close(&mut socket, DisconnectReason::TransportReplaced).await;
             }
         });
         std::future::ready(())
@@ -118,7 +119,7 @@ async fn take_over<U: Upper>(
     let version = session.version;
     let Some(mut conn) = probe(&engine, &mut socket, &session).await else {
         session.abort_upgrade();
-        close(socket, DisconnectReason::TransportError).await;
+        close(&mut socket, DisconnectReason::TransportError).await;
         return;
     };
     let _live = engine.track();
@@ -131,7 +132,7 @@ async fn take_over<U: Upper>(
     };
     let reason = run(&engine, &mut socket, &link, &mut conn).await;
     engine.remove_session(&session.sid);
-    finish(&engine, socket, &link, &mut conn, reason).await;
+    finish(&engine, &mut socket, &link, &mut conn, reason).await;
 }
 
 /// The probe exchange; returns the connection state once the client sent `5`.
@@ -174,7 +175,6 @@ async fn run<U: Upper>(
     conn: &mut U::Conn,
 ) -> DisconnectReason {
     let config = &engine.config;
-    let write_timeout = config.ping_interval + config.ping_timeout;
     let mut heartbeat = Heartbeat::new(
         link.version,
         config.ping_interval,
@@ -195,25 +195,22 @@ async fn run<U: Upper>(
                     None => return DisconnectReason::ClientClosed,
                     Some(Err(_)) => return DisconnectReason::TransportError,
                 };
-                if let Err(reason) = receive(engine, socket, link, conn, &mut heartbeat, message).await {
-                    return reason;
+                match receive(engine, link, conn, &mut heartbeat, message) {
+                    Ok(None) => {}
+                    Ok(Some(reply)) => {
+                        if send_frame(socket, link.version, reply).await.is_err() {
+                            return DisconnectReason::TransportError;
+                        }
+                    }
+                    Err(reason) => return reason,
                 }
             }
             () = link.outbox.ready() => {
                 if let Some(reason) = link.outbox.closed() {
                     return reason;
                 }
-                // A peer that stops reading blocks the write: the hub then
-                // closes its outbox (slow consumer), or the write times out.
-                tokio::select! {
-                    written = tokio::time::timeout(write_timeout, write_batch(socket, link.version, link.outbox)) => {
-                        match written {
-                            Ok(Ok(())) => {}
-                            Ok(Err(())) => return DisconnectReason::TransportError,
-                            Err(_) => return DisconnectReason::SlowConsumer,
-                        }
-                    }
-                    reason = link.outbox.wait_closed() => return reason,
+                if let Err(reason) = write(engine, socket, link, conn, &mut heartbeat, timer.as_mut()).await {
+                    return reason;
                 }
             }
             () = &mut timer => {
@@ -238,20 +235,21 @@ async fn run<U: Upper>(
     }
 }
 
-/// Handles one websocket message.
-async fn receive<U: Upper>(
+/// Handles one websocket message; returns a frame to answer with (a v3
+/// pong). Synchronous on purpose: an `.await` in here would add its state to
+/// every connection's task.
+fn receive<U: Upper>(
     engine: &Engine<U>,
-    socket: &mut WebSocket,
     link: &Link<'_>,
     conn: &mut U::Conn,
     heartbeat: &mut Heartbeat,
     message: Message,
-) -> Result<(), DisconnectReason> {
+) -> Result<Option<Frame>, DisconnectReason> {
     let packet = match message {
         Message::Text(text) => Packet::decode_text_frame(link.version, Bytes::from(text)),
         Message::Binary(data) => Packet::decode_binary(link.version, data),
         // tungstenite answers pings itself.
-        Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        Message::Ping(_) | Message::Pong(_) => return Ok(None),
         Message::Close(_) => return Err(DisconnectReason::ClientClosed),
     };
     let packet = packet.map_err(|error| {
@@ -263,14 +261,60 @@ async fn receive<U: Upper>(
         Packet::Pong(_) => heartbeat.pong(Instant::now()),
         Packet::Ping(data) if link.version == Version::V3 => {
             heartbeat.ping(Instant::now());
-            send_frame(socket, link.version, Packet::Pong(data).encode())
-                .await
-                .map_err(|()| DisconnectReason::TransportError)?;
+            return Ok(Some(Packet::Pong(data).encode()));
         }
         // A late probe or a stray upgrade/noop after the upgrade is harmless.
         Packet::Ping(_) | Packet::Noop | Packet::Upgrade => {}
         Packet::Close => return Err(DisconnectReason::ClientClosed),
         Packet::Open(_) => return Err(DisconnectReason::BadInput),
+    }
+    Ok(None)
+}
+
+/// Writes a batch of queued frames. A peer that stops reading blocks the
+/// write: then the hub closes its outbox (slow consumer), or the heartbeat
+/// runs out (the ping that falls due meanwhile goes out after the write).
+/// The heartbeat timer is shared with the main loop so a connection carries
+/// one timer, not two.
+async fn write<U: Upper>(
+    engine: &Engine<U>,
+    socket: &mut WebSocket,
+    link: &Link<'_>,
+    // `&mut`: a shared reference would require `Conn: Sync` to stay `Send`.
+    conn: &mut U::Conn,
+    heartbeat: &mut Heartbeat,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<(), DisconnectReason> {
+    let mut ping_owed = false;
+    {
+        let batch = write_batch(socket, link.version, link.outbox);
+        tokio::pin!(batch);
+        loop {
+            tokio::select! {
+                written = &mut batch => {
+                    written.map_err(|()| DisconnectReason::TransportError)?;
+                    break;
+                }
+                reason = link.outbox.wait_closed() => return Err(reason),
+                () = &mut timer => {
+                    match heartbeat.fire(Instant::now()) {
+                        Beat::SendPing => ping_owed = true,
+                        Beat::TimedOut => return Err(DisconnectReason::SlowConsumer),
+                        Beat::CheckConnect if !engine.upper.connected(conn) => {
+                            return Err(DisconnectReason::ConnectTimeout);
+                        }
+                        Beat::CheckConnect | Beat::Idle => {}
+                    }
+                    timer.as_mut().reset(heartbeat.next_wake());
+                }
+            }
+        }
+    }
+    if ping_owed {
+        let ping = Packet::Ping(Bytes::new()).encode();
+        send_frame(socket, link.version, ping)
+            .await
+            .map_err(|()| DisconnectReason::TransportError)?;
     }
     Ok(())
 }
@@ -319,7 +363,7 @@ fn to_message(version: Version, frame: Frame) -> Option<Message> {
 
 async fn finish<U: Upper>(
     engine: &Engine<U>,
-    socket: WebSocket,
+    socket: &mut WebSocket,
     link: &Link<'_>,
     conn: &mut U::Conn,
     reason: DisconnectReason,
@@ -337,8 +381,10 @@ async fn finish<U: Upper>(
     }
 }
 
-/// Sends a close frame carrying the reason, briefly, then drops the socket.
-async fn close(mut socket: WebSocket, reason: DisconnectReason) {
+/// Sends a close frame carrying the reason, briefly; the caller drops the
+/// socket. (By reference: a socket moved into each nested future would be
+/// stored once per level in the connection task.)
+async fn close(socket: &mut WebSocket, reason: DisconnectReason) {
     let code = match reason {
         DisconnectReason::BadInput => 1002,
         DisconnectReason::SlowConsumer => 1008,
