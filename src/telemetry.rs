@@ -87,6 +87,10 @@ fn describe() {
         "roomcast_broker_reconnects_total",
         "Broker reconnections after a lost connection"
     );
+    describe_counter!(
+        "roomcast_refusals_total",
+        "Requests and connections refused, by kind (auth, origin, limit, room, forbidden, rate) and code"
+    );
     describe_histogram!(
         "roomcast_fanout_duration_seconds",
         Unit::Seconds,
@@ -159,4 +163,10 @@ pub fn broker_up(broker: &'static str, up: bool) {
 
 pub fn broker_reconnected(broker: &'static str) {
     counter!("roomcast_broker_reconnects_total", "broker" => broker).increment(1);
+}
+
+/// One refusal by the security layer (`kind`: auth, origin, limit, room,
+/// forbidden, rate; `code`: the stable error code the client got).
+pub fn refused(kind: &'static str, code: &'static str) {
+    counter!("roomcast_refusals_total", "kind" => kind, "code" => code).increment(1);
 }
