@@ -422,3 +422,239 @@ fn load_jwks(path: &Path, settings: &JwtSettings) -> Result<Vec<KeyEntry>, KeyEr
     }
     Ok(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    const SECRET: &str = "an-hmac-secret-of-at-least-32-bytes!";
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/jwt")
+            .join(name)
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn hs(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    fn secret_verifier() -> Arc<Verifier> {
+        Verifier::new(JwtSettings {
+            secret: Some(SECRET.into()),
+            leeway_s: 5,
+            ..JwtSettings::default()
+        })
+        .unwrap()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn hmac_tokens_and_their_claims() {
+        let v = secret_verifier();
+        let token = hs(
+            json!({"sub": "u1", "channels": ["device:*", "user:{sub}"], "publish": ["chat:{sub}"], "exp": now() + 60}),
+        );
+        assert_eq!(
+            v.verify(&token),
+            Ok(Claims {
+                sub: "u1".into(),
+                channels: vec!["device:*".into(), "user:u1".into()],
+                publish: vec!["chat:u1".into()],
+            })
+        );
+        // No sub: `{sub}` patterns grant nothing.
+        let token = hs(json!({"channels": ["user:{sub}", "a"]}));
+        assert_eq!(v.verify(&token).unwrap().channels, vec!["a"]);
+    }
+
+    #[test]
+    fn time_claims_are_checked_with_leeway() {
+        let v = secret_verifier();
+        assert_eq!(
+            v.verify(&hs(json!({"exp": now() - 60}))),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            v.verify(&hs(json!({"nbf": now() + 60}))),
+            Err(TokenError::NotYetValid)
+        );
+        assert!(
+            v.verify(&hs(json!({"exp": now() - 2}))).is_ok(),
+            "5 s leeway"
+        );
+    }
+
+    #[test]
+    fn forged_malformed_and_none_tokens_are_refused() {
+        let v = secret_verifier();
+        let token = hs(json!({"sub": "u1"}));
+        // Flip one character in the middle of the signature.
+        let mut forged: Vec<char> = token.chars().collect();
+        let i = token.rfind('.').unwrap() + 10;
+        forged[i] = if forged[i] == 'A' { 'B' } else { 'A' };
+        let forged: String = forged.into_iter().collect();
+        assert_eq!(v.verify(&forged), Err(TokenError::Signature));
+        let other = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "u1"}),
+            &EncodingKey::from_secret(b"another secret another secret!!!"),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&other), Err(TokenError::Signature));
+        let none = format!(
+            "{}.{}.",
+            b64(br#"{"alg":"none","typ":"JWT"}"#),
+            b64(br#"{"sub":"admin","channels":["*"]}"#)
+        );
+        assert_eq!(v.verify(&none), Err(TokenError::Algorithm));
+        assert_eq!(v.verify(""), Err(TokenError::Missing));
+        assert_eq!(v.verify("a.b"), Err(TokenError::Invalid));
+        assert_eq!(v.verify("not a token"), Err(TokenError::Invalid));
+        assert_eq!(v.verify(&"a".repeat(20_000)), Err(TokenError::Invalid));
+        // Claims of the wrong type.
+        assert_eq!(
+            v.verify(&hs(json!({"channels": "device:*"}))),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            v.verify(&hs(json!({"exp": "soon"}))),
+            Err(TokenError::Invalid)
+        );
+    }
+
+    #[test]
+    fn public_keys_fix_the_algorithm_family() {
+        for (public, private, alg) in [
+            ("rsa_public.pem", "rsa_private.pem", Algorithm::RS256),
+            ("ec_public.pem", "ec_private.pem", Algorithm::ES256),
+            ("ed_public.pem", "ed_private.pem", Algorithm::EdDSA),
+        ] {
+            let v = Verifier::new(JwtSettings {
+                public_key: Some(fixture(public)),
+                ..JwtSettings::default()
+            })
+            .unwrap();
+            let pem = std::fs::read(fixture(private)).unwrap();
+            let key = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+                Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+                _ => EncodingKey::from_ed_pem(&pem),
+            }
+            .unwrap();
+            let token = encode(&Header::new(alg), &json!({"sub": "k"}), &key).unwrap();
+            assert_eq!(v.verify(&token).unwrap().sub, "k", "{alg:?}");
+            // Algorithm confusion: the public key's bytes used as an HMAC secret.
+            let public_bytes = std::fs::read(fixture(public)).unwrap();
+            let confused = encode(
+                &Header::new(Algorithm::HS256),
+                &json!({"sub": "evil"}),
+                &EncodingKey::from_secret(&public_bytes),
+            )
+            .unwrap();
+            assert_eq!(v.verify(&confused), Err(TokenError::Algorithm), "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn audience_and_issuer_when_configured() {
+        let v = Verifier::new(JwtSettings {
+            secret: Some(SECRET.into()),
+            audience: vec!["roomcast".into()],
+            issuer: vec!["https://auth.example".into()],
+            ..JwtSettings::default()
+        })
+        .unwrap();
+        let ok = json!({"aud": "roomcast", "iss": "https://auth.example"});
+        assert!(v.verify(&hs(ok)).is_ok());
+        assert_eq!(
+            v.verify(&hs(json!({"aud": "other", "iss": "https://auth.example"}))),
+            Err(TokenError::Audience)
+        );
+        assert_eq!(
+            v.verify(&hs(json!({"aud": "roomcast", "iss": "https://evil"}))),
+            Err(TokenError::Issuer)
+        );
+        assert!(
+            v.verify(&hs(json!({"iss": "https://auth.example"})))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn no_key_is_a_startup_error() {
+        assert!(matches!(
+            Verifier::new(JwtSettings::default()),
+            Err(KeyError::NoKey)
+        ));
+        assert!(matches!(
+            Verifier::new(JwtSettings {
+                public_key: Some(fixture("README.md")),
+                ..JwtSettings::default()
+            }),
+            Err(KeyError::BadPem { .. })
+        ));
+    }
+
+    fn jwks(kid: &str, private: &str) -> (String, EncodingKey) {
+        let pem = std::fs::read(fixture(private)).unwrap();
+        let key = EncodingKey::from_rsa_pem(&pem).unwrap();
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        let set = json!({ "keys": [jwk] });
+        (set.to_string(), key)
+    }
+
+    #[tokio::test]
+    async fn jwks_keys_by_kid_and_reload_on_change() {
+        let dir = std::env::temp_dir().join(format!("roomcast-jwks-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jwks.json");
+        let (set, key) = jwks("k1", "rsa_private.pem");
+        std::fs::write(&path, set).unwrap();
+        let v = Verifier::new(JwtSettings {
+            jwks_file: Some(path.clone()),
+            ..JwtSettings::default()
+        })
+        .unwrap();
+        let shutdown = Shutdown::new();
+        v.watch(&shutdown);
+        let token = |kid: &str| {
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some(kid.into());
+            encode(&header, &json!({"sub": kid}), &key).unwrap()
+        };
+        assert_eq!(v.verify(&token("k1")).unwrap().sub, "k1");
+        assert_eq!(v.verify(&token("k2")), Err(TokenError::UnknownKey));
+        // Rotate: the same key under a new kid.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (set, _) = jwks("k2", "rsa_private.pem");
+        std::fs::write(&path, set).unwrap();
+        let file = std::fs::File::options().append(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(5))
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while v.verify(&token("k2")).is_err() {
+            assert!(std::time::Instant::now() < deadline, "JWKS reloaded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(v.verify(&token("k1")), Err(TokenError::UnknownKey));
+        // A broken file keeps the previous keys.
+        std::fs::write(&path, "{not json").unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(v.verify(&token("k2")).is_ok());
+        shutdown.trigger();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
