@@ -36,6 +36,7 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: By
 async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     authorize(&state.api_keys, headers)?;
     if body.len() > state.max_payload + 1024 {
+        telemetry::refused("limit", "too_large");
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
@@ -56,6 +57,7 @@ async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
         other => other.to_string().into_bytes(),
     };
     if payload.len() > state.max_payload {
+        telemetry::refused("limit", "too_large");
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
@@ -205,5 +207,15 @@ mod tests {
             authorize(&[], &bearer("k1")).unwrap_err().status,
             StatusCode::FORBIDDEN
         );
+    }
+
+    // Fuzz target (as a property test): the publish body parser.
+    proptest::proptest! {
+        #[test]
+        fn any_publish_body_is_handled(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), depth in 0usize..2000) {
+            let _ = serde_json::from_slice::<PublishRequest>(&body);
+            let nested = format!(r#"{{"channel":"c","data":{}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+            let _ = serde_json::from_slice::<PublishRequest>(nested.as_bytes());
+        }
     }
 }

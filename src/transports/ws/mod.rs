@@ -367,6 +367,7 @@ impl Connection {
                     })
                     .map_err(refused)?;
                 if payload.len() > self.ws.max_frame {
+                    crate::telemetry::refused("limit", "too_large");
                     return Err(ProtocolError::new(
                         "too_large",
                         format!("data exceeds {} bytes", self.ws.max_frame),
