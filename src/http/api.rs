@@ -2,7 +2,6 @@
 //! and `/readyz`.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,8 +22,31 @@ struct PublishRequest {
 /// `POST /api/publish {"channel","data"}` with `Authorization: Bearer KEY`.
 /// A string `data` is published as its characters; any other JSON value as
 /// its compact JSON text.
-pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match try_publish(&state, &headers, &body).await {
+pub async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    // Read the body ourselves: an oversize one gets our JSON 413 (axum's
+    // own limit would answer in plain text), and no more than the limit is
+    // ever buffered.
+    let limit = state.max_payload + 1024;
+    let body = match authorize(&state.api_keys, &headers) {
+        Ok(()) => axum::body::to_bytes(body, limit).await.map_err(|_| {
+            telemetry::refused("limit", "too_large");
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body exceeds {limit} bytes"),
+            )
+        }),
+        Err(error) => Err(error),
+    };
+    let outcome = match body {
+        Ok(body) => try_publish(&state, &headers, &body).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
         Ok(()) => Json(serde_json::json!({ "ok": true })).into_response(),
         Err(error) => {
             tracing::info!(code = error.code, message = %error.message, "publish refused");
