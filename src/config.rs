@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::hub::OutboxLimits;
+use crate::security::RuleConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +28,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once per process: the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default when no command is given).
@@ -44,6 +47,47 @@ pub enum BrokerKind {
     Memory,
     /// Redis Pub/Sub (PSUBSCRIBE on --pattern).
     Redis,
+}
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Anyone may connect and join any room.
+    None,
+    /// Connections present a JWT; its claims and the rules decide.
+    Jwt,
+}
+
+/// `--room-name-chars`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoomCharsArg {
+    /// Anything but control characters.
+    Printable,
+    /// ASCII letters, digits and `_-:.@/=+#~`.
+    Safe,
+}
+
+/// A secret (API key, JWT secret): its `Debug` never shows the value, so
+/// logging the configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,8 +152,13 @@ pub struct ServeArgs {
     pub pattern: String,
 
     /// API key for POST /api/publish (repeatable). Without one, HTTP publishing is refused.
-    #[arg(long = "api-key", env = "ROOMCAST_API_KEY", value_delimiter = ',')]
-    pub api_keys: Vec<String>,
+    #[arg(
+        long = "api-key",
+        env = "ROOMCAST_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<Secret>,
 
     /// Path of the Socket.IO endpoint.
     #[arg(long, env = "ROOMCAST_SOCKETIO_PATH", default_value = "/socket.io/")]
@@ -332,6 +381,96 @@ pub struct ServeArgs {
     )]
     pub rfc2136_tsig_algorithm: TsigAlgorithmKind,
 
+    // ---- security (issue 6): auth, origins, limits. Keep these together. ----
+    /// Connection authentication: none (rooms are public) or jwt (connection tokens).
+    #[arg(long, env = "ROOMCAST_AUTH", value_enum, default_value = "none")]
+    pub auth: AuthMode,
+
+    /// HMAC secret for HS256/HS384/HS512 connection tokens.
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// PEM file with the RSA, EC (P-256/P-384) or Ed25519 public key of RS*/PS*/ES*/EdDSA tokens.
+    #[arg(long, env = "ROOMCAST_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWKS file (JSON key set, keys chosen by `kid`); reloaded when it changes.
+    #[arg(long, env = "ROOMCAST_JWKS_FILE", value_name = "FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Accepted token audience (`aud`), repeatable; required in tokens when set.
+    #[arg(long, env = "ROOMCAST_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+
+    /// Accepted token issuer (`iss`), repeatable; required in tokens when set.
+    #[arg(long, env = "ROOMCAST_JWT_ISSUER", value_delimiter = ',')]
+    pub jwt_issuer: Vec<String>,
+
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    #[arg(long, env = "ROOMCAST_JWT_LEEWAY_S", default_value_t = 5)]
+    pub jwt_leeway_s: u64,
+
+    /// With --auth jwt, let clients without a token connect as anonymous (rules decide what they may join).
+    #[arg(long, env = "ROOMCAST_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// Browser origins allowed besides the same origin and localhost (repeatable; `https://*.example.com`, or `*` for any).
+    #[arg(
+        long = "allowed-origins",
+        env = "ROOMCAST_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Rooms one connection may be in (every transport).
+    #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_CONNECTION", default_value_t = 64)]
+    pub max_rooms_per_connection: usize,
+
+    /// Longest room name, characters.
+    #[arg(long, env = "ROOMCAST_MAX_ROOM_NAME_CHARS", default_value_t = 200)]
+    pub max_room_name_chars: usize,
+
+    /// Characters allowed in room names.
+    #[arg(
+        long,
+        env = "ROOMCAST_ROOM_NAME_CHARS",
+        value_enum,
+        default_value = "printable"
+    )]
+    pub room_name_chars: RoomCharsArg,
+
+    /// Open client connections in total (all transports); 0 = unlimited.
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Open client connections per IP address; 0 = unlimited.
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
+
+    /// New connections per second per IP address (token bucket); 0 = unlimited.
+    #[arg(long, env = "ROOMCAST_CONNECT_RATE_PER_IP", default_value_t = 20.0)]
+    pub connect_rate_per_ip: f64,
+
+    /// Burst of new connections per IP address before the rate applies.
+    #[arg(long, env = "ROOMCAST_CONNECT_BURST_PER_IP", default_value_t = 100.0)]
+    pub connect_burst_per_ip: f64,
+
+    /// Apply the per-IP limits to loopback clients too (off: a local proxy shares one address).
+    #[arg(long, env = "ROOMCAST_LIMIT_LOOPBACK")]
+    pub limit_loopback: bool,
+
+    /// Inbound messages per second per connection (burst: 2 s worth); 0 = unlimited.
+    #[arg(long, env = "ROOMCAST_MAX_MESSAGES_PER_S", default_value_t = 100.0)]
+    pub max_messages_per_s: f64,
+
+    /// Bytes queued for one Socket.IO polling session before it is dropped as a slow consumer.
+    #[arg(long, env = "ROOMCAST_MAX_POLLING_BUFFER", default_value_t = 1024 * 1024)]
+    pub max_polling_buffer: usize,
+
+    /// Channel rules: the `[[rules]]` tables of the config file (not a flag).
+    #[arg(skip)]
+    pub rules: Vec<RuleConfig>,
+    // ---- end of security ----
     /// Log format.
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,
@@ -389,6 +528,8 @@ pub enum ConfigError {
         "config file {path}: setting `{key}` must be a string, number, boolean or list of those"
     )]
     BadValue { path: PathBuf, key: String },
+    #[error("config file {path}: bad [[rules]] table: {message}")]
+    BadRules { path: PathBuf, message: String },
     #[error("--broker redis needs --redis-url (or REDIS_URL, or REDISHOST=host:port)")]
     MissingRedisUrl,
     #[error("--socketio-path must start with `/`, got `{0}`")]
@@ -407,9 +548,12 @@ pub fn parse_from(
     env: impl Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Cli, ConfigError> {
     let mut command = Cli::command();
+    let mut rules = Vec::new();
     if let Some(path) = config_path(&args, env) {
+        let file = read_file(&path)?;
+        rules = file_rules(&path, &file)?;
         // `roomcast` and `roomcast serve` take the same flags: both get the file.
-        for (id, values) in file_defaults(&path, &command)? {
+        for (id, values) in file_defaults(&path, file, &command)? {
             command = command
                 .mut_arg(&id, |arg| arg.default_values(values.clone()))
                 .mut_subcommand("serve", |serve| {
@@ -418,7 +562,12 @@ pub fn parse_from(
         }
     }
     let matches = command.get_matches_from(args);
-    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.serve.rules = rules.clone();
+    if let Some(Command::Serve(serve)) = &mut cli.command {
+        serve.rules = rules;
+    }
+    Ok(cli)
 }
 
 /// The `--config` value from the arguments, else ROOMCAST_CONFIG.
@@ -438,21 +587,63 @@ fn config_path(
     env("ROOMCAST_CONFIG").map(PathBuf::from)
 }
 
-/// Reads the TOML file into (flag id, values) pairs, refusing unknown keys.
-fn file_defaults(
-    path: &Path,
-    command: &clap::Command,
-) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let table: toml::Table = text.parse().map_err(|source| ConfigError::Parse {
+    text.parse().map_err(|source| ConfigError::Parse {
         path: path.to_owned(),
         source: Box::new(source),
-    })?;
+    })
+}
+
+/// The file's keys that are tables rather than flags (`[[rules]]`).
+const TABLE_KEYS: &[&str] = &["rules"];
+
+/// The `[[rules]]` tables of the file, in order.
+fn file_rules(path: &Path, table: &toml::Table) -> Result<Vec<RuleConfig>, ConfigError> {
+    let Some(value) = table.get("rules") else {
+        return Ok(Vec::new());
+    };
+    parse_rules(value).map_err(|message| ConfigError::BadRules {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+/// Parses the value of the `rules` key: an array of tables with `match`
+/// and optional `subscribe`/`publish` levels. Public for the fuzz tests.
+pub fn parse_rules(value: &toml::Value) -> Result<Vec<RuleConfig>, String> {
+    let rules: Vec<RuleConfig> = value
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_owned())?;
+    for rule in &rules {
+        if rule.pattern.is_empty() {
+            return Err("`match` must not be empty".into());
+        }
+        if rule.subscribe.is_none() && rule.publish.is_none() {
+            return Err(format!(
+                "rule `{}` sets neither `subscribe` nor `publish`",
+                rule.pattern
+            ));
+        }
+    }
+    Ok(rules)
+}
+
+/// Turns the TOML table into (flag id, values) pairs, refusing unknown keys.
+fn file_defaults(
+    path: &Path,
+    table: toml::Table,
+    command: &clap::Command,
+) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
     let mut defaults = Vec::new();
     for (key, value) in table {
+        if TABLE_KEYS.contains(&key.as_str()) {
+            continue;
+        }
         let id = key.replace('-', "_");
         let known = command
             .get_arguments()
@@ -601,7 +792,12 @@ mod tests {
         let path = path.to_str().unwrap();
         let cli = parse_with(&["--config", path], &[]).unwrap();
         assert_eq!(cli.serve.listen, "127.0.0.1:9000".parse().unwrap());
-        assert_eq!(cli.serve.api_keys, vec!["a", "b"]);
+        let keys: Vec<&str> = cli.serve.api_keys.iter().map(Secret::expose).collect();
+        assert_eq!(keys, vec!["a", "b"]);
+        assert!(
+            !format!("{:?}", cli.serve).contains("\"a\""),
+            "Debug never shows keys"
+        );
         assert_eq!(cli.serve.ping_interval_ms, 1000);
         assert_eq!(
             cli.serve.broker_config().unwrap(),
@@ -638,6 +834,48 @@ mod tests {
         let (_dir, path) = write_file("lisen = \"x\"\n");
         let err = parse_with(&["--config", path.to_str().unwrap()], &[]).unwrap_err();
         assert!(err.to_string().contains("unknown setting `lisen`"), "{err}");
+    }
+
+    #[test]
+    fn rules_tables_are_parsed_beside_flags() {
+        let (_dir, path) = write_file(
+            "auth = \"jwt\"\njwt_secret = \"x\"\n\n[[rules]]\nmatch = \"public:*\"\nsubscribe = \"anyone\"\n\n[[rules]]\nmatch = \"admin:*\"\nsubscribe = \"nobody\"\npublish = \"nobody\"\n",
+        );
+        let cli = parse_with(&["--config", path.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(cli.serve.auth, AuthMode::Jwt);
+        assert_eq!(cli.serve.rules.len(), 2);
+        assert_eq!(cli.serve.rules[0].pattern, "public:*");
+        assert_eq!(
+            cli.serve.rules[1].publish,
+            Some(crate::security::Level::Nobody)
+        );
+        assert!(!format!("{:?}", cli.serve).contains("jwt_secret: Some(Secret(\"x"));
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_a_reason() {
+        for text in [
+            "[[rules]]\nmatch = \"a\"\nsubscribe = \"everyone\"\n",
+            "[[rules]]\nmatch = \"a\"\n",
+            "[[rules]]\nmatch = \"\"\nsubscribe = \"anyone\"\n",
+            "[[rules]]\nmatch = \"a\"\nsubscribe = \"anyone\"\nextra = 1\n",
+            "rules = 5\n",
+        ] {
+            let (_dir, path) = write_file(text);
+            let err = parse_with(&["--config", path.to_str().unwrap()], &[]).unwrap_err();
+            assert!(matches!(err, ConfigError::BadRules { .. }), "{text}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_toml_rules_value_is_handled(text in ".{0,200}") {
+            if let Ok(table) = text.parse::<toml::Table>()
+                && let Some(value) = table.get("rules")
+            {
+                let _ = parse_rules(value);
+            }
+        }
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum DisconnectReason {
     /// The client opened a transport but never completed the protocol's own
     /// handshake (Socket.IO CONNECT) in time.
     ConnectTimeout,
+    /// The client sent more messages per second than `--max-messages-per-s`.
+    MessageRate,
+    /// A message or frame was larger than `--max-payload`.
+    TooLarge,
 }
 
 impl DisconnectReason {
@@ -42,6 +46,8 @@ impl DisconnectReason {
             DisconnectReason::ServerDisconnect => "server_disconnect",
             DisconnectReason::ServerShutdown => "server_shutdown",
             DisconnectReason::ConnectTimeout => "connect_timeout",
+            DisconnectReason::MessageRate => "message_rate",
+            DisconnectReason::TooLarge => "too_large",
         }
     }
 
@@ -57,6 +63,8 @@ impl DisconnectReason {
             DisconnectReason::ServerDisconnect => "disconnected by server",
             DisconnectReason::ServerShutdown => "server shutting down",
             DisconnectReason::ConnectTimeout => "no handshake in time",
+            DisconnectReason::MessageRate => "too many messages per second",
+            DisconnectReason::TooLarge => "message too large",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod disconnect;
 pub mod http;
 pub mod hub;
+pub mod security;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

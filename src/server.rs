@@ -9,9 +9,10 @@ use axum::serve::ListenerExt;
 use bytes::Bytes;
 
 use crate::brokers::{Broker, Sink, memory::MemoryBroker, redis};
-use crate::config::{BrokerConfig, ServeArgs};
+use crate::config::{AuthMode, BrokerConfig, RoomCharsArg, ServeArgs};
 use crate::http::{self, AppState};
-use crate::hub::{Hub, HubConfig};
+use crate::hub::{Hub, HubConfig, RoomChars, RoomNamePolicy};
+use crate::security::{self, JwtSettings, Limits, Origins, Rules, Security, Verifier};
 use crate::shutdown::{self, Shutdown};
 use crate::telemetry;
 use crate::tls::{self, Tls, TlsSettings};
@@ -34,6 +35,8 @@ pub enum ServeError {
     },
     #[error("HTTPS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("--auth jwt: {0}")]
+    Keys(#[from] security::jwt::KeyError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -86,6 +89,10 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         None => None,
     };
     let tls_readiness = tls.as_ref().map(Tls::readiness);
+    let security = Arc::new(build_security(args)?);
+    if let Some(verifier) = &security.verifier {
+        verifier.watch(&shutdown);
+    }
     let hub = Arc::new(Hub::with_config(HubConfig {
         history_size: args.history_size,
         history_ttl: Duration::from_secs(args.history_ttl_s),
@@ -114,8 +121,9 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         api_keys: args
             .api_keys
             .iter()
+            .map(|k| k.expose())
             .filter(|k| !k.is_empty())
-            .cloned()
+            .map(str::to_owned)
             .collect(),
         max_payload: args.max_payload,
         shutdown: shutdown.clone(),
@@ -123,11 +131,13 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         tls: tls_readiness,
     };
     let sse = sse::Sse {
+        security: security.clone(),
         hub: hub.clone(),
         limits: args.outbox_limits(),
         shutdown: shutdown.clone(),
     };
     let ws = ws::Ws {
+        security: security.clone(),
         hub: hub.clone(),
         broker: broker.clone(),
         shutdown: shutdown.clone(),
@@ -145,10 +155,11 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             ping_timeout: args.ping_timeout(),
             max_payload: args.max_payload,
             outbox: args.outbox_limits(),
+            security: Some(security.clone()),
             ..SocketIoConfig::default()
         },
         hub.clone(),
-        Arc::new(RoomcastHandler),
+        Arc::new(RoomcastHandler::new(security.clone())),
         shutdown.clone(),
     );
     let app = http::router(state, sse, ws, socketio.router());
@@ -165,6 +176,8 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 let _ = tcp.set_nodelay(true);
             });
             shutdown.spawn(async move {
+                // Peer addresses for the per-IP limits.
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move { graceful.requested().await })
                     .await;
@@ -189,8 +202,12 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                     }
                 });
             }
-            let listener = tls::listener::TlsListener::start(listener, tls.acceptor(), &shutdown);
+            let listener = tls::listener::TlsListener::start(listener, tls.acceptor(), &shutdown)
+                // A no-op tap: axum provides peer addresses (for the per-IP
+                // limits) through `TapIo` for any listener.
+                .tap_io(|_| {});
             shutdown.spawn(async move {
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move { graceful.requested().await })
                     .await;
@@ -214,4 +231,52 @@ async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Ser
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// The security layer from the flags: keys, rules, origins and limits.
+fn build_security(args: &ServeArgs) -> Result<Security, ServeError> {
+    let limits = Limits {
+        max_rooms_per_connection: args.max_rooms_per_connection.max(1),
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        connect_rate_per_ip: args.connect_rate_per_ip.max(0.0),
+        connect_burst_per_ip: args.connect_burst_per_ip.max(1.0),
+        max_messages_per_s: args.max_messages_per_s.max(0.0),
+        limit_loopback: args.limit_loopback,
+    };
+    let mut security = Security::open(limits);
+    security.rules = Rules::new(args.rules.clone());
+    security.origins = Origins::new(&args.allowed_origins);
+    security.room_names = RoomNamePolicy {
+        max_chars: args.max_room_name_chars.max(1),
+        chars: match args.room_name_chars {
+            RoomCharsArg::Printable => RoomChars::Printable,
+            RoomCharsArg::Safe => RoomChars::Safe,
+        },
+    };
+    security.max_polling_buffer = args.max_polling_buffer.max(1024);
+    match args.auth {
+        AuthMode::None => {
+            tracing::warn!(
+                "--auth none: anyone who can reach this server may connect and join any room \
+                 the rules allow; use --auth jwt to require connection tokens"
+            );
+        }
+        AuthMode::Jwt => {
+            let verifier = Verifier::new(JwtSettings {
+                secret: args.jwt_secret.as_ref().map(|s| s.expose().to_owned()),
+                public_key: args.jwt_public_key.clone(),
+                jwks_file: args.jwks_file.clone(),
+                audience: args.jwt_audience.clone(),
+                issuer: args.jwt_issuer.clone(),
+                leeway_s: args.jwt_leeway_s,
+            })?;
+            security.verifier = Some(verifier);
+            security.allow_anonymous = args.allow_anonymous;
+        }
+    }
+    if security.origins.allows_any() {
+        tracing::warn!("--allowed-origins '*': any web page may open connections to this server");
+    }
+    Ok(security)
 }

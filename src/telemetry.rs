@@ -100,6 +100,10 @@ fn describe() {
         Unit::Seconds,
         "Time from the hub receiving a message to its frame leaving the client's queue for the socket (1 frame in 64 sampled)"
     );
+    describe_counter!(
+        "roomcast_refusals_total",
+        "Requests and connections refused, by kind (auth, origin, limit, room, forbidden, rate) and code"
+    );
     describe_histogram!(
         "roomcast_fanout_duration_seconds",
         Unit::Seconds,
@@ -251,4 +255,10 @@ pub fn tls_certificate_expiry(certificate: &str, not_after: std::time::SystemTim
         .unwrap_or(0.0);
     gauge!("roomcast_tls_certificate_expiry_seconds", "certificate" => certificate.to_string())
         .set(seconds);
+}
+
+/// One refusal by the security layer (`kind`: auth, origin, limit, room,
+/// forbidden, rate; `code`: the stable error code the client got).
+pub fn refused(kind: &'static str, code: &'static str) {
+    counter!("roomcast_refusals_total", "kind" => kind, "code" => code).increment(1);
 }

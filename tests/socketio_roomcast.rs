@@ -14,7 +14,7 @@ use serde_json::Value;
 use socketio_support::*;
 
 async fn server() -> Server {
-    start(config(), Arc::new(RoomcastHandler)).await
+    start(config(), Arc::new(RoomcastHandler::default())).await
 }
 
 async fn connect(s: &Server) -> Ws {
@@ -71,12 +71,12 @@ async fn bad_room_names_get_errors_and_the_connection_stays() {
     w.send(r#"423["channel",""]"#).await;
     assert_eq!(
         w.text().await,
-        r#"433[{"error":"room name is empty","ok":false}]"#
+        r#"433[{"code":"room_empty","error":"channel \"\": room name is empty","ok":false}]"#
     );
     w.send(r#"424["channel",5]"#).await;
     let reply = w.text().await;
     assert!(
-        reply.starts_with(r#"434[{"error":"room name must be"#),
+        reply.starts_with(r#"434[{"code":"bad_room","error":"room name must be"#),
         "{reply}"
     );
     let long = "x".repeat(201);
@@ -152,7 +152,7 @@ async fn slow_consumer_is_closed_and_the_others_receive_everything_in_order() {
     };
     cfg.ping_interval = Duration::from_secs(10);
     cfg.ping_timeout = Duration::from_secs(10);
-    let s = start(cfg, Arc::new(RoomcastHandler)).await;
+    let s = start(cfg, Arc::new(RoomcastHandler::default())).await;
     // A polling client that never polls again: its outbox fills.
     let (sid, _) = poll_handshake(s.addr, 4, "").await;
     let q = format!("EIO=4&transport=polling&sid={sid}");
@@ -188,7 +188,7 @@ async fn slow_websocket_reader_is_dropped_with_a_close_frame() {
     };
     cfg.ping_interval = Duration::from_secs(10);
     cfg.ping_timeout = Duration::from_secs(10);
-    let s = start(cfg, Arc::new(RoomcastHandler)).await;
+    let s = start(cfg, Arc::new(RoomcastHandler::default())).await;
     let mut slow = connect(&s).await;
     slow.send(r#"42["channel","big"]"#).await;
     members(&s, "big", 1).await;

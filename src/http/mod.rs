@@ -83,3 +83,13 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+impl From<crate::security::Refusal> for ApiError {
+    fn from(refusal: crate::security::Refusal) -> Self {
+        ApiError {
+            status: refusal.status,
+            code: refusal.code,
+            message: refusal.message,
+        }
+    }
+}

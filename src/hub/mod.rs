@@ -25,7 +25,9 @@ use crate::telemetry;
 use history::History;
 pub use outbox::{Frame, Outbox, OutboxLimits, PushError};
 use rooms::Rooms;
-pub use rooms::{RoomError, RoomInfo, validate_room_name};
+pub use rooms::{
+    RoomChars, RoomError, RoomInfo, RoomNamePolicy, validate_room_name, validate_room_name_with,
+};
 
 /// Identifies one client connection across all transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -28,15 +28,43 @@ pub struct RoomInfo {
     pub members: usize,
 }
 
+/// Which characters a room name may contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoomChars {
+    /// Anything but control characters (the default).
+    #[default]
+    Printable,
+    /// ASCII letters, digits and `_-:.@/=+#~`, nothing else.
+    Safe,
+}
+
+/// The room-name rules in force (`--max-room-name-chars`, `--room-name-chars`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomNamePolicy {
+    pub max_chars: usize,
+    pub chars: RoomChars,
+}
+
+impl Default for RoomNamePolicy {
+    fn default() -> Self {
+        RoomNamePolicy {
+            max_chars: MAX_ROOM_NAME_CHARS,
+            chars: RoomChars::Printable,
+        }
+    }
+}
+
 /// Why a room name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RoomError {
     #[error("room name is empty")]
     Empty,
-    #[error("room name is longer than {MAX_ROOM_NAME_CHARS} characters")]
-    TooLong,
+    #[error("room name is longer than {0} characters")]
+    TooLong(usize),
     #[error("room name contains a control character")]
     ControlCharacter,
+    #[error("room name may contain only ASCII letters, digits and _-:.@/=+#~")]
+    Character,
 }
 
 impl RoomError {
@@ -44,22 +72,38 @@ impl RoomError {
     pub fn code(self) -> &'static str {
         match self {
             RoomError::Empty => "room_empty",
-            RoomError::TooLong => "room_too_long",
-            RoomError::ControlCharacter => "room_invalid",
+            RoomError::TooLong(_) => "room_too_long",
+            RoomError::ControlCharacter | RoomError::Character => "room_invalid",
         }
     }
 }
 
-/// Checks a room name a client asked for.
+/// Checks a room name a client asked for, with the default policy.
 pub fn validate_room_name(name: &str) -> Result<(), RoomError> {
+    validate_room_name_with(name, &RoomNamePolicy::default())
+}
+
+/// Checks a room name against `policy`. Looks at no more than
+/// `max_chars + 1` characters, so a 10 MB name costs no more than a short one.
+pub fn validate_room_name_with(name: &str, policy: &RoomNamePolicy) -> Result<(), RoomError> {
     if name.is_empty() {
         return Err(RoomError::Empty);
     }
-    if name.chars().count() > MAX_ROOM_NAME_CHARS {
-        return Err(RoomError::TooLong);
+    // A char is at most 4 bytes: longer names cannot fit, whatever they hold.
+    if name.len() > policy.max_chars.saturating_mul(4)
+        || name.chars().nth(policy.max_chars).is_some()
+    {
+        return Err(RoomError::TooLong(policy.max_chars));
     }
     if name.chars().any(char::is_control) {
         return Err(RoomError::ControlCharacter);
+    }
+    if policy.chars == RoomChars::Safe
+        && !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-:.@/=+#~".contains(c))
+    {
+        return Err(RoomError::Character);
     }
     Ok(())
 }
@@ -153,9 +197,26 @@ mod tests {
         assert_eq!(validate_room_name(""), Err(RoomError::Empty));
         assert_eq!(
             validate_room_name(&"x".repeat(201)),
-            Err(RoomError::TooLong)
+            Err(RoomError::TooLong(200))
         );
         assert_eq!(validate_room_name(&"é".repeat(200)), Ok(()));
         assert_eq!(validate_room_name("a\nb"), Err(RoomError::ControlCharacter));
+        let safe = RoomNamePolicy {
+            max_chars: 8,
+            chars: RoomChars::Safe,
+        };
+        assert_eq!(validate_room_name_with("dev:1-a", &safe), Ok(()));
+        assert_eq!(
+            validate_room_name_with("a b", &safe),
+            Err(RoomError::Character)
+        );
+        assert_eq!(
+            validate_room_name_with("ü", &safe),
+            Err(RoomError::Character)
+        );
+        assert_eq!(
+            validate_room_name_with(&"x".repeat(9), &safe),
+            Err(RoomError::TooLong(8))
+        );
     }
 }

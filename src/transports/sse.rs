@@ -11,19 +11,17 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Extensions, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::disconnect::DisconnectReason;
 use crate::http::ApiError;
 use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
+use crate::security::{self, Identity, Permit, Security};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use crate::transports::json;
-
-/// Most rooms one SSE request may name.
-pub const MAX_CHANNELS: usize = 64;
 
 /// Interval of the `: keepalive` comment on an idle stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -37,34 +35,44 @@ pub static FORMAT: hub::Format = hub::Format {
 /// Shared state of the SSE endpoint.
 #[derive(Clone)]
 pub struct Sse {
+    pub security: Arc<Security>,
     pub hub: Arc<Hub>,
     pub limits: OutboxLimits,
     pub shutdown: Shutdown,
 }
 
-/// `GET /sse?channel=a&channel=b`: validates the rooms, then streams.
-/// A client resuming after a reconnect sends `Last-Event-ID` (EventSource
-/// does it by itself); the rooms' recent messages after it are replayed.
+/// `GET /sse?channel=a&channel=b`: checks the origin, the connection limits,
+/// the token (`Authorization: Bearer` or `?token=`) and every room, then
+/// streams. A client resuming after a reconnect sends `Last-Event-ID`
+/// (EventSource does it by itself); the rooms' recent messages after it are
+/// replayed.
 pub async fn handler(
     State(sse): State<Sse>,
     RawQuery(query): RawQuery,
     headers: axum::http::HeaderMap,
+    extensions: Extensions,
 ) -> Response {
-    let channels = match channels(query.as_deref().unwrap_or("")) {
-        Ok(channels) => channels,
+    let query = query.unwrap_or_default();
+    let origin = match sse.security.check_origin(FORMAT.name, &headers) {
+        Ok(origin) => origin,
+        Err(refusal) => return ApiError::from(refusal).into_response(),
+    };
+    let opened = admit(&sse, &headers, &query, &extensions);
+    let (channels, identity, permit) = match opened {
+        Ok(opened) => opened,
         Err(error) => {
             tracing::info!(code = error.code, message = %error.message, "sse request refused");
-            return error.into_response();
+            return with_cors(error.into_response(), origin);
         }
     };
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let stream = Stream::open(&sse, channels, since);
-    tracing::debug!(client = stream.client.0, rooms = ?stream.rooms, "sse client connected");
+    let stream = Stream::open(&sse, channels, since, permit);
+    tracing::debug!(client = stream.client.0, sub = identity.sub(), rooms = ?stream.rooms, "sse client connected");
     let body = Body::from_stream(futures_util::stream::unfold(stream, Stream::next));
-    (
+    let response = (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
@@ -73,24 +81,63 @@ pub async fn handler(
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    with_cors(response, origin)
+}
+
+/// The checks before a stream opens: rooms, limits, token, permissions.
+fn admit(
+    sse: &Sse,
+    headers: &axum::http::HeaderMap,
+    query: &str,
+    extensions: &Extensions,
+) -> Result<(Vec<String>, Identity, Permit), ApiError> {
+    let security = &sse.security;
+    let channels = channels(security, query, security.limits().max_rooms_per_connection)?;
+    let permit = security.admit_connection(FORMAT.name, security::peer_ip(extensions))?;
+    let token = security::request_token(headers, Some(query));
+    let identity = security.authenticate(FORMAT.name, token.as_deref())?;
+    for channel in &channels {
+        security
+            .authorize(FORMAT.name, &identity, channel, security::Op::Subscribe)
+            .map_err(ApiError::from)?;
+    }
+    Ok((channels, identity, permit))
+}
+
+/// A browser page on an allowed origin may read the stream (and its errors).
+fn with_cors(mut response: Response, origin: Option<String>) -> Response {
+    if let Some(value) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
 }
 
 /// The requested rooms, validated, without duplicates.
-fn channels(query: &str) -> Result<Vec<String>, ApiError> {
+fn channels(security: &Security, query: &str, max: usize) -> Result<Vec<String>, ApiError> {
     let mut channels: Vec<String> = Vec::new();
     for (key, value) in form_urlencoded(query) {
         if key != "channel" {
             continue;
         }
-        hub::validate_room_name(&value).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                e.code(),
-                format!("channel {value:?}: {e}"),
-            )
-        })?;
+        security
+            .check_room(FORMAT.name, &value)
+            .map_err(ApiError::from)?;
         if !channels.contains(&value) {
+            if channels.len() >= max {
+                crate::telemetry::refused("limit", "too_many_channels");
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "too_many_channels",
+                    format!("at most {max} channels per stream"),
+                ));
+            }
             channels.push(value);
         }
     }
@@ -99,13 +146,6 @@ fn channels(query: &str) -> Result<Vec<String>, ApiError> {
             StatusCode::BAD_REQUEST,
             "no_channel",
             "name at least one room: /sse?channel=ROOM (repeatable)",
-        ));
-    }
-    if channels.len() > MAX_CHANNELS {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "too_many_channels",
-            format!("at most {MAX_CHANNELS} channels per stream"),
         ));
     }
     Ok(channels)
@@ -125,10 +165,11 @@ struct Stream {
     shutdown: Shutdown,
     opened: bool,
     _open: telemetry::ConnectionMetric,
+    _permit: Permit,
 }
 
 impl Stream {
-    fn open(sse: &Sse, rooms: Vec<String>, since: Option<u64>) -> Self {
+    fn open(sse: &Sse, rooms: Vec<String>, since: Option<u64>, permit: Permit) -> Self {
         let client = sse.hub.client_id();
         let outbox = Arc::new(Outbox::new(sse.limits));
         for room in &rooms {
@@ -150,6 +191,7 @@ impl Stream {
             shutdown: sse.shutdown.clone(),
             opened: false,
             _open: telemetry::ConnectionMetric::open(FORMAT.name),
+            _permit: permit,
         }
     }
 
@@ -277,6 +319,8 @@ mod tests {
 
     #[test]
     fn channels_are_validated() {
+        let security = Security::default();
+        let channels = |q: &str| channels(&security, q, 64);
         assert_eq!(
             channels("channel=a&channel=b&channel=a&x=1").unwrap(),
             vec!["a", "b"]

@@ -42,6 +42,7 @@ pub fn config() -> SocketIoConfig {
         connect_timeout: Duration::from_millis(1000),
         outbox: OutboxLimits::default(),
         namespaces: vec!["/custom".into()],
+        security: None,
     }
 }
 

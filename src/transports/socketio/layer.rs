@@ -20,12 +20,15 @@ use super::socket::{
 };
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Hub};
+use crate::security::{Identity, MessageRate};
 
 pub struct Layer {
     pub hub: Arc<Hub>,
     pub handler: Arc<dyn Handler>,
     /// Index 0 is `/`; then the configured extra namespaces.
     pub namespaces: Vec<String>,
+    /// Inbound messages per second per connection; 0 = unlimited.
+    pub message_rate: f64,
 }
 
 /// One connection's Socket.IO state.
@@ -41,6 +44,7 @@ pub struct Conn {
     /// The handshake query, for `Handshake::query` (no allocation when the
     /// client sent only Engine.IO parameters, as the official clients do).
     query: Box<[(String, String)]>,
+    rate: MessageRate,
 }
 
 impl Upper for Layer {
@@ -53,11 +57,13 @@ impl Upper for Layer {
                 rooms: Vec::new(),
                 next_ack: 0,
                 deferred: None,
+                identity: Identity::Anonymous,
             },
             sockets: Vec::new(),
             partial: None,
             connected: false,
             query: query.into(),
+            rate: MessageRate::new(self.message_rate),
         };
         // Protocol v4 (Engine.IO v3 clients): the default namespace is
         // connected at once.
@@ -73,6 +79,15 @@ impl Upper for Layer {
         link: &Link<'_>,
         frame: Frame,
     ) -> Result<(), DisconnectReason> {
+        if !conn.rate.allow() {
+            crate::telemetry::refused("rate", DisconnectReason::MessageRate.code());
+            tracing::info!(
+                sid = link.sid,
+                code = DisconnectReason::MessageRate.code(),
+                "socket.io client sends too fast"
+            );
+            return Err(DisconnectReason::MessageRate);
+        }
         let bad = |error: &dyn std::fmt::Display| {
             tracing::debug!(sid = link.sid, %error, "bad socket.io packet");
             DisconnectReason::BadInput
@@ -329,8 +344,9 @@ mod tests {
     fn layer() -> Layer {
         Layer {
             hub: Arc::new(Hub::new()),
-            handler: Arc::new(RoomcastHandler),
+            handler: Arc::new(RoomcastHandler::new(Arc::default())),
             namespaces: vec!["/".into(), "/custom".into()],
+            message_rate: 0.0,
         }
     }
 

@@ -32,6 +32,7 @@ pub use roomcast::RoomcastHandler;
 pub use socket::{AckId, Args, ConnectError, Handler, Handshake, SendError, Socket};
 
 use crate::hub::{Hub, OutboxLimits};
+use crate::security::Security;
 use crate::shutdown::Shutdown;
 use engine::{Engine, EngineConfig};
 use layer::Layer;
@@ -50,6 +51,9 @@ pub struct SocketIoConfig {
     pub outbox: OutboxLimits,
     /// Extra namespaces besides `/`, e.g. `/custom`.
     pub namespaces: Vec<String>,
+    /// Origins, connection limits, message rate and polling buffer bound;
+    /// `None` for none of them.
+    pub security: Option<Arc<Security>>,
 }
 
 impl Default for SocketIoConfig {
@@ -63,6 +67,7 @@ impl Default for SocketIoConfig {
             connect_timeout: Duration::from_millis(45_000),
             outbox: OutboxLimits::default(),
             namespaces: Vec::new(),
+            security: None,
         }
     }
 }
@@ -97,11 +102,16 @@ impl SocketIo {
             max_payload: config.max_payload,
             connect_timeout: Some(config.connect_timeout),
             outbox: config.outbox,
+            security: config.security.clone(),
         };
         let layer = Layer {
             hub,
             handler,
             namespaces,
+            message_rate: config
+                .security
+                .as_ref()
+                .map_or(0.0, |s| s.limits().max_messages_per_s),
         };
         Arc::new(SocketIo {
             engine: Engine::new(engine_config, layer, shutdown),

@@ -7,14 +7,28 @@
 //! Owns only this event vocabulary; joins and leaves go through [`Socket`].
 //! Never closes a connection for bad input of its own events.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
-use super::socket::{AckId, Args, Handler, Socket};
-use crate::hub::validate_room_name;
+use super::socket::{AckId, Args, ConnectError, Handler, Handshake, Socket};
+use crate::security::{Refusal, Security};
 
-/// The product's handler (the seed system's `channel` event, and more).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RoomcastHandler;
+/// The transport name in logs and metrics.
+const TRANSPORT: &str = "socketio";
+
+/// The product's handler (the seed system's `channel` event, and more):
+/// authenticates on connect and checks every join against the rules.
+#[derive(Debug, Clone, Default)]
+pub struct RoomcastHandler {
+    security: Arc<Security>,
+}
+
+impl RoomcastHandler {
+    pub fn new(security: Arc<Security>) -> Self {
+        RoomcastHandler { security }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -25,7 +39,46 @@ enum Op {
 /// Error codes sent in `error` events.
 const BAD_ROOM: &str = "bad_room";
 
+/// The connection token: v5 `auth: {token}`, else the handshake query's
+/// `token` (clients 1.x/2.x have no auth payload).
+fn token<'a>(handshake: &'a Handshake<'_>) -> Option<&'a str> {
+    handshake
+        .auth
+        .get("token")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            handshake
+                .query
+                .iter()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.as_str())
+        })
+}
+
+fn refusal(refusal: Refusal) -> (&'static str, String) {
+    (refusal.code, refusal.message)
+}
+
 impl Handler for RoomcastHandler {
+    fn on_connect(
+        &self,
+        socket: &mut Socket<'_>,
+        handshake: &Handshake<'_>,
+    ) -> Result<(), ConnectError> {
+        match self.security.authenticate(TRANSPORT, token(handshake)) {
+            Ok(identity) => {
+                socket.set_identity(identity);
+                Ok(())
+            }
+            // The message is the stable code (v4 clients see only it); the
+            // data carries both for v5 clients.
+            Err(refused) => Err(ConnectError {
+                message: refused.code.to_owned(),
+                data: Some(json!({"code": refused.code, "message": refused.message})),
+            }),
+        }
+    }
+
     fn on_event(&self, socket: &mut Socket<'_>, event: &str, args: Args, ack: Option<AckId>) {
         let op = match event {
             "channel" => Op::Join,
@@ -35,10 +88,30 @@ impl Handler for RoomcastHandler {
                 return;
             }
         };
+        let security = &self.security;
         let outcome = rooms_of(args.values.first()).and_then(|rooms| {
-            // Validate everything first so a bad name joins nothing.
+            // Check everything first so a refused name joins nothing.
             for room in &rooms {
-                validate_room_name(room).map_err(|e| (e.code(), e.to_string()))?;
+                match op {
+                    Op::Join => security.may_subscribe(TRANSPORT, socket.identity(), room),
+                    Op::Leave => security.check_room(TRANSPORT, room),
+                }
+                .map_err(refusal)?;
+            }
+            if op == Op::Join {
+                let max = security.limits().max_rooms_per_connection;
+                let mut new: Vec<&String> = rooms
+                    .iter()
+                    .filter(|room| !socket.rooms().iter().any(|r| &**r == room.as_str()))
+                    .collect();
+                new.dedup();
+                if socket.rooms().len() + new.len() > max {
+                    crate::telemetry::refused("limit", "too_many_channels");
+                    return Err((
+                        "too_many_channels",
+                        format!("at most {max} rooms per connection"),
+                    ));
+                }
             }
             Ok(rooms)
         });
@@ -61,7 +134,7 @@ impl Handler for RoomcastHandler {
                     );
                     return;
                 }
-                json!({"ok": false, "error": message})
+                json!({"ok": false, "error": message, "code": code})
             }
         };
         if let Some(ack) = ack {

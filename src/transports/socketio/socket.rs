@@ -17,6 +17,7 @@ use super::engine::Link;
 use super::protocol::{Kind, Packet};
 use crate::disconnect::DisconnectReason;
 use crate::hub::{ClientId, Frame, Hub, Member, PushError};
+use crate::security::Identity;
 
 /// Roomcast's application logic on top of Socket.IO.
 pub trait Handler: Send + Sync + 'static {
@@ -101,6 +102,8 @@ pub(super) struct Core {
     /// Set while `on_connect` runs: emits and joins wait until the connect
     /// acknowledgement is queued, so they follow it.
     pub deferred: Option<Vec<Deferred>>,
+    /// Who the connection authenticated as (set by the handler's `on_connect`).
+    pub identity: Identity,
 }
 
 #[derive(Debug)]
@@ -216,6 +219,16 @@ impl Socket<'_> {
         };
         self.core.rooms.swap_remove(index);
         self.hub.leave(room, self.core.client)
+    }
+
+    /// Who the connection authenticated as (shared by its namespaces).
+    pub fn identity(&self) -> &Identity {
+        &self.core.identity
+    }
+
+    /// Records who the connection is (from `on_connect`).
+    pub fn set_identity(&mut self, identity: Identity) {
+        self.core.identity = identity;
     }
 
     /// Rooms this connection is in.

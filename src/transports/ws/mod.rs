@@ -12,21 +12,21 @@ mod protocol;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::response::Response;
+use axum::extract::{RawQuery, State};
+use axum::http::{Extensions, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use crate::brokers::Broker;
 use crate::disconnect::DisconnectReason;
+use crate::http::ApiError;
 use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
+use crate::security::{self, Identity, MessageRate, Op, Permit, Refusal, Security};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use crate::transports::json;
 use protocol::{ProtocolError, Request};
-
-/// Most rooms one connection may subscribe to.
-pub const MAX_CHANNELS: usize = 64;
 
 /// Write buffer of a connection, bytes (tungstenite allocates it on first use).
 const WRITE_BUFFER: usize = 8 * 1024;
@@ -50,6 +50,7 @@ fn encode(event: &Event<'_>) -> Option<Frame> {
 /// Settings and shared handles of the `/ws` endpoint.
 #[derive(Clone)]
 pub struct Ws {
+    pub security: Arc<Security>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
     pub shutdown: Shutdown,
@@ -64,9 +65,29 @@ pub struct Ws {
     pub max_errors: u32,
 }
 
-/// `GET /ws`: upgrades with small buffers (DESIGN §4: tungstenite's defaults
-/// are 128 KiB per connection).
-pub async fn handler(State(ws): State<Ws>, upgrade: WebSocketUpgrade) -> Response {
+/// `GET /ws`: checks the origin, the connection limits and the token (401
+/// JSON before the upgrade when refused), then upgrades with small buffers
+/// (DESIGN §4: tungstenite's defaults are 128 KiB per connection).
+pub async fn handler(
+    State(ws): State<Ws>,
+    upgrade: WebSocketUpgrade,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    extensions: Extensions,
+) -> Response {
+    let admitted = ws
+        .security
+        .admit(FORMAT.name, &headers, security::peer_ip(&extensions))
+        .and_then(|permit| {
+            let token = security::request_token(&headers, query.as_deref());
+            let identity = ws.security.authenticate(FORMAT.name, token.as_deref())?;
+            Ok((permit, identity))
+        });
+    let (permit, identity) = match admitted {
+        Ok(admitted) => admitted,
+        Err(refusal) => return ApiError::from(refusal).into_response(),
+    };
+    drop((headers, query, extensions));
     upgrade
         .read_buffer_size(512)
         // Frames are serialized into this buffer and written once per batch
@@ -79,7 +100,8 @@ pub async fn handler(State(ws): State<Ws>, upgrade: WebSocketUpgrade) -> Respons
             let shutdown = ws.shutdown.clone();
             async move {
                 // Tracked, so shutdown waits for the close frame to go out.
-                let _ = shutdown.spawn(Connection::new(ws).run(socket)).await;
+                let connection = Connection::new(ws, identity, permit);
+                let _ = shutdown.spawn(connection.run(socket)).await;
             }
         })
 }
@@ -97,7 +119,9 @@ impl Close {
             // 1012 "service restart": reconnect, another node will take you.
             DisconnectReason::ServerShutdown => close_code::RESTART,
             DisconnectReason::PingTimeout => close_code::AWAY,
-            DisconnectReason::SlowConsumer | DisconnectReason::BadInput => close_code::POLICY,
+            DisconnectReason::SlowConsumer
+            | DisconnectReason::BadInput
+            | DisconnectReason::MessageRate => close_code::POLICY,
             _ => close_code::NORMAL,
         };
         Close {
@@ -115,12 +139,17 @@ struct Connection {
     rooms: Vec<String>,
     errors: u32,
     last_seen: Instant,
+    identity: Identity,
+    rate: MessageRate,
+    /// The connection's slot in the limits; freed when the task ends.
+    _permit: Permit,
 }
 
 impl Connection {
-    fn new(ws: Ws) -> Self {
+    fn new(ws: Ws, identity: Identity, permit: Permit) -> Self {
         let client = ws.hub.client_id();
         let outbox = Arc::new(Outbox::new(ws.limits));
+        let rate = MessageRate::new(ws.security.limits().max_messages_per_s);
         Connection {
             ws,
             client,
@@ -128,6 +157,9 @@ impl Connection {
             rooms: Vec::new(),
             errors: 0,
             last_seen: Instant::now(),
+            identity,
+            rate,
+            _permit: permit,
         }
     }
 
@@ -237,6 +269,15 @@ impl Connection {
     }
 
     async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Result<(), Close> {
+        if matches!(message, Message::Text(_) | Message::Binary(_)) && !self.rate.allow() {
+            crate::telemetry::refused("rate", DisconnectReason::MessageRate.code());
+            tracing::info!(
+                client = self.client.0,
+                code = DisconnectReason::MessageRate.code(),
+                "ws client sends too fast"
+            );
+            return Err(Close::because(DisconnectReason::MessageRate));
+        }
         let (id, result) = match message {
             Message::Text(text) => protocol::parse(text.as_str()),
             Message::Binary(_) => (
@@ -279,14 +320,19 @@ impl Connection {
     async fn act(&mut self, request: Request) -> Result<&'static str, ProtocolError> {
         match request {
             Request::Subscribe { channel, since } => {
-                check_channel(&channel)?;
+                let security = &self.ws.security;
+                security
+                    .may_subscribe(FORMAT.name, &self.identity, &channel)
+                    .map_err(refused)?;
                 if self.rooms.contains(&channel) {
                     return Ok("ok");
                 }
-                if self.rooms.len() >= MAX_CHANNELS {
+                let max = security.limits().max_rooms_per_connection;
+                if self.rooms.len() >= max {
+                    crate::telemetry::refused("limit", "too_many_channels");
                     return Err(ProtocolError::new(
                         "too_many_channels",
-                        format!("at most {MAX_CHANNELS} channels per connection"),
+                        format!("at most {max} channels per connection"),
                     ));
                 }
                 let member = Member {
@@ -319,8 +365,15 @@ impl Connection {
                         "client publishing is disabled (server flag --ws-publish)",
                     ));
                 }
-                check_channel(&channel)?;
+                let security = &self.ws.security;
+                security
+                    .check_room(FORMAT.name, &channel)
+                    .and_then(|()| {
+                        security.authorize(FORMAT.name, &self.identity, &channel, Op::Publish)
+                    })
+                    .map_err(refused)?;
                 if payload.len() > self.ws.max_frame {
+                    crate::telemetry::refused("limit", "too_large");
                     return Err(ProtocolError::new(
                         "too_large",
                         format!("data exceeds {} bytes", self.ws.max_frame),
@@ -339,9 +392,8 @@ impl Connection {
     }
 }
 
-fn check_channel(channel: &str) -> Result<(), ProtocolError> {
-    hub::validate_room_name(channel)
-        .map_err(|e| ProtocolError::new(e.code(), format!("channel {channel:?}: {e}")))
+fn refused(refusal: Refusal) -> ProtocolError {
+    ProtocolError::new(refusal.code, refusal.message)
 }
 
 /// Maps a read error to how the connection ends: an oversize frame is 1009.

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox, OutboxLimits};
+use crate::security::Security;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 
@@ -49,6 +50,9 @@ pub struct EngineConfig {
     /// (Socket.IO CONNECT); `None` for layers without one.
     pub connect_timeout: Option<Duration>,
     pub outbox: OutboxLimits,
+    /// Origin checks, connection limits and the polling buffer bound;
+    /// `None`: none of them (the conformance example).
+    pub security: Option<Arc<Security>>,
 }
 
 /// The protocol layer on top of Engine.IO. Its callbacks are synchronous and
@@ -194,6 +198,16 @@ impl<U: Upper> Engine<U> {
         Arc::new(Outbox::new(self.config.outbox))
     }
 
+    /// A polling session's outbox: also bounded by `--max-polling-buffer`,
+    /// as a polling client holds everything sent between two polls.
+    fn new_polling_outbox(&self) -> Arc<Outbox> {
+        let mut limits = self.config.outbox;
+        if let Some(security) = &self.config.security {
+            limits.max_bytes = limits.max_bytes.min(security.max_polling_buffer);
+        }
+        Arc::new(Outbox::new(limits))
+    }
+
     /// Counts a connection for its lifetime.
     fn track(self: &Arc<Self>) -> LiveGuard<U> {
         self.live.fetch_add(1, Ordering::Relaxed);
@@ -244,7 +258,10 @@ fn log_close(sid: &Sid, transport: &str, reason: DisconnectReason) {
         telemetry::disconnected(METRIC_TRANSPORT, reason);
     }
     match reason {
-        DisconnectReason::SlowConsumer | DisconnectReason::BadInput => {
+        DisconnectReason::SlowConsumer
+        | DisconnectReason::BadInput
+        | DisconnectReason::MessageRate
+        | DisconnectReason::TooLarge => {
             tracing::info!(%sid, transport, reason = reason.code(), "engine.io connection closed")
         }
         _ => {

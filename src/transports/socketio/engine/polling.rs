@@ -21,6 +21,7 @@ use super::session::{Reply, Session, Transport, run_timer};
 use super::{Engine, Link, Sid, Upper};
 use crate::disconnect::DisconnectReason;
 use crate::hub::Frame;
+use crate::security::Permit;
 
 /// Most frames one GET carries; the rest wait for the next poll.
 const MAX_FRAMES_PER_POLL: usize = 256;
@@ -32,9 +33,10 @@ pub fn handshake<U: Upper>(
     version: Version,
     accepts_binary: bool,
     query: Vec<(String, String)>,
+    permit: Option<Permit>,
 ) -> Response {
     let sid = Sid::random();
-    let outbox = engine.new_outbox();
+    let outbox = engine.new_polling_outbox();
     let mut frames = vec![engine.open_packet(&sid, version, true)];
     let link = Link {
         sid: sid.as_str(),
@@ -58,6 +60,7 @@ pub fn handshake<U: Upper>(
         outbox,
         conn,
         heartbeat,
+        permit,
     ));
     engine.sessions().insert(sid, session.clone());
     let live = engine.track();

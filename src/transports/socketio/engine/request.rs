@@ -110,6 +110,12 @@ impl Params {
 
 async fn handle<U: Upper>(State(engine): State<Arc<Engine<U>>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
+    if let Some(security) = &engine.config.security
+        && let Err(refusal) = security.check_origin("socketio", &parts.headers)
+    {
+        // No CORS headers: the page's script must not read past the refusal.
+        return crate::http::ApiError::from(refusal).into_response();
+    }
     let cors = Cors::new(&parts.headers);
     let response = if parts.method == Method::OPTIONS {
         StatusCode::NO_CONTENT.into_response()
@@ -164,14 +170,25 @@ async fn route<U: Upper>(
     if parts.method != Method::GET {
         return EngineError::BadHandshakeMethod.into_response();
     }
+    // A new connection: the connection limits apply (the origin was checked).
+    let permit = match &engine.config.security {
+        Some(security) => {
+            match security.admit_connection("socketio", crate::security::peer_ip(&parts.extensions))
+            {
+                Ok(permit) => Some(permit),
+                Err(refusal) => return crate::http::ApiError::from(refusal).into_response(),
+            }
+        }
+        None => None,
+    };
     if websocket {
         let Ok(upgrade) = axum::extract::ws::WebSocketUpgrade::from_request_parts(parts, &()).await
         else {
             return EngineError::BadRequest.into_response();
         };
-        websocket::handshake(engine, upgrade, version, params.rest)
+        websocket::handshake(engine, upgrade, version, params.rest, permit)
     } else {
-        polling::handshake(engine, version, !params.b64, params.rest)
+        polling::handshake(engine, version, !params.b64, params.rest, permit)
     }
 }
 
@@ -184,8 +201,8 @@ fn content_length(headers: &HeaderMap) -> Option<usize> {
         .ok()
 }
 
-/// CORS: the request's Origin is reflected with credentials (origin checks
-/// come later, in one place here).
+/// CORS: the request's Origin, already checked against the allowed origins
+/// in [`handle`], is reflected with credentials.
 struct Cors {
     origin: Option<HeaderValue>,
     request_headers: Option<HeaderValue>,

@@ -18,6 +18,7 @@ use super::packet::{Packet, Version};
 use super::{Engine, Link, LiveGuard, Sid, Upper, log_close};
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox};
+use crate::security::Permit;
 
 /// Which transport carries the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct Session<C> {
     pub poll_wake: Notify,
     /// Wakes the timer task: a close or an upgrade.
     timer_wake: Notify,
+    /// The connection's slot in the limits, held while the session lives.
+    _permit: Option<Permit>,
 }
 
 pub struct State<C> {
@@ -79,6 +82,7 @@ impl<C> Session<C> {
         outbox: Arc<Outbox>,
         conn: C,
         heartbeat: Heartbeat,
+        permit: Option<Permit>,
     ) -> Self {
         Session {
             sid,
@@ -97,6 +101,7 @@ impl<C> Session<C> {
             }),
             poll_wake: Notify::new(),
             timer_wake: Notify::new(),
+            _permit: permit,
         }
     }
 

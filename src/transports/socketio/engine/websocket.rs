@@ -23,6 +23,7 @@ use super::session::Session;
 use super::{Engine, Link, Sid, Upper, log_close};
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox};
+use crate::security::Permit;
 
 /// Read buffer per connection; tungstenite grows it for larger frames.
 const READ_BUFFER: usize = 256;
@@ -50,6 +51,7 @@ pub fn handshake<U: Upper>(
     upgrade: WebSocketUpgrade,
     version: Version,
     query: Vec<(String, String)>,
+    permit: Option<Permit>,
 ) -> Response {
     let engine = engine.clone();
     let max = engine.config.max_payload;
@@ -57,7 +59,7 @@ pub fn handshake<U: Upper>(
     configure(upgrade, max).on_upgrade(move |socket| {
         // axum runs this callback on its own short-lived task; the
         // connection gets one tracked task, so shutdown waits for it.
-        shutdown.spawn(fresh(engine, socket, version, query));
+        shutdown.spawn(fresh(engine, socket, version, query, permit));
         std::future::ready(())
     })
 }
@@ -67,7 +69,9 @@ async fn fresh<U: Upper>(
     mut socket: WebSocket,
     version: Version,
     query: Vec<(String, String)>,
+    permit: Option<Permit>,
 ) {
+    let _permit = permit;
     let _live = engine.track();
     let sid = Sid::random();
     let outbox = engine.new_outbox();
@@ -193,7 +197,7 @@ async fn run<U: Upper>(
                     Some(Ok(message)) => message,
                     // The peer hung up without a close frame.
                     None => return DisconnectReason::ClientClosed,
-                    Some(Err(_)) => return DisconnectReason::TransportError,
+                    Some(Err(error)) => return read_error(error),
                 };
                 match receive(engine, link, conn, &mut heartbeat, message) {
                     Ok(None) => {}
@@ -232,6 +236,15 @@ async fn run<U: Upper>(
             }
         }
         timer.as_mut().reset(heartbeat.next_wake());
+    }
+}
+
+/// A frame over `max_payload` is `too_large`; other read errors are the transport's.
+fn read_error(error: axum::Error) -> DisconnectReason {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => DisconnectReason::TooLarge,
+        _ => DisconnectReason::TransportError,
     }
 }
 
@@ -387,7 +400,8 @@ async fn finish<U: Upper>(
 async fn close(socket: &mut WebSocket, reason: DisconnectReason) {
     let code = match reason {
         DisconnectReason::BadInput => 1002,
-        DisconnectReason::SlowConsumer => 1008,
+        DisconnectReason::SlowConsumer | DisconnectReason::MessageRate => 1008,
+        DisconnectReason::TooLarge => 1009,
         DisconnectReason::ServerShutdown => 1001,
         _ => 1000,
     };
