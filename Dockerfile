@@ -28,7 +28,9 @@ COPY . .
 # The registry and target caches persist between builds (BuildKit cache mounts), so a
 # source-only change does not rebuild every dependency. The binary is copied out of the cached
 # target dir because a cache mount is not part of the layer; the build fails if it is not
-# static (scratch has no dynamic loader). /out/rootfs is the whole final file system: the
+# static (scratch has no dynamic loader). getrandom_backend="linux_getrandom" makes the
+# getrandom crate call glibc's getrandom() directly instead of looking it up with dlsym (which
+# fails in a static binary and falls back to /dev/urandom). /out/rootfs is the whole final file system: the
 # binary, CA roots, an empty /tmp (1777) and the working directory /data owned by the runtime
 # user. It is copied as one tree because COPY keeps the modes and owners of what is inside the
 # source directory, not of the directory it creates.
@@ -41,7 +43,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
       arm64) triple=aarch64-unknown-linux-gnu ;; \
       *) echo "unsupported TARGETARCH=${TARGETARCH}" >&2; exit 1 ;; \
     esac; \
-    RUSTFLAGS="-C target-feature=+crt-static" \
+    RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
       cargo build --release --locked --bin roomcast --target "$triple"; \
     install -D -m 0755 "target/$triple/release/roomcast" /out/rootfs/roomcast; \
     strip /out/rootfs/roomcast; \

@@ -14,7 +14,8 @@
 //!   `ack-received`; `disconnect-me` disconnects the socket server-side.
 //!
 //! pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1000000,
-//! connectTimeout 1000 ms.
+//! connectTimeout 1000 ms. `--ping-interval-ms`/`--ping-timeout-ms` change
+//! the heartbeat for load measurements (the suites need the defaults).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,8 +29,8 @@ use roomcast::transports::socketio::{
     AckId, Args, ConnectError, Handler, Handshake, Socket, SocketIo, SocketIoConfig,
 };
 
-const PING_INTERVAL: Duration = Duration::from_millis(300);
-const PING_TIMEOUT: Duration = Duration::from_millis(200);
+const PING_INTERVAL_MS: u64 = 300;
+const PING_TIMEOUT_MS: u64 = 200;
 const MAX_PAYLOAD: usize = 1_000_000;
 
 /// Engine.IO alone: echoes every message.
@@ -100,21 +101,46 @@ impl Handler for Conformance {
     }
 }
 
-fn listen_addr() -> Result<SocketAddr, String> {
+struct Options {
+    listen: SocketAddr,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+}
+
+fn options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     let mut listen = "127.0.0.1:3000".to_owned();
+    let (mut interval, mut timeout) = (PING_INTERVAL_MS, PING_TIMEOUT_MS);
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--listen" => listen = args.next().ok_or("--listen needs ADDR")?,
-            other => match other.strip_prefix("--listen=") {
-                Some(value) => listen = value.to_owned(),
-                None => return Err(format!("unknown argument {other:?}; usage: --listen ADDR")),
-            },
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or(format!("{name} needs a value"))
+        };
+        let millis = |v: String| v.parse::<u64>().map_err(|e| format!("{name}: {e}"));
+        match name.as_str() {
+            "--listen" => listen = value()?,
+            "--ping-interval-ms" => interval = millis(value()?)?,
+            "--ping-timeout-ms" => timeout = millis(value()?)?,
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: [--listen ADDR] [--ping-interval-ms N] [--ping-timeout-ms N]"
+                ));
+            }
         }
     }
-    listen
-        .parse()
-        .map_err(|e| format!("bad --listen {listen:?}: {e}"))
+    Ok(Options {
+        listen: listen
+            .parse()
+            .map_err(|e| format!("bad --listen {listen:?}: {e}"))?,
+        ping_interval: Duration::from_millis(interval),
+        ping_timeout: Duration::from_millis(timeout),
+    })
 }
 
 #[tokio::main]
@@ -124,12 +150,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let addr = listen_addr()?;
+    let Options {
+        listen: addr,
+        ping_interval,
+        ping_timeout,
+    } = options()?;
     let shutdown = Shutdown::new();
     let engine = Engine::new(
         EngineConfig {
-            ping_interval: PING_INTERVAL,
-            ping_timeout: PING_TIMEOUT,
+            ping_interval,
+            ping_timeout,
             max_payload: MAX_PAYLOAD,
             connect_timeout: None,
             outbox: OutboxLimits::default(),
@@ -140,8 +170,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let socketio = SocketIo::new(
         SocketIoConfig {
             path: "/socket.io/".into(),
-            ping_interval: PING_INTERVAL,
-            ping_timeout: PING_TIMEOUT,
+            ping_interval,
+            ping_timeout,
             max_payload: MAX_PAYLOAD,
             connect_timeout: Duration::from_millis(1000),
             outbox: OutboxLimits::default(),

@@ -404,8 +404,13 @@ pub fn parse_from(
 ) -> Result<Cli, ConfigError> {
     let mut command = Cli::command();
     if let Some(path) = config_path(&args, env) {
+        // `roomcast` and `roomcast serve` take the same flags: both get the file.
         for (id, values) in file_defaults(&path, &command)? {
-            command = command.mut_arg(id, |arg| arg.default_values(values));
+            command = command
+                .mut_arg(&id, |arg| arg.default_values(values.clone()))
+                .mut_subcommand("serve", |serve| {
+                    serve.mut_arg(&id, |arg| arg.default_values(values))
+                });
         }
     }
     let matches = command.get_matches_from(args);
@@ -603,6 +608,18 @@ mod tests {
         );
         let cli = parse_with(&["--config", path, "--listen", "127.0.0.1:9001"], &[]).unwrap();
         assert_eq!(cli.serve.listen, "127.0.0.1:9001".parse().unwrap());
+    }
+
+    #[test]
+    fn the_serve_subcommand_reads_the_file_too() {
+        let (_dir, path) = write_file("listen = \"127.0.0.1:9002\"\n");
+        let cli = parse_with(&["serve", "--config", path.to_str().unwrap()], &[]).unwrap();
+        match cli.command {
+            Some(Command::Serve(serve)) => {
+                assert_eq!(serve.listen, "127.0.0.1:9002".parse().unwrap())
+            }
+            other => panic!("expected serve, got {other:?}"),
+        }
     }
 
     #[test]

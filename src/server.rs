@@ -108,7 +108,13 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     let state = AppState {
         hub: hub.clone(),
         broker: broker.clone(),
-        api_keys: args.api_keys.clone().into(),
+        // An empty key (e.g. `ROOMCAST_API_KEY=`) is no key.
+        api_keys: args
+            .api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect(),
         max_payload: args.max_payload,
         shutdown: shutdown.clone(),
         metrics: telemetry::install(),

@@ -5,6 +5,8 @@
 //! installed once (tests start many servers in one process and share it).
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -29,6 +31,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
+            STATS.started.get_or_init(Instant::now);
             metrics::set_global_recorder(recorder).ok()?;
             describe();
             Some(handle)
@@ -93,44 +96,109 @@ fn describe() {
         "Unix time at which the served TLS certificate expires, by certificate"
     );
     describe_histogram!(
+        "roomcast_delivery_latency_seconds",
+        Unit::Seconds,
+        "Time from the hub receiving a message to its frame leaving the client's queue for the socket (1 frame in 64 sampled)"
+    );
+    describe_histogram!(
         "roomcast_fanout_duration_seconds",
         Unit::Seconds,
         "Time to queue one message to every member of its room"
     );
 }
 
-/// Counts one open connection of a transport while alive; records the
-/// disconnect reason when dropped.
+/// The transports whose connections `/api/stats` counts, by metric label.
+const TRANSPORTS: [&str; 3] = ["socketio", "ws", "sse"];
+
+/// The few live numbers of the status page, kept beside the Prometheus
+/// series by the same helpers (the exporter cannot be read back cheaply).
+struct Stats {
+    started: OnceLock<Instant>,
+    connections: [AtomicI64; TRANSPORTS.len()],
+    rooms: AtomicI64,
+    received: AtomicU64,
+    published: AtomicU64,
+    deliveries: AtomicU64,
+    slow_consumers: AtomicU64,
+}
+
+static STATS: Stats = Stats {
+    started: OnceLock::new(),
+    connections: [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)],
+    rooms: AtomicI64::new(0),
+    received: AtomicU64::new(0),
+    published: AtomicU64::new(0),
+    deliveries: AtomicU64::new(0),
+    slow_consumers: AtomicU64::new(0),
+};
+
+fn connections_slot(transport: &str) -> Option<&'static AtomicI64> {
+    let index = TRANSPORTS.iter().position(|t| *t == transport)?;
+    Some(&STATS.connections[index])
+}
+
+/// What `/api/stats` and the status page show. Counters are totals since
+/// the process started; the page derives rates from successive samples.
+#[derive(Debug, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub uptime_s: u64,
+    pub connections: std::collections::BTreeMap<&'static str, i64>,
+    pub rooms: i64,
+    pub messages_received: u64,
+    pub messages_published: u64,
+    pub deliveries: u64,
+    pub slow_consumer_disconnects: u64,
+}
+
+pub fn stats() -> StatsSnapshot {
+    let started = *STATS.started.get_or_init(Instant::now);
+    StatsSnapshot {
+        uptime_s: started.elapsed().as_secs(),
+        connections: TRANSPORTS
+            .iter()
+            .zip(&STATS.connections)
+            .map(|(name, count)| (*name, count.load(Ordering::Relaxed)))
+            .collect(),
+        rooms: STATS.rooms.load(Ordering::Relaxed),
+        messages_received: STATS.received.load(Ordering::Relaxed),
+        messages_published: STATS.published.load(Ordering::Relaxed),
+        deliveries: STATS.deliveries.load(Ordering::Relaxed),
+        slow_consumer_disconnects: STATS.slow_consumers.load(Ordering::Relaxed),
+    }
+}
+
+/// Counts one open connection of a transport while alive.
 pub struct ConnectionMetric {
     transport: &'static str,
-    reason: DisconnectReason,
 }
 
 impl ConnectionMetric {
     pub fn open(transport: &'static str) -> Self {
         gauge!("roomcast_connections", "transport" => transport).increment(1.0);
         counter!("roomcast_connects_total", "transport" => transport).increment(1);
-        ConnectionMetric {
-            transport,
-            reason: DisconnectReason::ClientClosed,
+        if let Some(slot) = connections_slot(transport) {
+            slot.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// Sets the reason recorded when the connection ends.
-    pub fn closing(&mut self, reason: DisconnectReason) {
-        self.reason = reason;
+        ConnectionMetric { transport }
     }
 }
 
 impl Drop for ConnectionMetric {
     fn drop(&mut self) {
         gauge!("roomcast_connections", "transport" => self.transport).decrement(1.0);
-        counter!("roomcast_disconnects_total", "transport" => self.transport, "reason" => self.reason.code())
-            .increment(1);
-        if self.reason == DisconnectReason::SlowConsumer {
-            counter!("roomcast_slow_consumer_disconnects_total", "transport" => self.transport)
-                .increment(1);
+        if let Some(slot) = connections_slot(self.transport) {
+            slot.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Counts a closed connection by reason (called once per connection).
+pub fn disconnected(transport: &'static str, reason: DisconnectReason) {
+    counter!("roomcast_disconnects_total", "transport" => transport, "reason" => reason.code())
+        .increment(1);
+    if reason == DisconnectReason::SlowConsumer {
+        STATS.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        counter!("roomcast_slow_consumer_disconnects_total", "transport" => transport).increment(1);
     }
 }
 
@@ -140,22 +208,30 @@ pub fn bytes_out(transport: &'static str, bytes: usize) {
 
 pub fn deliveries(transport: &'static str, count: usize) {
     counter!("roomcast_deliveries_total", "transport" => transport).increment(count as u64);
+    STATS.deliveries.fetch_add(count as u64, Ordering::Relaxed);
 }
 
 pub fn fanout_duration(seconds: f64) {
     histogram!("roomcast_fanout_duration_seconds").record(seconds);
 }
 
+pub fn delivery_latency(seconds: f64) {
+    histogram!("roomcast_delivery_latency_seconds").record(seconds);
+}
+
 pub fn message_received() {
     counter!("roomcast_messages_received_total").increment(1);
+    STATS.received.fetch_add(1, Ordering::Relaxed);
 }
 
 pub fn message_published(source: &'static str) {
     counter!("roomcast_messages_published_total", "source" => source).increment(1);
+    STATS.published.fetch_add(1, Ordering::Relaxed);
 }
 
 pub fn rooms_changed(delta: f64) {
     gauge!("roomcast_rooms").increment(delta);
+    STATS.rooms.fetch_add(delta as i64, Ordering::Relaxed);
 }
 
 pub fn broker_up(broker: &'static str, up: bool) {

@@ -118,6 +118,12 @@ async fn binary_attachments_both_ways() {
         r#"451-["message-back",{"_placeholder":true,"num":0}]"#
     );
     assert_eq!(w3.next().await, Got::Binary(vec![4, 9, 9]));
+    // Clients without binary support (1.x in Node) send `b4<base64>` text.
+    w3.send(r#"451-["message",{"_placeholder":true,"num":0}]"#)
+        .await;
+    w3.send("b4AQID").await;
+    w3.text().await;
+    assert_eq!(w3.next().await, Got::Binary(vec![4, 1, 2, 3]));
 }
 
 #[tokio::test]

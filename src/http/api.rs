@@ -175,6 +175,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// `GET /api/stats`: the status page's live numbers. Needs the API key
+/// when one is configured.
+pub async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.api_keys.is_empty()
+        && let Err(error) = authorize(&state.api_keys, &headers)
+    {
+        return error.into_response();
+    }
+    let body = serde_json::json!({
+        "stats": telemetry::stats(),
+        "broker": { "name": state.broker.name(), "ready": state.broker.is_ready() },
+        "draining": state.shutdown.is_requested(),
+    });
+    Json(body).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

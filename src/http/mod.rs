@@ -42,6 +42,7 @@ pub fn router(state: AppState, sse: sse::Sse, ws: ws::Ws, transports: Router) ->
     let api = Router::new()
         .route("/api/publish", post(api::publish))
         .route("/api/rooms", get(api::rooms))
+        .route("/api/stats", get(api::stats))
         .route("/api/rooms/{room}", get(api::room))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))

@@ -1,4 +1,4 @@
-//! The web page at `/`: our own HTML, CSS and JS from `web/`, compiled into
+//! The web page at `/` and the status page at `/status`: our own HTML, CSS and JS from `web/`, compiled into
 //! the binary so it works offline and needs no files at run time.
 
 use axum::Router;
@@ -9,6 +9,8 @@ use axum::routing::get;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
+const STATUS_HTML: &str = include_str!("../../web/status.html");
+const STATUS_JS: &str = include_str!("../../web/status.js");
 
 pub fn router() -> Router {
     Router::new()
@@ -20,6 +22,14 @@ pub fn router() -> Router {
         .route(
             "/style.css",
             get(|| asset("text/css; charset=utf-8", STYLE_CSS)),
+        )
+        .route(
+            "/status",
+            get(|| asset("text/html; charset=utf-8", STATUS_HTML)),
+        )
+        .route(
+            "/status.js",
+            get(|| asset("text/javascript; charset=utf-8", STATUS_JS)),
         )
 }
 

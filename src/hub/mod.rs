@@ -218,7 +218,7 @@ impl Hub {
 /// Encodes `event` at most once per format and queues the shared frame to
 /// every member.
 fn fan_out(members: &[Member], event: &Event<'_>) -> FanOut {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut encoded: [Option<Option<Frame>>; MAX_FORMATS] = Default::default();
     let mut per_format = [(0usize, ""); MAX_FORMATS];
     let mut result = FanOut::default();
@@ -228,7 +228,7 @@ fn fan_out(members: &[Member], event: &Event<'_>) -> FanOut {
         let Some(frame) = slot.get_or_insert_with(|| (format.encode)(event)) else {
             continue;
         };
-        match member.outbox.push(frame.clone()) {
+        match member.outbox.push_at(frame.clone(), started) {
             Ok(()) => {
                 result.delivered += 1;
                 per_format[format.id] = (per_format[format.id].0 + 1, format.name);

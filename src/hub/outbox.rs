@@ -12,8 +12,10 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::disconnect::DisconnectReason;
+use crate::telemetry;
 
 /// One frame as it goes on the wire: websocket text/binary message, or one
 /// packet of a polling payload.
@@ -78,10 +80,18 @@ pub struct Outbox {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Frame>,
+    /// Each frame with the time it was queued (the fan-out's start for hub
+    /// messages), for the delivery latency metric.
+    frames: VecDeque<(Frame, Instant)>,
     bytes: usize,
     closed: Option<DisconnectReason>,
+    /// Frames taken so far; every `LATENCY_SAMPLE`th one is timed.
+    taken: u32,
 }
+
+/// One frame in this many has its queue latency recorded: a clock read and a
+/// histogram update per frame would cost more than the delivery itself.
+const LATENCY_SAMPLE: u32 = 64;
 
 impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
@@ -95,6 +105,12 @@ impl Outbox {
     /// Queues a frame. Overflow closes the outbox as a slow consumer and wakes
     /// the owner, which disconnects; nothing is silently dropped.
     pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+        self.push_at(frame, Instant::now())
+    }
+
+    /// [`Outbox::push`] for a frame that entered the server at `queued_at`
+    /// (the hub passes its fan-out start, sparing a clock read per member).
+    pub fn push_at(&self, frame: Frame, queued_at: Instant) -> Result<(), PushError> {
         let mut state = self.lock();
         if let Some(reason) = state.closed {
             return Err(PushError::Closed(reason));
@@ -108,7 +124,7 @@ impl Outbox {
             return Err(PushError::Full);
         }
         state.bytes += frame.len();
-        state.frames.push_back(frame);
+        state.frames.push_back((frame, queued_at));
         let was_empty = state.frames.len() == 1;
         drop(state);
         if was_empty {
@@ -120,8 +136,9 @@ impl Outbox {
     /// Takes the next frame, if any.
     pub fn pop(&self) -> Option<Frame> {
         let mut state = self.lock();
-        let frame = state.frames.pop_front()?;
+        let (frame, queued_at) = state.frames.pop_front()?;
         state.bytes -= frame.len();
+        state.sample_latency(queued_at);
         if state.frames.is_empty() && state.frames.capacity() > SHRINK_ABOVE {
             state.frames = VecDeque::new();
         }
@@ -132,10 +149,13 @@ impl Outbox {
     pub fn drain_into(&self, out: &mut Vec<Frame>, max: usize) -> usize {
         let mut state = self.lock();
         let n = state.frames.len().min(max);
-        for frame in state.frames.drain(..n) {
+        let mut taken = std::mem::take(&mut state.frames);
+        for (frame, queued_at) in taken.drain(..n) {
+            state.sample_latency(queued_at);
             out.push(frame);
         }
-        state.bytes = state.frames.iter().map(Frame::len).sum();
+        state.frames = taken;
+        state.bytes = state.frames.iter().map(|(frame, _)| frame.len()).sum();
         if state.frames.is_empty() && state.frames.capacity() > SHRINK_ABOVE {
             state.frames = VecDeque::new();
         }
@@ -196,6 +216,13 @@ impl Outbox {
 }
 
 impl State {
+    fn sample_latency(&mut self, queued_at: Instant) {
+        self.taken = self.taken.wrapping_add(1);
+        if self.taken % LATENCY_SAMPLE == 1 {
+            telemetry::delivery_latency(queued_at.elapsed().as_secs_f64());
+        }
+    }
+
     fn close(&mut self, reason: DisconnectReason) {
         if self.closed.is_none() {
             self.closed = Some(reason);

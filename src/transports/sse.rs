@@ -124,7 +124,7 @@ struct Stream {
     rooms: Vec<String>,
     shutdown: Shutdown,
     opened: bool,
-    metric: telemetry::ConnectionMetric,
+    _open: telemetry::ConnectionMetric,
 }
 
 impl Stream {
@@ -149,7 +149,7 @@ impl Stream {
             rooms,
             shutdown: sse.shutdown.clone(),
             opened: false,
-            metric: telemetry::ConnectionMetric::open(FORMAT.name),
+            _open: telemetry::ConnectionMetric::open(FORMAT.name),
         }
     }
 
@@ -176,7 +176,7 @@ impl Stream {
             return Some((Ok(Bytes::from_static(b": keepalive\n\n")), self));
         }
         if let Some(reason) = self.outbox.closed() {
-            self.metric.closing(reason);
+            telemetry::disconnected(FORMAT.name, reason);
             tracing::info!(
                 client = self.client.0,
                 reason = reason.code(),
@@ -203,6 +203,10 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        if self.outbox.closed().is_none() {
+            // The client went away (hyper dropped the body).
+            telemetry::disconnected(FORMAT.name, DisconnectReason::ClientClosed);
+        }
         for room in &self.rooms {
             self.hub.leave(room, self.client);
         }

@@ -172,7 +172,8 @@ class Server:
         wait_for(lambda: http_get(self.port, "/healthz")[0] == 200, timeout, "/healthz 200", self.proc)
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return (self.tmp / "server.log").read_text(errors="replace")
 
     def stop(self):
@@ -196,6 +197,10 @@ def server_factory(tmp_path):
     yield make
     for s in servers:
         s.stop()
+    for s in servers:
+        # e.g. rand panicking without /dev/urandom in a static binary: a task dies, the server
+        # lives on half-broken, so look for it explicitly
+        assert "panicked" not in s.output(), s.output()
 
 
 def test_static_binary_has_no_dynamic_dependencies():
@@ -218,6 +223,9 @@ def test_static_binary_serves_a_client_and_drains_on_sigterm(server_factory):
     assert http_get(s.port, "/readyz")[0] == 200
     status, body = http_get(s.port, "/")
     assert status == 200 and b"<html" in body.lower()
+    # a Socket.IO (Engine.IO v4) polling handshake: the session id comes from the OS's RNG
+    status, body = http_get(s.port, "/socket.io/?EIO=4&transport=polling")
+    assert status == 200 and body.startswith(b"0{") and b'"sid"' in body, (status, body[:200])
 
     # A real client: an SSE subscriber receives a message published through the HTTP API.
     conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
@@ -355,8 +363,18 @@ def test_static_binary_resolves_redis_by_name_in_an_empty_root(server_factory, r
     except OSError as e:
         pytest.skip(f"cannot bind the DNS stub on 127.0.0.153:53: {e}")
     try:
-        resolv = f"nameserver {dns.addr}\noptions timeout:1 attempts:2\n"
-        for host in ("redis.hosts.test", "redis.dns.test"):
+        # like a pod's resolv.conf: a search list and ndots:5, so the short name `redis`
+        # (compose's and Kubernetes' service names) is tried as redis.dns.test
+        resolv = f"nameserver {dns.addr}\nsearch dns.test\noptions ndots:5 timeout:1 attempts:2\n"
+        # an unknown name: not ready, retried with backoff (and jitter), no crash
+        s = server_factory(["serve", "--shutdown-timeout-s", "1"], env={"REDIS_URL": "redis://nothere:6379"},
+                           files={"/etc/resolv.conf": resolv})
+        s.wait_healthy()
+        time.sleep(2.5)
+        assert http_get(s.port, "/readyz")[0] == 503
+        assert s.proc.poll() is None and "panicked" not in s.output(), s.output()
+        s.stop()
+        for host in ("redis.hosts.test", "redis.dns.test", "redis"):
             s = server_factory(["serve", "--shutdown-timeout-s", "1"],
                                env={"REDIS_URL": f"redis://{host}:{redis_port}"},
                                files={"/etc/resolv.conf": resolv})
@@ -366,7 +384,7 @@ def test_static_binary_resolves_redis_by_name_in_an_empty_root(server_factory, r
             except AssertionError as e:
                 raise AssertionError(f"{e}\nDNS queries seen: {dns.queries}\n{s.output()}") from None
             s.stop()
-        assert any(name == "redis.dns.test" for name, _ in dns.queries)
+        assert any(name == "redis.dns.test" for name, _ in dns.queries), dns.queries
     finally:
         dns.close()
 
@@ -438,6 +456,7 @@ def test_dockerfile_rules():
     all_ins = dockerfile_instructions()
     run_text = " ".join(a for i, a in all_ins if i == "RUN")
     assert "+crt-static" in run_text, "the binary must be linked statically"
+    assert 'getrandom_backend="linux_getrandom"' in run_text, "static binaries cannot dlsym getrandom()"
     assert "--locked" in run_text, "builds from Cargo.lock"
 
     def last(name, instrs):
@@ -621,6 +640,8 @@ def test_deployment_probes_security_and_drain():
     assert csc["allowPrivilegeEscalation"] is False
     assert csc["capabilities"]["drop"] == ["ALL"]
     assert pod.get("automountServiceAccountToken") is False
+    # Service links would inject ROOMCAST_* variables (ROOMCAST_PORT, ...) into our env namespace.
+    assert pod.get("enableServiceLinks") is False
     # Drain budget: preStop sleep + --shutdown-timeout-s must fit in the grace period.
     sleep_s = c["lifecycle"]["preStop"]["sleep"]["seconds"]
     toml_text = find("ConfigMap", "roomcast")["data"]["roomcast.toml"]

@@ -128,11 +128,12 @@ impl Connection {
 
     async fn run(mut self, mut socket: WebSocket) {
         tracing::debug!(client = self.client.0, "ws client connected");
-        let mut metric = telemetry::ConnectionMetric::open(FORMAT.name);
+        let _open = telemetry::ConnectionMetric::open(FORMAT.name);
         let close = self.serve(&mut socket).await;
-        if let Some(close) = &close {
-            metric.closing(close.reason);
-        }
+        let reason = close
+            .as_ref()
+            .map_or(DisconnectReason::ClientClosed, |c| c.reason);
+        telemetry::disconnected(FORMAT.name, reason);
         for room in &self.rooms {
             self.ws.hub.leave(room, self.client);
         }

@@ -32,6 +32,7 @@ use std::time::Duration;
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox, OutboxLimits};
 use crate::shutdown::Shutdown;
+use crate::telemetry;
 
 pub use packet::{Version, message_text};
 pub use request::{EngineError, parse_query};
@@ -196,7 +197,10 @@ impl<U: Upper> Engine<U> {
     /// Counts a connection for its lifetime.
     fn track(self: &Arc<Self>) -> LiveGuard<U> {
         self.live.fetch_add(1, Ordering::Relaxed);
-        LiveGuard(self.clone())
+        LiveGuard {
+            engine: self.clone(),
+            _metric: telemetry::ConnectionMetric::open(METRIC_TRANSPORT),
+        }
     }
 
     /// The open packet for a new connection.
@@ -220,16 +224,25 @@ impl<U: Upper> Engine<U> {
 }
 
 /// Decrements the live count when a connection's owner ends.
-struct LiveGuard<U: Upper>(Arc<Engine<U>>);
+struct LiveGuard<U: Upper> {
+    engine: Arc<Engine<U>>,
+    _metric: telemetry::ConnectionMetric,
+}
 
 impl<U: Upper> Drop for LiveGuard<U> {
     fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::Relaxed);
+        self.engine.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// One log line per closed connection (metrics come later).
+/// The `transport` label of Socket.IO connections in metrics.
+const METRIC_TRANSPORT: &str = "socketio";
+
+/// One log line and one metric per closed connection.
 fn log_close(sid: &Sid, transport: &str, reason: DisconnectReason) {
+    if reason != DisconnectReason::TransportReplaced {
+        telemetry::disconnected(METRIC_TRANSPORT, reason);
+    }
     match reason {
         DisconnectReason::SlowConsumer | DisconnectReason::BadInput => {
             tracing::info!(%sid, transport, reason = reason.code(), "engine.io connection closed")

@@ -76,6 +76,16 @@ impl Packet {
         Self::with_type(kind, data, false)
     }
 
+    /// Decodes a websocket text frame or one packet of a text payload: as
+    /// [`Packet::decode_text`], except that `b...` is a base64 binary message
+    /// (what clients without binary support send, e.g. 1.x in Node).
+    pub fn decode_text_frame(version: Version, text: Bytes) -> Result<Packet, PacketError> {
+        match text.first() {
+            Some(b'b') => Self::decode_base64(version, &text[1..]),
+            _ => Self::decode_text(text),
+        }
+    }
+
     /// Decodes a binary websocket frame: v4 frames are raw message data; v3
     /// frames start with a type byte (0..=6, normally 4).
     pub fn decode_binary(version: Version, data: Bytes) -> Result<Packet, PacketError> {
@@ -218,6 +228,14 @@ mod tests {
         );
         assert_eq!(
             Packet::decode_base64(Version::V3, b"4AQID").unwrap(),
+            Packet::Message(Frame::Binary(raw.clone()))
+        );
+        assert_eq!(
+            Packet::decode_text_frame(Version::V3, Bytes::from_static(b"b4AQID")).unwrap(),
+            Packet::Message(Frame::Binary(raw.clone()))
+        );
+        assert_eq!(
+            Packet::decode_text_frame(Version::V4, Bytes::from_static(b"bAQID")).unwrap(),
             Packet::Message(Frame::Binary(raw))
         );
     }

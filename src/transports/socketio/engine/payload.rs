@@ -65,10 +65,7 @@ fn memchr_all(body: &[u8]) -> impl Iterator<Item = usize> + '_ {
 
 /// One packet of a text payload: `b...` is base64 binary, anything else text.
 fn decode_one_text(version: Version, part: Bytes) -> Result<Packet, PayloadError> {
-    match part.first() {
-        Some(b'b') => Ok(Packet::decode_base64(version, &part[1..])?),
-        _ => Ok(Packet::decode_text(part)?),
-    }
+    Ok(Packet::decode_text_frame(version, part)?)
 }
 
 fn decode_v3_text(body: Bytes) -> Result<Vec<Packet>, PayloadError> {

@@ -189,8 +189,11 @@ async fn run<U: Upper>(
             biased;
             () = engine.shutdown.requested() => return DisconnectReason::ServerShutdown,
             message = socket.recv() => {
-                let Some(Ok(message)) = message else {
-                    return DisconnectReason::TransportError;
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    // The peer hung up without a close frame.
+                    None => return DisconnectReason::ClientClosed,
+                    Some(Err(_)) => return DisconnectReason::TransportError,
                 };
                 if let Err(reason) = receive(engine, socket, link, conn, &mut heartbeat, message).await {
                     return reason;
@@ -245,7 +248,7 @@ async fn receive<U: Upper>(
     message: Message,
 ) -> Result<(), DisconnectReason> {
     let packet = match message {
-        Message::Text(text) => Packet::decode_text(Bytes::from(text)),
+        Message::Text(text) => Packet::decode_text_frame(link.version, Bytes::from(text)),
         Message::Binary(data) => Packet::decode_binary(link.version, data),
         // tungstenite answers pings itself.
         Message::Ping(_) | Message::Pong(_) => return Ok(()),
