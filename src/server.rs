@@ -162,6 +162,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         Arc::new(RoomcastHandler::new(security.clone())),
         shutdown.clone(),
     );
+    let readyz = http::readyz_router(state.clone());
     let app = http::router(state, sse, ws, socketio.router());
 
     let listener = bind(args.listen).await?;
@@ -191,7 +192,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             if let Some(addr) = tls.http_listen() {
                 let plain = bind(addr).await?;
                 http_addr = Some(plain.local_addr()?);
-                let router = tls.redirect_router(local_addr.port());
+                let router = tls.redirect_router(local_addr.port()).merge(readyz);
                 let graceful = shutdown.clone();
                 shutdown.spawn(async move {
                     let served = axum::serve(plain, router)

@@ -67,7 +67,7 @@ async fn a_wrong_tsig_key_fails_loudly_and_readyz_says_so() {
         "--listen",
         "127.0.0.1:0",
         "--http-listen",
-        "off",
+        "127.0.0.1:0",
         "--acme-domain",
         "bad.example.com",
         "--acme-directory",

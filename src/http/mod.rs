@@ -59,6 +59,14 @@ pub fn router(state: AppState, sse: sse::Sse, ws: ws::Ws, transports: Router) ->
         })
 }
 
+/// `/readyz` alone, for the plain-HTTP listener beside HTTPS: readable even
+/// while there is no certificate to complete a TLS handshake with.
+pub fn readyz_router(state: AppState) -> Router {
+    Router::new()
+        .route("/readyz", get(api::readyz))
+        .with_state(state)
+}
+
 /// An HTTP error answered as `{"error": code, "message": text}`.
 #[derive(Debug)]
 pub struct ApiError {

@@ -254,3 +254,124 @@ fn dns_settings(args: &ServeArgs) -> Result<Option<DnsSettings>, TlsConfigError>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Result<Option<TlsSettings>, TlsConfigError> {
+        let args = std::iter::once("roomcast")
+            .chain(args.iter().copied())
+            .map(std::ffi::OsString::from)
+            .collect();
+        let cli = crate::config::parse_from(args, |_| None).unwrap();
+        TlsSettings::from_args(&cli.serve)
+    }
+
+    fn acme(args: &[&str]) -> AcmeSettings {
+        match settings(args).unwrap().unwrap().mode {
+            TlsMode::Acme(acme) => acme,
+            other => panic!("expected ACME, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn off_by_default_and_files_need_both_halves() {
+        assert!(settings(&[]).unwrap().is_none());
+        let err = settings(&["--tls-cert", "c.pem"]).unwrap_err();
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        let files = settings(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .unwrap()
+            .unwrap();
+        assert!(matches!(files.mode, TlsMode::Files { .. }));
+        assert_eq!(files.http_listen, Some("0.0.0.0:80".parse().unwrap()));
+        let err = settings(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--acme-domain",
+            "a.example",
+        ])
+        .unwrap_err();
+        assert!(matches!(err, TlsConfigError::BothModes));
+    }
+
+    #[test]
+    fn acme_defaults_to_staging_and_http01() {
+        let acme = acme(&["--acme-domain", "A.example.com.,b.example.com"]);
+        assert_eq!(acme.domains, vec!["a.example.com", "b.example.com"]);
+        assert_eq!(acme.directory, LETS_ENCRYPT_STAGING);
+        assert_eq!(acme.challenge, AcmeChallenge::Http01);
+        let acme = self::acme(&[
+            "--acme-domain",
+            "a.example.com",
+            "--acme-directory",
+            "production",
+        ]);
+        assert_eq!(acme.directory, LETS_ENCRYPT_PRODUCTION);
+        let err =
+            settings(&["--acme-domain", "a.example.com", "--acme-directory", "x"]).unwrap_err();
+        assert!(matches!(err, TlsConfigError::BadDirectory(_)));
+        let err = settings(&["--acme-domain", "localhost"]).unwrap_err();
+        assert!(matches!(err, TlsConfigError::BadDomain(_)));
+        let err =
+            settings(&["--acme-domain", "a.example.com", "--http-listen", "off"]).unwrap_err();
+        assert!(matches!(err, TlsConfigError::Http01WithoutListener));
+    }
+
+    #[test]
+    fn the_seed_rthost_and_cloudflare_keys_mean_dns01_via_cloudflare() {
+        let acme = acme(&[
+            "--rthost",
+            "rt.example.com",
+            "--cloudflare-email",
+            "ops@example.com",
+            "--cloudflare-api-key",
+            "key",
+        ]);
+        assert_eq!(acme.domains, vec!["rt.example.com"]);
+        assert_eq!(acme.challenge, AcmeChallenge::Dns01);
+        assert!(matches!(
+            acme.dns,
+            Some(DnsSettings::Cloudflare {
+                auth: CloudflareAuth::GlobalKey { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn dns01_needs_a_provider_and_wildcards_need_dns01() {
+        let err = settings(&[
+            "--acme-domain",
+            "a.example.com",
+            "--acme-challenge",
+            "dns-01",
+        ])
+        .unwrap_err();
+        assert!(matches!(err, TlsConfigError::NoDnsProvider(_)));
+        let err = settings(&["--acme-domain", "*.example.com"]).unwrap_err();
+        assert!(matches!(err, TlsConfigError::WildcardNeedsDns(_)));
+        let err = settings(&[
+            "--acme-domain",
+            "a.example.com",
+            "--rfc2136-server",
+            "127.0.0.1:53",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--rfc2136-tsig-key"), "{err}");
+        let acme = acme(&[
+            "--acme-domain",
+            "*.example.com",
+            "--rfc2136-server",
+            "127.0.0.1:53",
+            "--rfc2136-tsig-key",
+            "k",
+            "--rfc2136-tsig-secret",
+            "c2VjcmV0",
+        ]);
+        assert_eq!(acme.challenge, AcmeChallenge::Dns01);
+        assert!(matches!(acme.dns, Some(DnsSettings::Rfc2136 { .. })));
+    }
+}

@@ -1,6 +1,7 @@
 //! The plain-HTTP listener beside HTTPS (`--http-listen`): answers ACME
-//! HTTP-01 challenges and `/healthz`, and redirects everything else to the
-//! same host and path over https (308, so methods and bodies survive).
+//! HTTP-01 challenges and `/healthz` (`server` adds `/readyz`), and
+//! redirects everything else to the same host and path over https (308, so
+//! methods and bodies survive).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

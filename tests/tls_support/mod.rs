@@ -216,6 +216,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // ROOMCAST_KEEP_TEST_DIRS=1 keeps the logs of pebble, knot and friends.
+        if std::env::var_os("ROOMCAST_KEEP_TEST_DIRS").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
