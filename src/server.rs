@@ -168,7 +168,6 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     let listener = bind(args.listen).await?;
     let local_addr = listener.local_addr()?;
     let mut http_addr = None;
-    let graceful = shutdown.clone();
     let tls = match tls {
         None => {
             // Small frames must leave at once: Nagle's algorithm with delayed
@@ -176,16 +175,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            shutdown.spawn(async move {
-                // Peer addresses for the per-IP limits.
-                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { graceful.requested().await })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "http server stopped");
-                }
-            });
+            serve_until_shutdown(&shutdown, listener, app, "http server");
             None
         }
         Some(tls) => {
@@ -193,29 +183,13 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 let plain = bind(addr).await?;
                 http_addr = Some(plain.local_addr()?);
                 let router = tls.redirect_router(local_addr.port()).merge(readyz);
-                let graceful = shutdown.clone();
-                shutdown.spawn(async move {
-                    let served = axum::serve(plain, router)
-                        .with_graceful_shutdown(async move { graceful.requested().await })
-                        .await;
-                    if let Err(error) = served {
-                        tracing::error!(%error, "plain-HTTP listener stopped");
-                    }
-                });
+                serve_until_shutdown(&shutdown, plain, router, "plain-HTTP listener");
             }
             let listener = tls::listener::TlsListener::start(listener, tls.acceptor(), &shutdown)
                 // A no-op tap: axum provides peer addresses (for the per-IP
                 // limits) through `TapIo` for any listener.
                 .tap_io(|_| {});
-            shutdown.spawn(async move {
-                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { graceful.requested().await })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "https server stopped");
-                }
-            });
+            serve_until_shutdown(&shutdown, listener, app, "https server");
             Some(tls.run(&shutdown))
         }
     };
@@ -226,6 +200,26 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         hub,
         broker,
     })
+}
+
+/// Serves `app` on `listener` in a tracked task until shutdown, giving
+/// handlers the peer address (for the per-IP limits).
+fn serve_until_shutdown<L>(shutdown: &Shutdown, listener: L, app: axum::Router, what: &'static str)
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    std::net::SocketAddr:
+        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let graceful = shutdown.clone();
+    shutdown.spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { graceful.requested().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "{what} stopped");
+        }
+    });
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
