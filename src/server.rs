@@ -163,7 +163,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         shutdown.clone(),
     );
     let readyz = http::readyz_router(state.clone());
-    let app = http::router(state, sse, ws, socketio.router());
+    let app = http::router(state, sse.clone(), ws, socketio.router());
 
     let listener = bind(args.listen).await?;
     let local_addr = listener.local_addr()?;
@@ -175,7 +175,8 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            serve_until_shutdown(&shutdown, listener, app, "http server");
+            let listener = sse::SseListener::start(listener, sse)?;
+            serve_until_shutdown(&shutdown, listener.tap_io(|_| {}), app, "http server");
             None
         }
         Some(tls) => {
@@ -185,11 +186,9 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 let router = tls.redirect_router(local_addr.port()).merge(readyz);
                 serve_until_shutdown(&shutdown, plain, router, "plain-HTTP listener");
             }
-            let listener = tls::listener::TlsListener::start(listener, tls.acceptor(), &shutdown)
-                // A no-op tap: axum provides peer addresses (for the per-IP
-                // limits) through `TapIo` for any listener.
-                .tap_io(|_| {});
-            serve_until_shutdown(&shutdown, listener, app, "https server");
+            let listener = tls::listener::TlsListener::start(listener, tls.acceptor(), &shutdown);
+            let listener = sse::SseListener::start(listener, sse)?;
+            serve_until_shutdown(&shutdown, listener.tap_io(|_| {}), app, "https server");
             Some(tls.run(&shutdown))
         }
     };
@@ -203,7 +202,8 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
 }
 
 /// Serves `app` on `listener` in a tracked task until shutdown, giving
-/// handlers the peer address (for the per-IP limits).
+/// handlers the peer address (for the per-IP limits): axum provides it
+/// through `TapIo` for any listener, hence the no-op taps above.
 fn serve_until_shutdown<L>(shutdown: &Shutdown, listener: L, app: axum::Router, what: &'static str)
 where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,

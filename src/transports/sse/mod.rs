@@ -4,14 +4,21 @@
 //! bounded outbox and streams the outbox as `text/event-stream`, with comment
 //! heartbeats so proxies keep idle streams open. Each message is encoded once
 //! (by [`FORMAT`]) as a whole SSE event and shared by every SSE client.
-//! Called by `http`, which mounts [`handler`]; never reads the broker.
+//! Called by `http`, which mounts [`handler`], and by `server`, which puts
+//! [`SseListener`] in front of hyper; never reads the broker.
 
+mod direct;
+mod prefixed;
+
+pub use direct::SseListener;
+
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{Extensions, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -41,60 +48,98 @@ pub struct Sse {
     pub shutdown: Shutdown,
 }
 
-/// `GET /sse?channel=a&channel=b`: checks the origin, the connection limits,
-/// the token (`Authorization: Bearer` or `?token=`) and every room, then
-/// streams. A client resuming after a reconnect sends `Last-Event-ID`
-/// (EventSource does it by itself); the rooms' recent messages after it are
-/// replayed.
+/// `GET /sse?channel=a&channel=b` on a connection hyper serves (HTTP/2, or
+/// after other requests on a kept-alive HTTP/1 connection; fresh HTTP/1
+/// connections are answered by [`direct`]).
 pub async fn handler(
     State(sse): State<Sse>,
     RawQuery(query): RawQuery,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
     extensions: Extensions,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let origin = match sse.security.check_origin(FORMAT.name, &headers) {
-        Ok(origin) => origin,
-        Err(refusal) => return ApiError::from(refusal).into_response(),
-    };
-    let opened = admit(&sse, &headers, &query, &extensions);
-    let (channels, identity, permit) = match opened {
-        Ok(opened) => opened,
+    match open(&sse, &headers, &query, security::peer_ip(&extensions)) {
+        Ok((stream, headers)) => {
+            let chunks = futures_util::stream::unfold(stream, |mut stream| async move {
+                let chunk = stream.next_chunk().await?;
+                Some((Ok::<_, std::io::Error>(chunk), stream))
+            });
+            (headers, Body::from_stream(chunks)).into_response()
+        }
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Checks the origin, the connection limits, the token (`Authorization:
+/// Bearer` or `?token=`) and every room, then joins them: the stream with its
+/// response headers, or the error response. A client resuming after a
+/// reconnect sends `Last-Event-ID` (EventSource does it by itself); the rooms'
+/// recent messages after it are replayed.
+fn open(
+    sse: &Sse,
+    headers: &HeaderMap,
+    query: &str,
+    peer: Option<IpAddr>,
+) -> Result<(Stream, HeaderMap), Refused> {
+    let origin = sse
+        .security
+        .check_origin(FORMAT.name, headers)
+        .map_err(|refusal| Refused {
+            error: refusal.into(),
+            origin: None,
+        })?;
+    let (channels, identity, permit) = match admit(sse, headers, query, peer) {
+        Ok(admitted) => admitted,
         Err(error) => {
             tracing::info!(code = error.code, message = %error.message, "sse request refused");
-            return with_cors(error.into_response(), origin);
+            return Err(Refused { error, origin });
         }
     };
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let stream = Stream::open(&sse, channels, since, permit);
+    let stream = Stream::open(sse, channels, since, permit);
     tracing::debug!(client = stream.client.0, sub = identity.sub(), rooms = ?stream.rooms, "sse client connected");
-    let body = Body::from_stream(futures_util::stream::unfold(stream, Stream::next));
-    let response = (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-            // nginx would otherwise buffer the stream.
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        body,
-    )
-        .into_response();
-    with_cors(response, origin)
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx would otherwise buffer the stream.
+    headers.insert(
+        header::HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    add_cors(&mut headers, origin.as_deref());
+    Ok((stream, headers))
+}
+
+/// A stream refused: the error, readable by the page when its origin is allowed.
+struct Refused {
+    error: ApiError,
+    origin: Option<String>,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        add_cors(response.headers_mut(), self.origin.as_deref());
+        response
+    }
 }
 
 /// The checks before a stream opens: rooms, limits, token, permissions.
 fn admit(
     sse: &Sse,
-    headers: &axum::http::HeaderMap,
+    headers: &HeaderMap,
     query: &str,
-    extensions: &Extensions,
+    peer: Option<IpAddr>,
 ) -> Result<(Vec<String>, Identity, Permit), ApiError> {
     let security = &sse.security;
     let channels = channels(security, query, security.limits().max_rooms_per_connection)?;
-    let permit = security.admit_connection(FORMAT.name, security::peer_ip(extensions))?;
+    let permit = security.admit_connection(FORMAT.name, peer)?;
     let token = security::request_token(headers, Some(query));
     let identity = security.authenticate(FORMAT.name, token.as_deref())?;
     for channel in &channels {
@@ -106,9 +151,8 @@ fn admit(
 }
 
 /// A browser page on an allowed origin may read the stream (and its errors).
-fn with_cors(mut response: Response, origin: Option<String>) -> Response {
-    if let Some(value) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-        let headers = response.headers_mut();
+fn add_cors(headers: &mut HeaderMap, origin: Option<&str>) {
+    if let Some(value) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -116,7 +160,6 @@ fn with_cors(mut response: Response, origin: Option<String>) -> Response {
         );
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
-    response
 }
 
 /// The requested rooms, validated, without duplicates.
@@ -156,7 +199,7 @@ fn form_urlencoded(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
 }
 
 /// One SSE client: its rooms and outbox. Leaves its rooms when dropped, which
-/// happens when the client goes away (hyper drops the body).
+/// happens when the client goes away (the body or the connection is dropped).
 struct Stream {
     hub: Arc<Hub>,
     client: ClientId,
@@ -196,15 +239,13 @@ impl Stream {
     }
 
     /// The next chunk of the body: queued events, a heartbeat, or the end.
-    async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+    /// Cancel-safe: nothing is taken from the outbox before the last await.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
         if !self.opened {
             // Tell EventSource how long to wait before reconnecting, and flush
             // the headers at once so the client sees the stream open.
             self.opened = true;
-            return Some((
-                Ok(Bytes::from_static(b"retry: 2000\n: connected\n\n")),
-                self,
-            ));
+            return Some(Bytes::from_static(b"retry: 2000\n: connected\n\n"));
         }
         let ready = tokio::select! {
             _ = self.outbox.ready() => true,
@@ -215,15 +256,10 @@ impl Stream {
             }
         };
         if !ready {
-            return Some((Ok(Bytes::from_static(b": keepalive\n\n")), self));
+            return Some(Bytes::from_static(b": keepalive\n\n"));
         }
         if let Some(reason) = self.outbox.closed() {
-            telemetry::disconnected(FORMAT.name, reason);
-            tracing::info!(
-                client = self.client.0,
-                reason = reason.code(),
-                "sse client disconnected"
-            );
+            self.report_close(reason);
             return None;
         }
         let mut frames = Vec::new();
@@ -239,7 +275,19 @@ impl Stream {
             }
         };
         telemetry::bytes_out(FORMAT.name, chunk.len());
-        Some((Ok(chunk), self))
+        Some(chunk)
+    }
+}
+
+impl Stream {
+    /// Counts and logs a stream the server ended.
+    fn report_close(&self, reason: DisconnectReason) {
+        telemetry::disconnected(FORMAT.name, reason);
+        tracing::info!(
+            client = self.client.0,
+            reason = reason.code(),
+            "sse client disconnected"
+        );
     }
 }
 
