@@ -171,8 +171,11 @@ where
     };
     match super::open(sse, &request.headers, &request.query, Some(peer.ip())) {
         Ok((stream, headers)) => {
+            // Nothing of the request or the header map outlives the head.
             drop(request);
-            send_stream(io, stream, &headers).await;
+            let head = response_head(StatusCode::OK, &headers, None);
+            drop(headers);
+            send_stream(io, stream, head).await;
         }
         Err(refused) => respond(&mut io, refused.into_response()).await,
     }
@@ -289,11 +292,10 @@ enum Step {
 
 /// Streams until the client goes away or the stream ends (shutdown, slow
 /// consumer). Reads at the same time only to notice the client leaving.
-async fn send_stream<Io>(mut io: Io, mut stream: Stream, headers: &HeaderMap)
+async fn send_stream<Io>(mut io: Io, mut stream: Stream, head: Vec<u8>)
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
-    let head = response_head(StatusCode::OK, headers, None);
     if write_flush(&mut io, &head).await.is_err() {
         return;
     }
