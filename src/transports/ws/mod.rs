@@ -97,12 +97,12 @@ pub async fn handler(
         .max_message_size(ws.max_frame)
         .max_frame_size(ws.max_frame)
         .on_upgrade(move |socket| {
+            // axum runs this callback on its own short-lived task; the
+            // connection gets one tracked task (so shutdown waits for its
+            // close frame), and no second task stays alive waiting for it.
             let shutdown = ws.shutdown.clone();
-            async move {
-                // Tracked, so shutdown waits for the close frame to go out.
-                let connection = Connection::new(ws, identity, permit);
-                let _ = shutdown.spawn(connection.run(socket)).await;
-            }
+            shutdown.spawn(Connection::new(ws, identity, permit).run(socket));
+            std::future::ready(())
         })
 }
 
