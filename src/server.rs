@@ -175,7 +175,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            let listener = sse::SseListener::start(listener, sse)?;
+            let listener = sse::start_listener(listener, sse)?;
             serve_until_shutdown(&shutdown, listener.tap_io(|_| {}), app, "http server");
             None
         }
@@ -186,8 +186,8 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 let router = tls.redirect_router(local_addr.port()).merge(readyz);
                 serve_until_shutdown(&shutdown, plain, router, "plain-HTTP listener");
             }
-            let listener = tls::listener::TlsListener::start(listener, tls.acceptor(), &shutdown);
-            let listener = sse::SseListener::start(listener, sse)?;
+            let listener = tls::listener::start(listener, tls.acceptor(), &shutdown);
+            let listener = sse::start_listener(listener, sse)?;
             serve_until_shutdown(&shutdown, listener.tap_io(|_| {}), app, "https server");
             Some(tls.run(&shutdown))
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod tls_support;
@@ -58,6 +59,13 @@ async fn serves_reloads_and_redirects() {
     .await
     .unwrap();
     assert_eq!(next_json(&mut ws).await["type"], "ok");
+    // So does an event stream (answered without hyper, over TLS too).
+    let mut sse = tls_connect(addr, NAME, &roots).await.unwrap();
+    sse.write_all(b"GET /sse?channel=tls HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut sse, ": connected\n\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
 
     // Rotate: write a new pair (key first, as certbot does not promise any order).
     let (cert2, key2) = ca.leaf(&[NAME]);
@@ -88,6 +96,8 @@ async fn serves_reloads_and_redirects() {
     assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
     let message = next_json(&mut ws).await;
     assert_eq!(message["data"], "after rotation", "{message}");
+    let event = read_until(&mut sse, "\n\n").await;
+    assert!(event.contains(r#""data":"after rotation""#), "{event}");
 
     // A broken pair on disk is refused and the current certificate stays.
     std::fs::write(dir.path("cert.pem"), "not a certificate").unwrap();
@@ -158,4 +168,19 @@ where
             return serde_json::from_str(text.as_str()).unwrap();
         }
     }
+}
+
+/// Reads until `needle` has arrived; returns all that came.
+async fn read_until(stream: &mut (impl AsyncRead + Unpin), needle: &str) -> String {
+    let mut text = Vec::new();
+    while !String::from_utf8_lossy(&text).contains(needle) {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("data within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before {needle:?}");
+        text.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }

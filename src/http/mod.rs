@@ -6,7 +6,10 @@
 //! never talks to a broker except through `Broker::publish`.
 
 mod api;
+mod handoff;
 mod page;
+
+pub use handoff::Handoff;
 
 use std::sync::Arc;
 

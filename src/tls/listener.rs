@@ -1,6 +1,6 @@
 //! The HTTPS listener: accepts TCP, runs TLS handshakes in their own tasks
 //! (a slow or hostile client never holds up the accept loop), and hands
-//! finished streams to `axum::serve` through a bounded channel, so the same
+//! finished streams to `axum::serve` through a bounded channel ([`Handoff`]), so the same
 //! router, websocket upgrades and graceful shutdown work as on plain HTTP.
 //!
 //! TLS-ALPN-01 validation handshakes (`acme-tls/1`) end after the handshake:
@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::resolver::ACME_TLS_ALPN;
+use crate::http::Handoff;
 use crate::shutdown::Shutdown;
 
 /// Handshakes in progress at once; more wait in the kernel's backlog.
@@ -25,22 +27,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for `axum::serve` to pick them up.
 const READY_QUEUE: usize = 64;
 
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local_addr: SocketAddr,
-}
+/// The HTTPS listener: TLS streams, handshaken.
+pub type TlsListener = Handoff<TlsStream<TcpStream>>;
 
-impl TlsListener {
-    /// Starts accepting on `listener`; handshakes stop on shutdown.
-    pub fn start(listener: TcpListener, acceptor: TlsAcceptor, shutdown: &Shutdown) -> Self {
-        let local_addr = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (tx, ready) = mpsc::channel(READY_QUEUE);
-        let tasks = shutdown.clone();
-        shutdown.spawn(accept_loop(listener, acceptor, tx, tasks));
-        TlsListener { ready, local_addr }
-    }
+/// Starts accepting on `listener`; handshakes stop on shutdown.
+pub fn start(listener: TcpListener, acceptor: TlsAcceptor, shutdown: &Shutdown) -> TlsListener {
+    let local_addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let (ready, handoff) = Handoff::channel(local_addr, READY_QUEUE);
+    let tasks = shutdown.clone();
+    shutdown.spawn(accept_loop(listener, acceptor, ready, tasks));
+    handoff
 }
 
 async fn accept_loop(
@@ -101,22 +99,5 @@ async fn accept_loop(
                 _ = ready.send((stream, peer)) => {}
             }
         });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(next) => next,
-            // The accept loop ended (shutdown): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local_addr)
     }
 }

@@ -26,7 +26,7 @@ use tokio::time::timeout;
 use super::prefixed::Prefixed;
 use super::{Sse, Stream};
 use crate::disconnect::DisconnectReason;
-use crate::http::ApiError;
+use crate::http::{ApiError, Handoff};
 
 /// First allocation for a request head; grown only for long heads.
 const HEAD_BUFFER: usize = 512;
@@ -42,57 +42,25 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A listener for `axum::serve` that answers fresh `GET /sse` connections
 /// itself and passes every other connection on.
-pub struct SseListener<Io> {
-    incoming: mpsc::Receiver<(Prefixed<Io>, SocketAddr)>,
-    local_addr: SocketAddr,
-}
+pub type SseListener<Io> = Handoff<Prefixed<Io>>;
 
-impl<Io> SseListener<Io>
+/// Starts accepting from `inner`; stops on shutdown.
+pub fn start<L>(mut inner: L, sse: Sse) -> io::Result<SseListener<L::Io>>
 where
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    L: Listener<Addr = SocketAddr>,
 {
-    /// Starts accepting from `inner`; stops on shutdown.
-    pub fn start<L>(mut inner: L, sse: Sse) -> io::Result<Self>
-    where
-        L: Listener<Io = Io, Addr = SocketAddr>,
-    {
-        let local_addr = inner.local_addr()?;
-        let (handoff, incoming) = mpsc::channel(HANDOFF_QUEUE);
-        let tasks = sse.shutdown.clone();
-        sse.shutdown.clone().spawn(async move {
-            loop {
-                let (io, peer) = tokio::select! {
-                    _ = tasks.requested() => return,
-                    accepted = inner.accept() => accepted,
-                };
-                tasks.spawn(route(io, peer, sse.clone(), handoff.clone()));
-            }
-        });
-        Ok(SseListener {
-            incoming,
-            local_addr,
-        })
-    }
-}
-
-impl<Io> Listener for SseListener<Io>
-where
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Io = Prefixed<Io>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.incoming.recv().await {
-            Some(next) => next,
-            // The accept loop ended (shutdown): nothing more will come.
-            None => std::future::pending().await,
+    let (handoff, listener) = Handoff::channel(inner.local_addr()?, HANDOFF_QUEUE);
+    let tasks = sse.shutdown.clone();
+    sse.shutdown.clone().spawn(async move {
+        loop {
+            let (io, peer) = tokio::select! {
+                _ = tasks.requested() => return,
+                accepted = inner.accept() => accepted,
+            };
+            tasks.spawn(route(io, peer, sse.clone(), handoff.clone()));
         }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local_addr)
-    }
+    });
+    Ok(listener)
 }
 
 /// Reads the request line and decides who serves the connection.

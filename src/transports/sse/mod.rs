@@ -5,12 +5,12 @@
 //! heartbeats so proxies keep idle streams open. Each message is encoded once
 //! (by [`FORMAT`]) as a whole SSE event and shared by every SSE client.
 //! Called by `http`, which mounts [`handler`], and by `server`, which puts
-//! [`SseListener`] in front of hyper; never reads the broker.
+//! [`start_listener`] in front of hyper; never reads the broker.
 
 mod direct;
 mod prefixed;
 
-pub use direct::SseListener;
+pub use direct::{SseListener, start as start_listener};
 
 use std::net::IpAddr;
 use std::sync::Arc;
