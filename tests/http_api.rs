@@ -216,6 +216,17 @@ impl Raw {
         self.tcp.write_all(bytes.as_bytes()).await.unwrap();
     }
 
+    /// Sends a request in two writes (the server must not assume one read
+    /// holds the request line); returns the response head, asserting 200.
+    async fn request_in_two(&mut self, first: &str, rest: &str) -> String {
+        self.send(first).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.send(rest).await;
+        let head = self.until("\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        head
+    }
+
     /// Reads until `needle` has arrived; returns everything up to and with it.
     async fn until(&mut self, needle: &str) -> String {
         use tokio::io::AsyncReadExt;
@@ -263,12 +274,9 @@ async fn fresh_sse_connections_stream_close_delimited_and_leave_on_eof() {
     let server = Server::start(&["--api-key", "k2"]).await;
     let mut raw = Raw::connect(&server).await;
     // The request line split over two writes must still be recognised.
-    raw.send("GET /s").await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    raw.send("se?channel=direct HTTP/1.1\r\nHost: x\r\n\r\n")
+    let head = raw
+        .request_in_two("GET /s", "se?channel=direct HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
-    let head = raw.until("\r\n\r\n").await;
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(
         head.contains("content-type: text/event-stream\r\n"),
         "{head}"
@@ -293,11 +301,9 @@ async fn fresh_sse_connections_stream_close_delimited_and_leave_on_eof() {
 async fn sse_after_another_request_on_a_kept_alive_connection_still_streams() {
     let server = Server::start(&["--api-key", "k2"]).await;
     let mut raw = Raw::connect(&server).await;
-    raw.send("GE").await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    raw.send("T /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let head = raw.until("\r\n\r\n").await;
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let head = raw
+        .request_in_two("GE", "T /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     let length: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length: "))
