@@ -463,7 +463,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_MAX_MESSAGES_PER_S", default_value_t = 100.0)]
     pub max_messages_per_s: f64,
 
-    /// Bytes queued for one Socket.IO polling session before it is dropped as a slow consumer.
+    /// Bytes queued for one Socket.IO polling session between two polls before it is dropped (`polling_buffer_full`).
     #[arg(long, env = "ROOMCAST_MAX_POLLING_BUFFER", default_value_t = 1024 * 1024)]
     pub max_polling_buffer: usize,
 

@@ -578,6 +578,55 @@ async fn message_rate_and_rooms_per_connection() {
     assert!(closed, "the Socket.IO client that floods is closed");
 }
 
+#[tokio::test]
+async fn an_overflowing_polling_buffer_has_its_own_reason() {
+    let server = Server::start(&["--max-polling-buffer", "1024", "--api-key", "k"]).await;
+    let addr = server.running.local_addr;
+    let series = r#"roomcast_disconnects_total{transport="socketio",reason="polling_buffer_full"}"#;
+    let slow = r#"roomcast_disconnects_total{transport="socketio",reason="slow_consumer"}"#;
+    let (before, slow_before) = (server.metric(series).await, server.metric(slow).await);
+    let (sid, _) = socketio_support::poll_handshake(addr, 4, "").await;
+    let query = format!("EIO=4&transport=polling&sid={sid}");
+    socketio_support::post(addr, &query, b"40").await;
+    assert!(
+        socketio_support::get(addr, &query)
+            .await
+            .text()
+            .starts_with("40")
+    );
+    socketio_support::post(addr, &query, br#"420["channel","pb"]"#).await;
+    assert!(
+        socketio_support::get(addr, &query)
+            .await
+            .text()
+            .contains("430[")
+    );
+    // The memory broker delivers before the publish answers: with no poll
+    // pending, the second 600-byte message overflows the 1 KiB buffer.
+    let body = json!({"channel": "pb", "data": "x".repeat(600)}).to_string();
+    for _ in 0..3 {
+        assert_eq!(
+            server
+                .json("POST", "/api/publish", Some("k"), &body)
+                .await
+                .0,
+            200
+        );
+    }
+    let reply = socketio_support::get(addr, &query).await;
+    assert_eq!(
+        reply.text(),
+        "1",
+        "the session is closed, nothing delivered"
+    );
+    assert_eq!(server.metric(series).await, before + 1.0);
+    assert_eq!(
+        server.metric(slow).await,
+        slow_before,
+        "not counted as a slow consumer"
+    );
+}
+
 /// A writer that keeps everything logged, for the test's eyes only.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
