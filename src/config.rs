@@ -422,6 +422,15 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Proxies (addresses or CIDR networks, repeatable) whose `X-Forwarded-For`/`Forwarded: for=` name the client for the per-IP limits.
+    #[arg(
+        long = "trusted-proxies",
+        env = "ROOMCAST_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = crate::security::proxies::parse_net
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Rooms one connection may be in (every transport).
     #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_CONNECTION", default_value_t = 64)]
     pub max_rooms_per_connection: usize,
@@ -808,6 +817,30 @@ mod tests {
         );
         let cli = parse_with(&["--config", path, "--listen", "127.0.0.1:9001"], &[]).unwrap();
         assert_eq!(cli.serve.listen, "127.0.0.1:9001".parse().unwrap());
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_file_or_the_flag() {
+        let (_dir, path) = write_file("trusted_proxies = [\"10.1.0.0/16\", \"127.0.0.1\"]\n");
+        let path = path.to_str().unwrap();
+        let nets = |cli: Cli| -> Vec<String> {
+            let nets = cli.serve.trusted_proxies.iter();
+            nets.map(|n| n.to_string()).collect()
+        };
+        let cli = parse_with(&["--config", path], &[]).unwrap();
+        assert_eq!(nets(cli), ["10.1.0.0/16", "127.0.0.1/32"]);
+        let cli = parse_with(
+            &["--config", path, "--trusted-proxies", "::1,fd00::/8"],
+            &[],
+        );
+        assert_eq!(nets(cli.unwrap()), ["::1/128", "fd00::/8"]);
+        assert!(
+            parse_with(&[], &[])
+                .unwrap()
+                .serve
+                .trusted_proxies
+                .is_empty()
+        );
     }
 
     #[test]

@@ -494,6 +494,64 @@ async fn connections_per_ip_and_connect_rate_are_limited() {
     );
 }
 
+/// A `/ws` upgrade with extra headers, kept open: its status and socket.
+async fn hold_ws(addr: SocketAddr, headers: &[(&str, &str)]) -> (u16, TcpStream) {
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    all.extend_from_slice(UPGRADE);
+    let (status, _, stream, _) = open(addr, "/ws", &all).await;
+    (status, stream)
+}
+
+#[tokio::test]
+async fn per_ip_limits_count_the_client_a_trusted_proxy_forwards() {
+    // Loopback stands in for every address: the proxy is 127.0.0.1, the
+    // clients behind it 127.0.0.2 and up (so --limit-loopback).
+    let limits = [
+        "--limit-loopback",
+        "--max-connections-per-ip",
+        "1",
+        "--connect-rate-per-ip",
+        "0",
+    ];
+    let xff = |ip| [("X-Forwarded-For", ip)];
+    let per_ip = |(status, body): (u16, Value)| {
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("too_many_connections_per_ip"))
+        );
+    };
+    let trusted = [&limits[..], &["--trusted-proxies", "127.0.0.1,::1"]].concat();
+    let server = Server::start(&trusted).await;
+    let addr = server.running.local_addr;
+    let (status, _a) = hold_ws(addr, &xff("127.0.0.2")).await;
+    assert_eq!(status, 101);
+    let (status, _b) = hold_ws(addr, &xff("127.0.0.3")).await;
+    assert_eq!(
+        status, 101,
+        "another client behind the same proxy has its own slot"
+    );
+    per_ip(refused(addr, "/ws", &xff("127.0.0.2")).await);
+    // A forged first hop does not help: the hop our proxy appended counts.
+    per_ip(refused(addr, "/ws", &xff("127.0.0.9, 127.0.0.3")).await);
+    // Socket.IO, with the standard header (the polling session keeps its slot).
+    let polling = "/socket.io/?EIO=4&transport=polling";
+    let standard = [("Forwarded", "for=\"127.0.0.4:5555\";proto=http")];
+    assert_eq!(refused(addr, polling, &standard).await.0, 200);
+    per_ip(refused(addr, polling, &standard).await);
+    // Garbage counts against the proxy's own address.
+    let (status, _c) = hold_ws(addr, &xff("not-an-address")).await;
+    assert_eq!(status, 101);
+    per_ip(refused(addr, "/ws", &[]).await);
+
+    // Not trusted: the headers are ignored and every client is the peer.
+    let server = Server::start(&limits).await;
+    let addr = server.running.local_addr;
+    let (status, _a) = hold_ws(addr, &xff("127.0.0.2")).await;
+    assert_eq!(status, 101);
+    per_ip(refused(addr, "/ws", &xff("127.0.0.3")).await);
+    per_ip(refused(addr, polling, &[("Forwarded", "for=127.0.0.5")]).await);
+}
+
 #[tokio::test]
 async fn message_rate_and_rooms_per_connection() {
     let server = Server::start(&[

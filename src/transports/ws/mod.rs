@@ -75,9 +75,12 @@ pub async fn handler(
     RawQuery(query): RawQuery,
     extensions: Extensions,
 ) -> Response {
+    let ip = ws
+        .security
+        .client_ip(security::peer_ip(&extensions), &headers);
     let admitted = ws
         .security
-        .admit(FORMAT.name, &headers, security::peer_ip(&extensions))
+        .admit(FORMAT.name, &headers, ip)
         .and_then(|permit| {
             let token = security::request_token(&headers, query.as_deref());
             let identity = ws.security.authenticate(FORMAT.name, token.as_deref())?;
