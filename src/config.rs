@@ -543,6 +543,9 @@ pub enum ConfigError {
     MissingRedisUrl,
     #[error("--socketio-path must start with `/`, got `{0}`")]
     BadPath(String),
+    /// Bad flags or file values, `--help` or `--version`: clap's own report.
+    #[error("{0}")]
+    Flags(clap::Error),
 }
 
 /// Parses the process's arguments with the file layer applied. Exits with
@@ -556,13 +559,38 @@ pub fn parse_from(
     args: Vec<std::ffi::OsString>,
     env: impl Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Cli, ConfigError> {
+    let file = match config_path(&args, env) {
+        Some(path) => {
+            let text = read_file(&path)?;
+            Some((path, text))
+        }
+        None => None,
+    };
+    let file = file
+        .as_ref()
+        .map(|(path, text)| (path.as_path(), text.as_str()));
+    match parse_with_file(args, file) {
+        // `--help`, `--version` and bad flags: clap prints and exits.
+        Err(ConfigError::Flags(error)) => error.exit(),
+        other => other,
+    }
+}
+
+/// The arguments over a config file's text (`path` only names it in
+/// errors): the file layer and clap's parse, reading nothing and never
+/// exiting, so every bad file is an `Err`. [`parse_from`] reads the file;
+/// the config fuzz target feeds text.
+pub fn parse_with_file(
+    args: Vec<std::ffi::OsString>,
+    file: Option<(&Path, &str)>,
+) -> Result<Cli, ConfigError> {
     let mut command = Cli::command();
     let mut rules = Vec::new();
-    if let Some(path) = config_path(&args, env) {
-        let file = read_file(&path)?;
-        rules = file_rules(&path, &file)?;
+    if let Some((path, text)) = file {
+        let table = parse_file(path, text)?;
+        rules = file_rules(path, &table)?;
         // `roomcast` and `roomcast serve` take the same flags: both get the file.
-        for (id, values) in file_defaults(&path, file, &command)? {
+        for (id, values) in file_defaults(path, table, &command)? {
             command = command
                 .mut_arg(&id, |arg| arg.default_values(values.clone()))
                 .mut_subcommand("serve", |serve| {
@@ -570,8 +598,10 @@ pub fn parse_from(
                 });
         }
     }
-    let matches = command.get_matches_from(args);
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let matches = command
+        .try_get_matches_from(args)
+        .map_err(ConfigError::Flags)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(ConfigError::Flags)?;
     cli.serve.rules = rules.clone();
     if let Some(Command::Serve(serve)) = &mut cli.command {
         serve.rules = rules;
@@ -596,11 +626,14 @@ fn config_path(
     env("ROOMCAST_CONFIG").map(PathBuf::from)
 }
 
-fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    })
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
     text.parse().map_err(|source| ConfigError::Parse {
         path: path.to_owned(),
         source: Box::new(source),

@@ -8,6 +8,8 @@
 mod api;
 mod page;
 
+pub use api::parse_publish;
+
 use std::sync::Arc;
 
 use axum::Json;

@@ -7,7 +7,7 @@
 //! Called by `http`, which mounts [`handler`]. Bad frames get an `error` frame;
 //! repeated abuse closes with 1008, oversize frames with 1009.
 
-mod protocol;
+pub mod protocol;
 
 use std::sync::Arc;
 use std::time::Duration;
