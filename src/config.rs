@@ -422,6 +422,15 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Proxies (addresses or CIDR networks, repeatable) whose `X-Forwarded-For`/`Forwarded: for=` name the client for the per-IP limits.
+    #[arg(
+        long = "trusted-proxies",
+        env = "ROOMCAST_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = crate::security::proxies::parse_net
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Rooms one connection may be in (every transport).
     #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_CONNECTION", default_value_t = 64)]
     pub max_rooms_per_connection: usize,
@@ -463,7 +472,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_MAX_MESSAGES_PER_S", default_value_t = 100.0)]
     pub max_messages_per_s: f64,
 
-    /// Bytes queued for one Socket.IO polling session before it is dropped as a slow consumer.
+    /// Bytes queued for one Socket.IO polling session between two polls before it is dropped (`polling_buffer_full`).
     #[arg(long, env = "ROOMCAST_MAX_POLLING_BUFFER", default_value_t = 1024 * 1024)]
     pub max_polling_buffer: usize,
 
@@ -534,6 +543,9 @@ pub enum ConfigError {
     MissingRedisUrl,
     #[error("--socketio-path must start with `/`, got `{0}`")]
     BadPath(String),
+    /// Bad flags or file values, `--help` or `--version`: clap's own report.
+    #[error("{0}")]
+    Flags(clap::Error),
 }
 
 /// Parses the process's arguments with the file layer applied. Exits with
@@ -547,13 +559,38 @@ pub fn parse_from(
     args: Vec<std::ffi::OsString>,
     env: impl Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Cli, ConfigError> {
+    let file = match config_path(&args, env) {
+        Some(path) => {
+            let text = read_file(&path)?;
+            Some((path, text))
+        }
+        None => None,
+    };
+    let file = file
+        .as_ref()
+        .map(|(path, text)| (path.as_path(), text.as_str()));
+    match parse_with_file(args, file) {
+        // `--help`, `--version` and bad flags: clap prints and exits.
+        Err(ConfigError::Flags(error)) => error.exit(),
+        other => other,
+    }
+}
+
+/// The arguments over a config file's text (`path` only names it in
+/// errors): the file layer and clap's parse, reading nothing and never
+/// exiting, so every bad file is an `Err`. [`parse_from`] reads the file;
+/// the config fuzz target feeds text.
+pub fn parse_with_file(
+    args: Vec<std::ffi::OsString>,
+    file: Option<(&Path, &str)>,
+) -> Result<Cli, ConfigError> {
     let mut command = Cli::command();
     let mut rules = Vec::new();
-    if let Some(path) = config_path(&args, env) {
-        let file = read_file(&path)?;
-        rules = file_rules(&path, &file)?;
+    if let Some((path, text)) = file {
+        let table = parse_file(path, text)?;
+        rules = file_rules(path, &table)?;
         // `roomcast` and `roomcast serve` take the same flags: both get the file.
-        for (id, values) in file_defaults(&path, file, &command)? {
+        for (id, values) in file_defaults(path, table, &command)? {
             command = command
                 .mut_arg(&id, |arg| arg.default_values(values.clone()))
                 .mut_subcommand("serve", |serve| {
@@ -561,8 +598,10 @@ pub fn parse_from(
                 });
         }
     }
-    let matches = command.get_matches_from(args);
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let matches = command
+        .try_get_matches_from(args)
+        .map_err(ConfigError::Flags)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(ConfigError::Flags)?;
     cli.serve.rules = rules.clone();
     if let Some(Command::Serve(serve)) = &mut cli.command {
         serve.rules = rules;
@@ -587,11 +626,14 @@ fn config_path(
     env("ROOMCAST_CONFIG").map(PathBuf::from)
 }
 
-fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    })
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
     text.parse().map_err(|source| ConfigError::Parse {
         path: path.to_owned(),
         source: Box::new(source),
@@ -808,6 +850,30 @@ mod tests {
         );
         let cli = parse_with(&["--config", path, "--listen", "127.0.0.1:9001"], &[]).unwrap();
         assert_eq!(cli.serve.listen, "127.0.0.1:9001".parse().unwrap());
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_file_or_the_flag() {
+        let (_dir, path) = write_file("trusted_proxies = [\"10.1.0.0/16\", \"127.0.0.1\"]\n");
+        let path = path.to_str().unwrap();
+        let nets = |cli: Cli| -> Vec<String> {
+            let nets = cli.serve.trusted_proxies.iter();
+            nets.map(|n| n.to_string()).collect()
+        };
+        let cli = parse_with(&["--config", path], &[]).unwrap();
+        assert_eq!(nets(cli), ["10.1.0.0/16", "127.0.0.1/32"]);
+        let cli = parse_with(
+            &["--config", path, "--trusted-proxies", "::1,fd00::/8"],
+            &[],
+        );
+        assert_eq!(nets(cli.unwrap()), ["::1/128", "fd00::/8"]);
+        assert!(
+            parse_with(&[], &[])
+                .unwrap()
+                .serve
+                .trusted_proxies
+                .is_empty()
+        );
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum DisconnectReason {
     MessageRate,
     /// A message or frame was larger than `--max-payload`.
     TooLarge,
+    /// A Socket.IO long-polling session held more than `--max-polling-buffer`
+    /// bytes between two polls (its own code: the cure is a shorter poll or a
+    /// websocket, not a faster reader).
+    PollingBufferFull,
 }
 
 impl DisconnectReason {
@@ -48,6 +52,7 @@ impl DisconnectReason {
             DisconnectReason::ConnectTimeout => "connect_timeout",
             DisconnectReason::MessageRate => "message_rate",
             DisconnectReason::TooLarge => "too_large",
+            DisconnectReason::PollingBufferFull => "polling_buffer_full",
         }
     }
 
@@ -65,6 +70,9 @@ impl DisconnectReason {
             DisconnectReason::ConnectTimeout => "no handshake in time",
             DisconnectReason::MessageRate => "too many messages per second",
             DisconnectReason::TooLarge => "message too large",
+            DisconnectReason::PollingBufferFull => {
+                "polling buffer full: too much queued between polls"
+            }
         }
     }
 }

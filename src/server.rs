@@ -12,7 +12,9 @@ use crate::brokers::{Broker, Sink, memory::MemoryBroker, redis};
 use crate::config::{AuthMode, BrokerConfig, RoomCharsArg, ServeArgs};
 use crate::http::{self, AppState};
 use crate::hub::{Hub, HubConfig, RoomChars, RoomNamePolicy};
-use crate::security::{self, JwtSettings, Limits, Origins, Rules, Security, Verifier};
+use crate::security::{
+    self, JwtSettings, Limits, Origins, Rules, Security, TrustedProxies, Verifier,
+};
 use crate::shutdown::{self, Shutdown};
 use crate::telemetry;
 use crate::tls::{self, Tls, TlsSettings};
@@ -250,6 +252,7 @@ fn build_security(args: &ServeArgs) -> Result<Security, ServeError> {
         },
     };
     security.max_polling_buffer = args.max_polling_buffer.max(1024);
+    security.proxies = TrustedProxies::new(args.trusted_proxies.clone());
     match args.auth {
         AuthMode::None => {
             tracing::warn!(

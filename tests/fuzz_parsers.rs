@@ -1,8 +1,7 @@
-//! Fuzz targets for every parser we own, as property tests: `cargo fuzz`
-//! needs a nightly compiler (sanitizer flags), which this project's
-//! toolchain does not have, so each target runs here on stable under
-//! proptest with random and structured inputs, in CI on every run
-//! (`PROPTEST_CASES` raises the count locally for longer runs).
+//! Every parser we own as property tests, on every `cargo test`: random and
+//! structured inputs under proptest (`PROPTEST_CASES` raises the count).
+//! The coverage-guided libFuzzer targets for the same parsers live in
+//! `fuzz/` (`scripts/fuzz`); inputs they found crashing are pinned here.
 //!
 //! Each target asserts only what must hold for any input: no panic, and a
 //! refusal with a stable error where the input is bad.
@@ -172,4 +171,25 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
             .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+/// Inputs the libFuzzer targets (fuzz/) found, pinned.
+mod found_by_cargo_fuzz {
+    use super::*;
+
+    /// socketio_packet: a large integer came back as a different float
+    /// (serde_json's default float parsing is not exact), so a Socket.IO
+    /// packet did not survive decode → encode → decode, and a published
+    /// number could change its value.
+    #[test]
+    fn floats_keep_their_exact_value() {
+        let text = r#"0{"":1111111111111111111111111111111111}"#;
+        let packet = SioPacket::decode(text).unwrap();
+        assert_eq!(SioPacket::decode(&packet.encode()), Ok(packet));
+        let exact: f64 = "1111111111111111111111111111111111".parse().unwrap();
+        let body = r#"{"channel":"c","data":1111111111111111111111111111111111}"#;
+        let (_, payload) = roomcast::http::parse_publish(body.as_bytes(), 1000).unwrap();
+        let published: f64 = std::str::from_utf8(&payload).unwrap().parse().unwrap();
+        assert_eq!(published, exact);
+    }
 }

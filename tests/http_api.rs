@@ -136,37 +136,30 @@ async fn metrics_count_connections_publishes_and_deliveries() {
         .request("GET", "/sse?channel=metered", None, "")
         .await;
     stream.body_mut().frame().await.unwrap().unwrap();
-    let before = metric(&server, "roomcast_deliveries_total{transport=\"sse\"}").await;
+    let before = server
+        .metric("roomcast_deliveries_total{transport=\"sse\"}")
+        .await;
     assert_eq!(publish(&server, "metered", "1").await.0, 200);
     sse_events(stream.body_mut(), 1).await;
-    let after = metric(&server, "roomcast_deliveries_total{transport=\"sse\"}").await;
+    let after = server
+        .metric("roomcast_deliveries_total{transport=\"sse\"}")
+        .await;
     // Other tests in this process share the global recorder, so compare deltas.
     assert!(after >= before + 1.0, "deliveries {before} -> {after}");
-    assert!(metric(&server, "roomcast_connections{transport=\"sse\"}").await >= 1.0);
     assert!(
-        metric(
-            &server,
-            "roomcast_messages_published_total{source=\"http\"}"
-        )
-        .await
+        server
+            .metric("roomcast_connections{transport=\"sse\"}")
+            .await
             >= 1.0
     );
-    assert!(metric(&server, "roomcast_broker_up{broker=\"memory\"}").await == 1.0);
-    assert!(metric(&server, "process_resident_memory_bytes").await > 0.0);
-}
-
-/// The value of one series on `/metrics` (0 while it does not exist yet).
-async fn metric(server: &Server, series: &str) -> f64 {
-    let response = server.request("GET", "/metrics", None, "").await;
-    assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8(body.to_vec()).unwrap();
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
+    assert!(
+        server
+            .metric("roomcast_messages_published_total{source=\"http\"}")
+            .await
+            >= 1.0
+    );
+    assert!(server.metric("roomcast_broker_up{broker=\"memory\"}").await == 1.0);
+    assert!(server.metric("process_resident_memory_bytes").await > 0.0);
 }
 
 #[tokio::test]

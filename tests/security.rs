@@ -494,6 +494,68 @@ async fn connections_per_ip_and_connect_rate_are_limited() {
     );
 }
 
+/// A `/ws` upgrade with extra headers, kept open: its status and socket.
+async fn hold_ws(addr: SocketAddr, headers: &[(&str, &str)]) -> (u16, TcpStream) {
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    all.extend_from_slice(UPGRADE);
+    let (status, _, stream, _) = open(addr, "/ws", &all).await;
+    (status, stream)
+}
+
+#[tokio::test]
+async fn per_ip_limits_count_the_client_a_trusted_proxy_forwards() {
+    // Loopback stands in for every address: the proxy is 127.0.0.1, the
+    // clients behind it 127.0.0.2 and up (so --limit-loopback).
+    let limits = [
+        "--limit-loopback",
+        "--max-connections-per-ip",
+        "1",
+        "--connect-rate-per-ip",
+        "0",
+    ];
+    let xff = |ip| [("X-Forwarded-For", ip)];
+    let per_ip = |(status, body): (u16, Value)| {
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("too_many_connections_per_ip"))
+        );
+    };
+    let trusted = [&limits[..], &["--trusted-proxies", "127.0.0.1,::1"]].concat();
+    let server = Server::start(&trusted).await;
+    let addr = server.running.local_addr;
+    let (status, _a) = hold_ws(addr, &xff("127.0.0.2")).await;
+    assert_eq!(status, 101);
+    let (status, _b) = hold_ws(addr, &xff("127.0.0.3")).await;
+    assert_eq!(
+        status, 101,
+        "another client behind the same proxy has its own slot"
+    );
+    per_ip(refused(addr, "/ws", &xff("127.0.0.2")).await);
+    // A forged first hop does not help: the hop our proxy appended counts.
+    per_ip(refused(addr, "/ws", &xff("127.0.0.9, 127.0.0.3")).await);
+    // Socket.IO, with the standard header (the polling session keeps its slot).
+    let polling = "/socket.io/?EIO=4&transport=polling";
+    let standard = [("Forwarded", "for=\"127.0.0.4:5555\";proto=http")];
+    assert_eq!(refused(addr, polling, &standard).await.0, 200);
+    per_ip(refused(addr, polling, &standard).await);
+    // SSE (answered without hyper on a fresh connection) counts the forwarded client too.
+    let (status, _, _d, _) = open(addr, "/sse?channel=p", &xff("127.0.0.6")).await;
+    assert_eq!(status, 200);
+    per_ip(refused(addr, "/sse?channel=p", &xff("127.0.0.6")).await);
+    // Garbage counts against the proxy's own address.
+    let (status, _c) = hold_ws(addr, &xff("not-an-address")).await;
+    assert_eq!(status, 101);
+    per_ip(refused(addr, "/ws", &[]).await);
+
+    // Not trusted: the headers are ignored and every client is the peer.
+    let server = Server::start(&limits).await;
+    let addr = server.running.local_addr;
+    let (status, _a) = hold_ws(addr, &xff("127.0.0.2")).await;
+    assert_eq!(status, 101);
+    per_ip(refused(addr, "/ws", &xff("127.0.0.3")).await);
+    per_ip(refused(addr, polling, &[("Forwarded", "for=127.0.0.5")]).await);
+}
+
 #[tokio::test]
 async fn message_rate_and_rooms_per_connection() {
     let server = Server::start(&[
@@ -576,6 +638,55 @@ async fn message_rate_and_rooms_per_connection() {
         }
     }
     assert!(closed, "the Socket.IO client that floods is closed");
+}
+
+#[tokio::test]
+async fn an_overflowing_polling_buffer_has_its_own_reason() {
+    let server = Server::start(&["--max-polling-buffer", "1024", "--api-key", "k"]).await;
+    let addr = server.running.local_addr;
+    let series = r#"roomcast_disconnects_total{transport="socketio",reason="polling_buffer_full"}"#;
+    let slow = r#"roomcast_disconnects_total{transport="socketio",reason="slow_consumer"}"#;
+    let (before, slow_before) = (server.metric(series).await, server.metric(slow).await);
+    let (sid, _) = socketio_support::poll_handshake(addr, 4, "").await;
+    let query = format!("EIO=4&transport=polling&sid={sid}");
+    socketio_support::post(addr, &query, b"40").await;
+    assert!(
+        socketio_support::get(addr, &query)
+            .await
+            .text()
+            .starts_with("40")
+    );
+    socketio_support::post(addr, &query, br#"420["channel","pb"]"#).await;
+    assert!(
+        socketio_support::get(addr, &query)
+            .await
+            .text()
+            .contains("430[")
+    );
+    // The memory broker delivers before the publish answers: with no poll
+    // pending, the second 600-byte message overflows the 1 KiB buffer.
+    let body = json!({"channel": "pb", "data": "x".repeat(600)}).to_string();
+    for _ in 0..3 {
+        assert_eq!(
+            server
+                .json("POST", "/api/publish", Some("k"), &body)
+                .await
+                .0,
+            200
+        );
+    }
+    let reply = socketio_support::get(addr, &query).await;
+    assert_eq!(
+        reply.text(),
+        "1",
+        "the session is closed, nothing delivered"
+    );
+    assert_eq!(server.metric(series).await, before + 1.0);
+    assert_eq!(
+        server.metric(slow).await,
+        slow_before,
+        "not counted as a slow consumer"
+    );
 }
 
 /// A writer that keeps everything logged, for the test's eyes only.

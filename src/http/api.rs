@@ -65,6 +65,21 @@ async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
             format!("request body exceeds {} bytes", state.max_payload + 1024),
         ));
     }
+    let (channel, payload) = parse_publish(body, state.max_payload)?;
+    state
+        .broker
+        .publish(&channel, payload.into())
+        .await
+        .map_err(broker_error)?;
+    telemetry::message_published("http");
+    Ok(())
+}
+
+/// Parses a publish body `{"channel","data"}` into the channel and the
+/// payload bytes (a string `data` as its characters, anything else as JSON
+/// text), refusing bad JSON, bad room names and payloads over `max_payload`.
+/// Public for the fuzz target; the handler checks the key and body size first.
+pub fn parse_publish(body: &[u8], max_payload: usize) -> Result<(String, Vec<u8>), ApiError> {
     let request: PublishRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -78,21 +93,15 @@ async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
         serde_json::Value::String(text) => text.into_bytes(),
         other => other.to_string().into_bytes(),
     };
-    if payload.len() > state.max_payload {
+    if payload.len() > max_payload {
         telemetry::refused("limit", "too_large");
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("data exceeds the {}-byte message limit", state.max_payload),
+            format!("data exceeds the {max_payload}-byte message limit"),
         ));
     }
-    state
-        .broker
-        .publish(&request.channel, payload.into())
-        .await
-        .map_err(broker_error)?;
-    telemetry::message_published("http");
-    Ok(())
+    Ok((request.channel, payload))
 }
 
 /// 502 when the broker refused, else 503 (unreachable: retry later).

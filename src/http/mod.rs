@@ -9,6 +9,7 @@ mod api;
 mod handoff;
 mod page;
 
+pub use api::parse_publish;
 pub use handoff::Handoff;
 
 use std::sync::Arc;

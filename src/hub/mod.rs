@@ -255,7 +255,7 @@ fn fan_out(members: &[Member], event: &Event<'_>) -> FanOut {
                 result.delivered += 1;
                 per_format[format.id] = (per_format[format.id].0 + 1, format.name);
             }
-            Err(PushError::Full) => result.slow_consumers += 1,
+            Err(PushError::Full(_)) => result.slow_consumers += 1,
             // Already closed: its connection task is on its way out.
             Err(PushError::Closed(_)) => {}
         }

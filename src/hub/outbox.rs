@@ -61,8 +61,10 @@ impl Default for OutboxLimits {
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
-    /// This push overflowed the queue; the outbox is now closed as a slow consumer.
-    Full,
+    /// This push overflowed the queue; the outbox is now closed with its
+    /// overflow reason (`SlowConsumer`, or `PollingBufferFull` for a polling
+    /// session's outbox).
+    Full(DisconnectReason),
     /// The outbox was already closed (for the given reason).
     Closed(DisconnectReason),
 }
@@ -75,10 +77,9 @@ const SHRINK_ABOVE: usize = 64;
 pub struct Outbox {
     state: Mutex<State>,
     wake: Notify,
-    limits: OutboxLimits,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     /// Each frame with the time it was queued (the fan-out's start for hub
     /// messages), for the delivery latency metric.
@@ -87,6 +88,11 @@ struct State {
     closed: Option<DisconnectReason>,
     /// Frames taken so far; every `LATENCY_SAMPLE`th one is timed.
     taken: u32,
+    /// In the state, not beside it, so a polling session that upgrades to a
+    /// websocket can take the websocket's bounds ([`Outbox::set_bounds`]).
+    limits: OutboxLimits,
+    /// The reason an overflow closes with.
+    overflow: DisconnectReason,
 }
 
 /// One frame in this many has its queue latency recorded: a clock read and a
@@ -95,11 +101,31 @@ const LATENCY_SAMPLE: u32 = 64;
 
 impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
+        Outbox::with_overflow(limits, DisconnectReason::SlowConsumer)
+    }
+
+    /// An outbox whose overflow closes it with `overflow` rather than
+    /// `SlowConsumer` (a polling session's buffer: `PollingBufferFull`).
+    pub fn with_overflow(limits: OutboxLimits, overflow: DisconnectReason) -> Self {
         Outbox {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                bytes: 0,
+                closed: None,
+                taken: 0,
+                limits,
+                overflow,
+            }),
             wake: Notify::new(),
-            limits,
         }
+    }
+
+    /// Replaces the bounds and overflow reason for later pushes (what is
+    /// queued stays). Used when a polling session upgrades to a websocket.
+    pub fn set_bounds(&self, limits: OutboxLimits, overflow: DisconnectReason) {
+        let mut state = self.lock();
+        state.limits = limits;
+        state.overflow = overflow;
     }
 
     /// Queues a frame. Overflow closes the outbox as a slow consumer and wakes
@@ -115,13 +141,14 @@ impl Outbox {
         if let Some(reason) = state.closed {
             return Err(PushError::Closed(reason));
         }
-        if state.frames.len() >= self.limits.max_frames
-            || state.bytes + frame.len() > self.limits.max_bytes
+        if state.frames.len() >= state.limits.max_frames
+            || state.bytes + frame.len() > state.limits.max_bytes
         {
-            state.close(DisconnectReason::SlowConsumer);
+            let reason = state.overflow;
+            state.close(reason);
             drop(state);
             self.wake.notify_one();
-            return Err(PushError::Full);
+            return Err(PushError::Full(reason));
         }
         state.bytes += frame.len();
         state.frames.push_back((frame, queued_at));
@@ -248,7 +275,10 @@ mod tests {
         });
         assert_eq!(outbox.push(text("a")), Ok(()));
         assert_eq!(outbox.push(text("b")), Ok(()));
-        assert_eq!(outbox.push(text("c")), Err(PushError::Full));
+        assert_eq!(
+            outbox.push(text("c")),
+            Err(PushError::Full(DisconnectReason::SlowConsumer))
+        );
         assert_eq!(outbox.closed(), Some(DisconnectReason::SlowConsumer));
         assert_eq!(outbox.pop(), None, "a closed outbox drops what it held");
         assert_eq!(
@@ -264,7 +294,40 @@ mod tests {
             max_bytes: 5,
         });
         assert_eq!(outbox.push(text("abc")), Ok(()));
-        assert_eq!(outbox.push(text("def")), Err(PushError::Full));
+        assert_eq!(
+            outbox.push(text("def")),
+            Err(PushError::Full(DisconnectReason::SlowConsumer))
+        );
+    }
+
+    #[test]
+    fn a_polling_buffer_overflows_with_its_own_reason_until_rebound() {
+        let small = OutboxLimits {
+            max_frames: 100,
+            max_bytes: 5,
+        };
+        let outbox = Outbox::with_overflow(small, DisconnectReason::PollingBufferFull);
+        assert_eq!(outbox.push(text("abc")), Ok(()));
+        assert_eq!(
+            outbox.push(text("def")),
+            Err(PushError::Full(DisconnectReason::PollingBufferFull))
+        );
+        assert_eq!(outbox.closed(), Some(DisconnectReason::PollingBufferFull));
+
+        // After an upgrade: the websocket's bounds and reason apply.
+        let outbox = Outbox::with_overflow(small, DisconnectReason::PollingBufferFull);
+        outbox.push(text("abc")).unwrap();
+        outbox.set_bounds(OutboxLimits::default(), DisconnectReason::SlowConsumer);
+        assert_eq!(outbox.push(text("def")), Ok(()), "the larger bound holds");
+        let one = OutboxLimits {
+            max_frames: 1,
+            max_bytes: 100,
+        };
+        outbox.set_bounds(one, DisconnectReason::SlowConsumer);
+        assert_eq!(
+            outbox.push(text("g")),
+            Err(PushError::Full(DisconnectReason::SlowConsumer))
+        );
     }
 
     #[test]

@@ -324,8 +324,14 @@ fn claims(raw: RawClaims) -> Claims {
             .into_iter()
             .filter_map(|p| {
                 if p.contains("{sub}") {
-                    // A `{sub}` pattern needs a subject; without one it grants nothing.
-                    (!sub.is_empty()).then(|| p.replace("{sub}", &sub))
+                    // A `{sub}` pattern needs a subject; without one it grants
+                    // nothing. Nor with a `*` in it: the expansion is a glob, so
+                    // subject `u*` would be granted `user:u1`, `user:u2`, ...
+                    let usable = !sub.is_empty() && !sub.contains('*');
+                    if !usable && !sub.is_empty() {
+                        tracing::debug!(pattern = %p, "`{{sub}}` grant ignored: the subject contains `*`");
+                    }
+                    usable.then(|| p.replace("{sub}", &sub))
                 } else {
                     Some(p)
                 }
@@ -477,6 +483,20 @@ mod tests {
         // No sub: `{sub}` patterns grant nothing.
         let token = hs(json!({"channels": ["user:{sub}", "a"]}));
         assert_eq!(v.verify(&token).unwrap().channels, vec!["a"]);
+    }
+
+    #[test]
+    fn a_subject_with_a_star_gets_no_sub_grants() {
+        // Checked by the token_claims fuzz target: `user:{sub}` with subject
+        // `u*` became the glob `user:u*`, granting every `user:u...` room.
+        let v = secret_verifier();
+        let token = hs(
+            json!({"sub": "u*", "channels": ["user:{sub}", "device:*"], "publish": ["chat:{sub}"]}),
+        );
+        let claims = v.verify(&token).unwrap();
+        assert_eq!(claims.sub, "u*");
+        assert_eq!(claims.channels, vec!["device:*"]);
+        assert!(claims.publish.is_empty());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Parts: `jwt` (token verification and claims), `rules` (room globs and
 //! permission levels), `origin` (browser origins), `limits` (connection
-//! guard and rate buckets). [`Security`] bundles them for the transports,
+//! guard and rate buckets), `proxies` (which address the per-IP limits
+//! count: the peer, or the client a trusted proxy forwarded). [`Security`] bundles them for the transports,
 //! which ask it before they upgrade or stream ([`Security::admit`],
 //! [`Security::authenticate`]) and on every join or publish
 //! ([`Security::check_room`], [`Security::authorize`]).
@@ -17,6 +18,7 @@
 pub mod jwt;
 pub mod limits;
 pub mod origin;
+pub mod proxies;
 pub mod rules;
 
 use std::net::IpAddr;
@@ -29,6 +31,7 @@ use crate::telemetry;
 pub use jwt::{Claims, JwtSettings, TokenError, Verifier};
 pub use limits::{ConnectionGuard, LimitRefusal, Limits, MessageRate, Permit};
 pub use origin::Origins;
+pub use proxies::TrustedProxies;
 pub use rules::{Level, Op, RuleConfig, Rules};
 
 /// Who a connection is.
@@ -89,6 +92,8 @@ pub struct Security {
     pub room_names: RoomNamePolicy,
     /// Byte bound of a Socket.IO polling session's queue.
     pub max_polling_buffer: usize,
+    /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    pub proxies: TrustedProxies,
 }
 
 impl Default for Security {
@@ -109,7 +114,15 @@ impl Security {
             guard: ConnectionGuard::new(limits),
             room_names: RoomNamePolicy::default(),
             max_polling_buffer: 1024 * 1024,
+            proxies: TrustedProxies::default(),
         }
+    }
+
+    /// The address the per-IP limits count a connection against: the
+    /// client a trusted proxy forwarded (`--trusted-proxies`), else the TCP
+    /// peer ([`peer_ip`]). Never fails: bad headers mean the peer.
+    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        self.proxies.client_ip(peer, headers)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -281,7 +294,8 @@ pub fn request_token(headers: &HeaderMap, query: Option<&str>) -> Option<String>
     })
 }
 
-/// The peer address axum recorded, when the server was started with it.
+/// The TCP peer address axum recorded, when the server was started with it.
+/// Per-IP limits want [`Security::client_ip`] of it.
 pub fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
     extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()

@@ -71,6 +71,21 @@ impl Server {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&bytes).expect("JSON body"))
     }
+
+    /// The value of one series on `/metrics` (0 while it does not exist
+    /// yet). The recorder is process-global: compare deltas.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let response = self.request("GET", "/metrics", None, "").await;
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
 }
 
 impl Drop for Server {

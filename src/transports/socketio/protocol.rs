@@ -198,7 +198,9 @@ impl Packet {
         if self.kind.is_binary() {
             let _ = write!(out, "{}-", self.attachments);
         }
-        if self.nsp != "/" {
+        // The default namespace is implied, unless a query must be written
+        // (v4 CONNECT `0/?token=x,`): else the query would be lost.
+        if self.nsp != "/" || self.query.is_some() {
             out.push_str(&self.nsp);
             if let Some(query) = &self.query {
                 out.push('?');
@@ -252,6 +254,18 @@ mod tests {
         assert_eq!(p.kind, Kind::ConnectError);
         let p = round_trip("1/admin,");
         assert_eq!(p.kind, Kind::Disconnect);
+    }
+
+    #[test]
+    fn a_query_on_the_default_namespace_survives_encoding() {
+        // Found by the socketio_packet fuzz target: encode dropped the query.
+        let p = round_trip(r#"0/?x=1s2{"to2/chat,"#);
+        assert_eq!(
+            (p.nsp.as_str(), p.query.as_deref()),
+            ("/", Some(r#"x=1s2{"to2/chat"#))
+        );
+        let p = round_trip(r#"0/?token=abc,{"a":1}"#);
+        assert_eq!(p.query.as_deref(), Some("token=abc"));
     }
 
     #[test]

@@ -193,8 +193,7 @@ impl Socket<'_> {
             return Ok(());
         }
         self.link.outbox.push(frame).map_err(|error| match error {
-            PushError::Full => SendError(DisconnectReason::SlowConsumer),
-            PushError::Closed(reason) => SendError(reason),
+            PushError::Full(reason) | PushError::Closed(reason) => SendError(reason),
         })
     }
 

@@ -130,7 +130,8 @@ impl IntoResponse for Refused {
     }
 }
 
-/// The checks before a stream opens: rooms, limits, token, permissions.
+/// The checks before a stream opens: rooms, limits (per client address,
+/// which a trusted proxy may forward), token, permissions.
 fn admit(
     sse: &Sse,
     headers: &HeaderMap,
@@ -139,7 +140,7 @@ fn admit(
 ) -> Result<(Vec<String>, Identity, Permit), ApiError> {
     let security = &sse.security;
     let channels = channels(security, query, security.limits().max_rooms_per_connection)?;
-    let permit = security.admit_connection(FORMAT.name, peer)?;
+    let permit = security.admit_connection(FORMAT.name, security.client_ip(peer, headers))?;
     let token = security::request_token(headers, Some(query));
     let identity = security.authenticate(FORMAT.name, token.as_deref())?;
     for channel in &channels {

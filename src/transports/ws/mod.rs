@@ -7,7 +7,7 @@
 //! Called by `http`, which mounts [`handler`]. Bad frames get an `error` frame;
 //! repeated abuse closes with 1008, oversize frames with 1009.
 
-mod protocol;
+pub mod protocol;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,9 +75,12 @@ pub async fn handler(
     RawQuery(query): RawQuery,
     extensions: Extensions,
 ) -> Response {
+    let ip = ws
+        .security
+        .client_ip(security::peer_ip(&extensions), &headers);
     let admitted = ws
         .security
-        .admit(FORMAT.name, &headers, security::peer_ip(&extensions))
+        .admit(FORMAT.name, &headers, ip)
         .and_then(|permit| {
             let token = security::request_token(&headers, query.as_deref());
             let identity = ws.security.authenticate(FORMAT.name, token.as_deref())?;

@@ -199,13 +199,25 @@ impl<U: Upper> Engine<U> {
     }
 
     /// A polling session's outbox: also bounded by `--max-polling-buffer`,
-    /// as a polling client holds everything sent between two polls.
+    /// as a polling client holds everything sent between two polls; its
+    /// overflow is `PollingBufferFull` until the session upgrades
+    /// ([`Engine::upgraded_outbox`]).
     fn new_polling_outbox(&self) -> Arc<Outbox> {
         let mut limits = self.config.outbox;
         if let Some(security) = &self.config.security {
             limits.max_bytes = limits.max_bytes.min(security.max_polling_buffer);
         }
-        Arc::new(Outbox::new(limits))
+        Arc::new(Outbox::with_overflow(
+            limits,
+            DisconnectReason::PollingBufferFull,
+        ))
+    }
+
+    /// A polling session's outbox, now drained by a websocket: the
+    /// websocket's bounds and the slow-consumer reason apply from here on.
+    fn upgraded_outbox(&self, outbox: &Arc<Outbox>) -> Arc<Outbox> {
+        outbox.set_bounds(self.config.outbox, DisconnectReason::SlowConsumer);
+        outbox.clone()
     }
 
     /// Counts a connection for its lifetime.
@@ -259,6 +271,7 @@ fn log_close(sid: &Sid, transport: &str, reason: DisconnectReason) {
     }
     match reason {
         DisconnectReason::SlowConsumer
+        | DisconnectReason::PollingBufferFull
         | DisconnectReason::BadInput
         | DisconnectReason::MessageRate
         | DisconnectReason::TooLarge => {

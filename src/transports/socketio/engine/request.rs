@@ -173,8 +173,8 @@ async fn route<U: Upper>(
     // A new connection: the connection limits apply (the origin was checked).
     let permit = match &engine.config.security {
         Some(security) => {
-            match security.admit_connection("socketio", crate::security::peer_ip(&parts.extensions))
-            {
+            let peer = crate::security::peer_ip(&parts.extensions);
+            match security.admit_connection("socketio", security.client_ip(peer, &parts.headers)) {
                 Ok(permit) => Some(permit),
                 Err(refusal) => return crate::http::ApiError::from(refusal).into_response(),
             }

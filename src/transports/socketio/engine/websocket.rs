@@ -128,7 +128,7 @@ async fn take_over<U: Upper>(
     };
     let _live = engine.track();
     tracing::debug!(sid = %session.sid, "engine.io session upgraded to websocket");
-    let outbox = session.outbox.clone();
+    let outbox = engine.upgraded_outbox(&session.outbox);
     let link = Link {
         sid: session.sid.as_str(),
         version,
@@ -400,7 +400,9 @@ async fn finish<U: Upper>(
 async fn close(socket: &mut WebSocket, reason: DisconnectReason) {
     let code = match reason {
         DisconnectReason::BadInput => 1002,
-        DisconnectReason::SlowConsumer | DisconnectReason::MessageRate => 1008,
+        DisconnectReason::SlowConsumer
+        | DisconnectReason::PollingBufferFull
+        | DisconnectReason::MessageRate => 1008,
         DisconnectReason::TooLarge => 1009,
         DisconnectReason::ServerShutdown => 1001,
         _ => 1000,
