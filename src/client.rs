@@ -15,7 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn publish(args: PublishArgs) -> ExitCode {
     let body = serde_json::json!({ "channel": args.channel, "data": args.data }).to_string();
-    let url = format!("{}/api/publish", args.url.trim_end_matches('/'));
+    let url = format!("{}/api/publish", args.server.base());
     report(
         "publish",
         request("POST", &url, args.api_key.as_deref(), body).await,
@@ -23,7 +23,7 @@ pub async fn publish(args: PublishArgs) -> ExitCode {
 }
 
 pub async fn healthcheck(args: HealthcheckArgs) -> ExitCode {
-    let url = format!("{}/healthz", args.url.trim_end_matches('/'));
+    let url = format!("{}/healthz", args.server.base());
     report(
         "healthcheck",
         request("GET", &url, None, String::new()).await,

@@ -495,9 +495,8 @@ pub struct PublishArgs {
     pub channel: String,
     /// Payload, sent as-is.
     pub data: String,
-    /// Base URL of the roomcast server.
-    #[arg(long, env = "ROOMCAST_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    #[command(flatten)]
+    pub server: ServerUrl,
     /// API key (Authorization: Bearer).
     #[arg(long, env = "ROOMCAST_API_KEY")]
     pub api_key: Option<String>,
@@ -505,9 +504,39 @@ pub struct PublishArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
-    /// Base URL of the roomcast server.
-    #[arg(long, env = "ROOMCAST_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    #[command(flatten)]
+    pub server: ServerUrl,
+}
+
+/// Where `publish` and `healthcheck` find the server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerUrl {
+    /// Base URL of the roomcast server [default: http://127.0.0.1 on the port of
+    /// ROOMCAST_LISTEN when set, else http://127.0.0.1:8080]
+    #[arg(long, env = "ROOMCAST_URL")]
+    pub url: Option<String>,
+    /// The server's own listen address: a container's HEALTHCHECK shares the
+    /// server's environment, so it finds a moved port by itself.
+    #[arg(long, env = "ROOMCAST_LISTEN", hide = true)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl ServerUrl {
+    /// `--url`, else the listen address (loopback for a wildcard), else the default.
+    pub fn base(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let listen = self
+            .listen
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let ip = match listen.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        format!("http://{}", std::net::SocketAddr::new(ip, listen.port()))
+    }
 }
 
 /// The broker settings resolved from flags, env and the seed's REDISHOST.
@@ -773,6 +802,25 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_commands_find_the_server_from_its_listen_address() {
+        let base = |url: Option<&str>, listen: Option<&str>| {
+            ServerUrl {
+                url: url.map(str::to_owned),
+                listen: listen.map(|l| l.parse().unwrap()),
+            }
+            .base()
+        };
+        assert_eq!(base(None, None), "http://127.0.0.1:8080");
+        assert_eq!(base(None, Some("0.0.0.0:9000")), "http://127.0.0.1:9000");
+        assert_eq!(base(None, Some("[::]:9001")), "http://[::1]:9001");
+        assert_eq!(base(None, Some("10.1.2.3:81")), "http://10.1.2.3:81");
+        assert_eq!(
+            base(Some("http://h:1/"), Some("0.0.0.0:9000")),
+            "http://h:1"
+        );
+    }
     use std::collections::HashMap;
     use std::ffi::OsString;
 

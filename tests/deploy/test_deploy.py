@@ -392,13 +392,16 @@ def test_static_binary_resolves_redis_by_name_in_an_empty_root(server_factory, r
 def test_healthcheck_subcommand_used_by_the_image(server_factory):
     """The Dockerfile's and compose's HEALTHCHECK run `/roomcast healthcheck` (scratch has no
     curl): exit 0 against a healthy server, non-zero when nothing answers. It probes
-    ROOMCAST_URL (default http://127.0.0.1:8080, the image's port)."""
+    ROOMCAST_URL, else loopback at the port of ROOMCAST_LISTEN (default 8080, the image's)."""
     s = server_factory(["serve"])
     s.wait_healthy()
     ok = s.run(["healthcheck"], env={"ROOMCAST_URL": f"http://127.0.0.1:{s.port}"})
     assert ok.returncode == 0, f"`roomcast healthcheck` failed against a healthy server: {ok.stderr.decode()}"
     ok = s.run(["healthcheck", "--url", f"http://127.0.0.1:{s.port}"])
     assert ok.returncode == 0, ok.stderr.decode()
+    # Without a URL it follows the server's own ROOMCAST_LISTEN (a container shares its env).
+    ok = s.run(["healthcheck"], env={"ROOMCAST_LISTEN": f"0.0.0.0:{s.port}"})
+    assert ok.returncode == 0, f"healthcheck did not follow ROOMCAST_LISTEN: {ok.stderr.decode()}"
     down = s.run(["healthcheck"], env={"ROOMCAST_URL": f"http://127.0.0.1:{free_port()}"})
     assert down.returncode != 0, "`roomcast healthcheck` succeeded with nothing listening"
 
