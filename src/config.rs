@@ -139,9 +139,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_BROKER", value_enum)]
     pub broker: Option<BrokerKind>,
 
-    /// Redis URL, e.g. redis://127.0.0.1:6379 or rediss://user:pass@host:6380/0.
+    /// Redis URL, e.g. redis://127.0.0.1:6379 or rediss://user:pass@host:6380/0 (TLS).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// PEM file of the CA(s) that alone are trusted for a rediss:// server; default: the
+    /// system's roots and Mozilla's.
+    #[arg(long, env = "ROOMCAST_REDIS_CA_FILE", value_name = "PEM")]
+    pub redis_ca_file: Option<PathBuf>,
 
     /// Seed compatibility: Redis as host:port (used when --redis-url is not set).
     #[arg(long, env = "REDISHOST", hide_short_help = true)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 
-use crate::brokers::{Broker, Sink, memory::MemoryBroker, redis};
+use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, redis};
 use crate::config::{AuthMode, BrokerConfig, RoomCharsArg, ServeArgs};
 use crate::http::{self, AppState};
 use crate::hub::{Hub, HubConfig, RoomChars, RoomNamePolicy};
@@ -109,12 +109,29 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     };
     let broker: Arc<dyn Broker> = match args.broker_config()? {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
-        BrokerConfig::Redis { url, pattern } => Arc::new(
-            redis::start(&url, &pattern, sink, &shutdown).map_err(|source| ServeError::Broker {
+        BrokerConfig::Redis { url, pattern } => {
+            let broker_error = |source| ServeError::Broker {
                 broker: "redis",
                 source,
-            })?,
-        ),
+            };
+            let tls_roots = match &args.redis_ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    broker_error(BrokerError::Config(format!(
+                        "cannot read --redis-ca-file {}: {e}",
+                        path.display()
+                    )))
+                })?),
+                None => None,
+            };
+            let options = redis::RedisOptions {
+                tls_roots,
+                ..redis::RedisOptions::default()
+            };
+            Arc::new(
+                redis::start_with(&url, &pattern, options, sink, &shutdown)
+                    .map_err(broker_error)?,
+            )
+        }
     };
     let state = AppState {
         hub: hub.clone(),

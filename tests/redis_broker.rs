@@ -1,8 +1,10 @@
 //! The Redis broker against a real `redis-server` (started per test on a free
 //! port): delivery byte for byte, the pattern, publishing through Redis,
-//! Redis absent at start, and Redis killed and restarted while running.
+//! Redis absent at start, Redis killed and restarted while running, and
+//! `rediss://` with a private CA.
 
 mod common;
+mod tls_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -299,4 +301,55 @@ async fn a_redis_that_stops_answering_is_noticed_by_the_health_check() {
         }
     }
     stop(shutdown).await;
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_delivers_and_a_stranger_ca_is_refused() {
+    let ca = tls_support::TestCa::new();
+    let (cert, key) = ca.leaf(&["127.0.0.1"]);
+    let redis = RedisServer::start_tls(&cert, &key).await;
+    let trusting = |root_pem: &str| RedisOptions {
+        tls_roots: Some(root_pem.as_bytes().to_vec()),
+        ..RedisOptions::default()
+    };
+
+    let shutdown = Shutdown::new();
+    let (sink, mut rx) = collecting_sink();
+    let broker = start_with(&redis.url(), "*", trusting(&ca.root_pem), sink, &shutdown).unwrap();
+    wait_until(READY_LIMIT, "the broker is ready over TLS", || {
+        broker.is_ready()
+    })
+    .await;
+    let payload = Bytes::from_static(b"over tls");
+    broker.publish("secure", payload.clone()).await.unwrap();
+    assert_eq!(next(&mut rx).await, ("secure".to_string(), payload.clone()));
+    stop(shutdown).await;
+
+    // Trusting another CA: every handshake fails, the broker never gets ready.
+    let stranger = tls_support::TestCa::new();
+    let shutdown = Shutdown::new();
+    let (sink, _rx) = collecting_sink();
+    let broker = start_with(
+        &redis.url(),
+        "*",
+        trusting(&stranger.root_pem),
+        sink,
+        &shutdown,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!broker.is_ready(), "a server with an untrusted certificate");
+    assert!(broker.publish("secure", payload).await.is_err());
+    stop(shutdown).await;
+
+    // A CA file only makes sense for TLS.
+    let (sink, _rx) = collecting_sink();
+    let refused = start_with(
+        "redis://127.0.0.1:1",
+        "*",
+        trusting(&ca.root_pem),
+        sink,
+        &Shutdown::new(),
+    );
+    assert!(matches!(refused, Err(BrokerError::Config(_))));
 }

@@ -40,6 +40,9 @@ pub struct RedisOptions {
     /// How often a healthy connection is pinged, to notice a peer that
     /// vanished without closing the socket (network partition, dead host).
     pub health_interval: Duration,
+    /// PEM certificates that alone are trusted for a `rediss://` server (a
+    /// private CA); `None` trusts the system's and the Mozilla roots.
+    pub tls_roots: Option<Vec<u8>>,
 }
 
 impl Default for RedisOptions {
@@ -49,6 +52,7 @@ impl Default for RedisOptions {
             backoff_max: Duration::from_secs(5),
             op_timeout: Duration::from_secs(5),
             health_interval: Duration::from_secs(5),
+            tls_roots: None,
         }
     }
 }
@@ -143,8 +147,7 @@ pub fn start_with(
     sink: Sink,
     shutdown: &Shutdown,
 ) -> Result<RedisBroker, BrokerError> {
-    let client = redis::Client::open(url)
-        .map_err(|e| BrokerError::Config(format!("invalid Redis URL: {e}")))?;
+    let client = client(url, options.tls_roots.as_deref())?;
     // Few, quick retries inside the manager: a publish during an outage should
     // fail fast with a reason, not hang; every failed command triggers a new
     // background reconnect anyway.
@@ -191,6 +194,34 @@ pub fn start_with(
         state,
         op_timeout: options.op_timeout,
     })
+}
+
+/// The client for `url`; `rediss://` is TLS (rustls with our ring provider).
+fn client(url: &str, tls_roots: Option<&[u8]>) -> Result<redis::Client, BrokerError> {
+    let tls = url.starts_with("rediss://");
+    if tls {
+        // The redis crate asks rustls for the process-wide provider. Err:
+        // one is installed already, which is as good.
+        let _ = rustls::crypto::CryptoProvider::install_default(
+            rustls::crypto::ring::default_provider(),
+        );
+    }
+    let client = match tls_roots {
+        Some(_) if !tls => {
+            return Err(BrokerError::Config(
+                "--redis-ca-file needs a rediss:// URL".into(),
+            ));
+        }
+        Some(roots) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(roots.to_vec()),
+            },
+        ),
+        None => redis::Client::open(url),
+    };
+    client.map_err(|e| BrokerError::Config(format!("invalid Redis URL or TLS setting: {e}")))
 }
 
 impl Broker for RedisBroker {

@@ -24,6 +24,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// TLS only (`--tls-port`), with `tls.crt`/`tls.key` in `dir`.
+    tls: bool,
 }
 
 impl RedisServer {
@@ -34,23 +36,38 @@ impl RedisServer {
 
     /// Starts a server on `port` (e.g. again after [`RedisServer::kill`]).
     pub async fn start_on(port: u16) -> RedisServer {
+        RedisServer::launch(port, None).await
+    }
+
+    /// A server that speaks only TLS, with this certificate and key (PEM).
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> RedisServer {
+        RedisServer::launch(free_port(), Some((cert_pem, key_pem))).await
+    }
+
+    async fn launch(port: u16, tls: Option<(&str, &str)>) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "roomcast-redis-{}-{port}-{}",
             std::process::id(),
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).expect("create redis temp dir");
+        if let Some((cert, key)) = tls {
+            std::fs::write(dir.join("tls.crt"), cert).expect("write tls.crt");
+            std::fs::write(dir.join("tls.key"), key).expect("write tls.key");
+        }
         let mut server = RedisServer {
             port,
             dir,
             child: None,
+            tls: tls.is_some(),
         };
         server.spawn().await;
         server
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients) and waits for it.
@@ -84,8 +101,19 @@ impl RedisServer {
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        if self.tls {
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("tls.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("tls.key"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -97,7 +125,14 @@ impl RedisServer {
             .expect("spawn redis-server (is the redis-server package installed?)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !answers_ping(self.port).await {
+        // A TLS server cannot be PINGed in clear text; listening is enough there.
+        while !(if self.tls {
+            tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+        } else {
+            answers_ping(self.port).await
+        }) {
             assert!(
                 Instant::now() < deadline,
                 "redis-server on port {} did not answer within 10 s",
