@@ -10,10 +10,9 @@ mod support;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use socketio_support::{Got, http, ws as sio_ws};
-use support::Server;
+use support::{Server, next_json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -25,12 +24,7 @@ type WsClient =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    support::hs256_token(SECRET, &claims)
 }
 
 fn expired() -> String {
@@ -405,19 +399,6 @@ impl Watcher {
             message["data"], data,
             "after {after}: the watcher got every message"
         );
-    }
-}
-
-async fn next_json(ws: &mut WsClient) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("valid frame");
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(text.as_str()).unwrap();
-        }
     }
 }
 

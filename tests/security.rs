@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use socketio_support::{Got, http, ws as sio_ws};
 use support::Server;
@@ -44,12 +43,7 @@ fn now() -> u64 {
 }
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    support::hs256_token(SECRET, &claims)
 }
 
 fn user_token() -> String {

@@ -6,11 +6,13 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use futures_util::SinkExt;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
+mod support;
 mod tls_support;
+use support::next_json;
 use tls_support::pebble::{ChallDns, Pebble};
 use tls_support::*;
 
@@ -201,20 +203,4 @@ async fn publish_over_tls(
         )))
         .unwrap();
     assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
-}
-
-async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a frame within 5 s")
-            .expect("open")
-            .expect("valid frame");
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(text.as_str()).unwrap();
-        }
-    }
 }

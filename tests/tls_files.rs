@@ -5,12 +5,14 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use futures_util::SinkExt;
+use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+mod support;
 mod tls_support;
+use support::next_json;
 use tls_support::*;
 
 const NAME: &str = "localhost";
@@ -152,22 +154,6 @@ async fn bad_files_fail_startup_by_name() {
     .await;
     let error = result.err().expect("startup refused").to_string();
     assert!(error.contains("missing.pem"), "{error}");
-}
-
-async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a frame within 5 s")
-            .expect("open")
-            .expect("valid frame");
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(text.as_str()).unwrap();
-        }
-    }
 }
 
 /// Reads until `needle` has arrived; returns all that came.

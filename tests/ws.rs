@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 mod support;
-use support::Server;
+use support::{Server, next_json as next};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -24,22 +24,6 @@ async fn send(ws: &mut Ws, request: Value) {
     ws.send(Message::text(request.to_string()))
         .await
         .expect("send");
-}
-
-/// The next JSON text frame (pings and pongs skipped).
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a frame within 5 s")
-            .expect("connection open")
-            .expect("valid frame");
-        match frame {
-            Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON frame"),
-            Message::Close(close) => panic!("closed: {close:?}"),
-            _ => continue,
-        }
-    }
 }
 
 /// Reads until the server's close frame; returns its code.

@@ -93,3 +93,35 @@ impl Drop for Server {
         self.shutdown.trigger();
     }
 }
+
+/// The next JSON text frame of a websocket (pings and pongs skipped), within 10 s.
+pub async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("connection open")
+            .expect("valid frame");
+        match frame {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON frame"),
+            Message::Close(close) => panic!("closed: {close:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// A connection token signed with `secret` (HS256).
+pub fn hs256_token(secret: &str, claims: &serde_json::Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("claims serialize")
+}
