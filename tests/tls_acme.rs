@@ -42,25 +42,18 @@ async fn http01_issues_reuses_the_cache_and_renews() {
     let http_listen = format!("127.0.0.1:{http_port}");
     let cache = dir.str("cache");
     let args = [
-        "--listen",
-        &listen,
-        "--http-listen",
-        &http_listen,
-        "--acme-domain",
-        name,
-        "--acme-directory",
-        &pebble.directory,
-        "--acme-ca-root",
-        &pebble.api_root,
-        "--acme-cache-dir",
-        &cache,
-        "--acme-challenge",
-        "http-01",
-        "--acme-email",
-        "ops@example.com",
-        "--api-key",
-        "k",
-    ];
+        &["--listen", &listen, "--http-listen", &http_listen][..],
+        &pebble.acme_args(name, &cache),
+        &[
+            "--acme-challenge",
+            "http-01",
+            "--acme-email",
+            "ops@example.com",
+            "--api-key",
+            "k",
+        ],
+    ]
+    .concat();
     let server = Roomcast::start(&args).await;
     let addr = server.running.local_addr;
     let first = wait_for_certificate(addr, name, &roots).await;
@@ -124,22 +117,14 @@ async fn tls_alpn01_issues_on_the_https_port() {
     let name = "alpn.example.com";
     let listen = format!("127.0.0.1:{https_port}");
     let cache = dir.str("cache");
-    let server = Roomcast::start(&[
-        "--listen",
-        &listen,
-        "--http-listen",
-        "off",
-        "--acme-domain",
-        name,
-        "--acme-directory",
-        &pebble.directory,
-        "--acme-ca-root",
-        &pebble.api_root,
-        "--acme-cache-dir",
-        &cache,
-        "--acme-challenge",
-        "tls-alpn-01",
-    ])
+    let server = Roomcast::start(
+        &[
+            &["--listen", &listen, "--http-listen", "off"][..],
+            &pebble.acme_args(name, &cache),
+            &["--acme-challenge", "tls-alpn-01"],
+        ]
+        .concat(),
+    )
     .await;
     let addr = server.running.local_addr;
     wait_for_certificate(addr, name, &roots).await;

@@ -20,28 +20,23 @@ async fn dns01_over_rfc2136_issues_a_certificate() {
     let name = "dns01.example.com";
     let cache = dir.str("cache");
     let server = knot.addr.to_string();
-    let roomcast = Roomcast::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "off",
-        "--acme-domain",
-        name,
-        "--acme-directory",
-        &pebble.directory,
-        "--acme-ca-root",
-        &pebble.api_root,
-        "--acme-cache-dir",
-        &cache,
-        "--acme-dns-wait-s",
-        "0",
-        "--rfc2136-server",
-        &server,
-        "--rfc2136-tsig-key",
-        TSIG_KEY,
-        "--rfc2136-tsig-secret",
-        &knot.tsig_secret,
-    ])
+    let roomcast = Roomcast::start(
+        &[
+            &["--listen", "127.0.0.1:0", "--http-listen", "off"][..],
+            &pebble.acme_args(name, &cache),
+            &[
+                "--acme-dns-wait-s",
+                "0",
+                "--rfc2136-server",
+                &server,
+                "--rfc2136-tsig-key",
+                TSIG_KEY,
+                "--rfc2136-tsig-secret",
+                &knot.tsig_secret,
+            ],
+        ]
+        .concat(),
+    )
     .await;
     let addr = roomcast.running.local_addr;
     eventually(Duration::from_secs(60), || async {
@@ -63,30 +58,25 @@ async fn a_wrong_tsig_key_fails_loudly_and_readyz_says_so() {
     let pebble = Pebble::start(&dir, free_port(), free_port(), knot.addr).await;
     let cache = dir.str("cache");
     let server = knot.addr.to_string();
-    let roomcast = Roomcast::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--acme-domain",
-        "bad.example.com",
-        "--acme-directory",
-        &pebble.directory,
-        "--acme-ca-root",
-        &pebble.api_root,
-        "--acme-cache-dir",
-        &cache,
-        "--acme-dns-wait-s",
-        "0",
-        "--rfc2136-server",
-        &server,
-        "--rfc2136-zone",
-        "example.com",
-        "--rfc2136-tsig-key",
-        TSIG_KEY,
-        "--rfc2136-tsig-secret",
-        "d3Jvbmcgc2VjcmV0IHdyb25nIHNlY3JldCB3cm9uZyE=",
-    ])
+    let roomcast = Roomcast::start(
+        &[
+            &["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"][..],
+            &pebble.acme_args("bad.example.com", &cache),
+            &[
+                "--acme-dns-wait-s",
+                "0",
+                "--rfc2136-server",
+                &server,
+                "--rfc2136-zone",
+                "example.com",
+                "--rfc2136-tsig-key",
+                TSIG_KEY,
+                "--rfc2136-tsig-secret",
+                "d3Jvbmcgc2VjcmV0IHdyb25nIHNlY3JldCB3cm9uZyE=",
+            ],
+        ]
+        .concat(),
+    )
     .await;
     let readiness = roomcast.tls().readiness();
     let reason = eventually(Duration::from_secs(30), || async {

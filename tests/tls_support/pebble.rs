@@ -99,6 +99,20 @@ pub struct Pebble {
 }
 
 impl Pebble {
+    /// The flags that point roomcast at this CA for `domain`, caching in `cache`.
+    pub fn acme_args<'a>(&'a self, domain: &'a str, cache: &'a str) -> [&'a str; 8] {
+        [
+            "--acme-domain",
+            domain,
+            "--acme-directory",
+            &self.directory,
+            "--acme-ca-root",
+            &self.api_root,
+            "--acme-cache-dir",
+            cache,
+        ]
+    }
+
     /// Starts pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on
     /// `tls_port` of 127.0.0.1, resolving names through `dns`.
     pub async fn start(dir: &TempDir, http_port: u16, tls_port: u16, dns: SocketAddr) -> Pebble {
