@@ -278,20 +278,21 @@ where
             Step::Send(Some(chunk)) => {
                 // A client that stops reading blocks this write; the hub may
                 // close its outbox meanwhile, or the server may shut down.
-                let ended = tokio::select! {
-                    written = write_flush(&mut io, &chunk) => written.err().map(|_| None),
-                    reason = stream.outbox.wait_closed() => Some(Some(reason)),
-                    _ = stream.shutdown.requested() => Some(Some(DisconnectReason::ServerShutdown)),
-                };
-                match ended {
-                    None => continue,
-                    // The client went away mid-write.
-                    Some(None) => return,
-                    Some(Some(reason)) => {
-                        stream.outbox.close(reason);
+                let written = tokio::select! {
+                    written = write_flush(&mut io, &chunk) => written,
+                    reason = stream.outbox.wait_closed() => {
                         stream.report_close(reason);
                         break;
                     }
+                    _ = stream.shutdown.requested() => {
+                        stream.outbox.close(DisconnectReason::ServerShutdown);
+                        stream.report_close(DisconnectReason::ServerShutdown);
+                        break;
+                    }
+                };
+                if written.is_err() {
+                    // The client went away mid-write.
+                    return;
                 }
             }
             // The stream ended by the server's decision.
