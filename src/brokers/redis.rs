@@ -2,11 +2,18 @@
 //! this node's messages to every node (itself included).
 //!
 //! Owns: one dedicated pub/sub connection (pinged every few seconds, and
-//! re-dialled with jittered exponential backoff and re-subscribed after any
-//! loss), one multiplexed publishing connection (redis's `ConnectionManager`,
-//! renewed when it stops answering), and the one task, spawned on the
-//! server's `Shutdown`, that watches both and keeps `is_ready()` true only
-//! while both work.
+//! re-dialled and re-subscribed after any loss: at once when the lost
+//! connection had worked, else with jittered exponential backoff, cut short
+//! as soon as the publishing connection finds Redis answering again), one
+//! multiplexed publishing connection (redis's `ConnectionManager`, renewed
+//! when it stops answering), and the one task, spawned on the server's
+//! `Shutdown`, that watches both and keeps `is_ready()` true only while both
+//! work.
+//!
+//! A publish is acknowledged only if this node's subscription was live from
+//! before the PUBLISH was sent until its reply came back: a message Redis
+//! accepted while our own subscriber was away would reach none of this
+//! node's clients, so it is refused (`broker_unavailable`) instead.
 //!
 //! Never: panics or exits on a Redis failure (the server keeps serving and
 //! `/readyz` says not ready); assumes payloads are UTF-8 (they go to the sink
@@ -40,6 +47,8 @@ pub struct RedisOptions {
     /// How often a healthy connection is pinged, to notice a peer that
     /// vanished without closing the socket (network partition, dead host).
     pub health_interval: Duration,
+    /// A subscription that stayed up this long resets the reconnect backoff.
+    pub stable_after: Duration,
     /// PEM certificates that alone are trusted for a `rediss://` server (a
     /// private CA); `None` trusts the system's and the Mozilla roots.
     pub tls_roots: Option<Vec<u8>>,
@@ -52,6 +61,7 @@ impl Default for RedisOptions {
             backoff_max: Duration::from_secs(5),
             op_timeout: Duration::from_secs(5),
             health_interval: Duration::from_secs(5),
+            stable_after: Duration::from_secs(10),
             tls_roots: None,
         }
     }
@@ -102,13 +112,37 @@ impl Publisher {
 /// Readiness, shared by the broker handle and its task.
 #[derive(Default)]
 struct State {
-    /// The PSUBSCRIBE is confirmed on a live connection.
-    subscribed: AtomicBool,
+    subscription: Subscription,
     /// The last publish or publisher health check succeeded.
     publisher_ok: AtomicBool,
     /// Asks the publisher watcher to check now: the subscriber saw Redis go
-    /// away or come back, so the publisher's state is probably stale.
+    /// away or come back, or a publish was refused while it was away, so the
+    /// publisher's state is probably stale.
     recheck: tokio::sync::Notify,
+    /// The publishing connection found Redis answering while the subscriber
+    /// was away: the subscriber stops waiting out its backoff.
+    redis_answers: tokio::sync::Notify,
+}
+
+/// The subscription's generation: odd while a PSUBSCRIBE is confirmed on a
+/// live connection, even while it is not; every change adds one. A publish
+/// that sees the same odd value before and after its PUBLISH ran entirely
+/// while one subscription was live.
+#[derive(Default)]
+struct Subscription(AtomicU64);
+
+impl Subscription {
+    /// The current generation while the subscription is live.
+    fn live(&self) -> Option<u64> {
+        let generation = self.0.load(Ordering::SeqCst);
+        (generation % 2 == 1).then_some(generation)
+    }
+
+    fn set(&self, up: bool) {
+        if self.live().is_some() != up {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl State {
@@ -186,7 +220,7 @@ pub fn start_with(
             _ = stop.requested() => {}
             _ = futures_util::future::join(task.subscribe_forever(), task.watch_publisher(watched)) => {}
         }
-        task.state.subscribed.store(false, Ordering::Relaxed);
+        task.state.subscription.set(false);
         tracing::debug!("redis: subscriber stopped");
     });
     Ok(RedisBroker {
@@ -232,12 +266,26 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         let mut conn = self.publisher.connection();
         Box::pin(async move {
+            let Some(generation) = self.state.subscription.live() else {
+                // Not even sent: Redis would take it and this node's clients
+                // would never see it. Let the watcher probe Redis, so that
+                // traffic makes the subscriber return as soon as Redis does.
+                self.state.recheck.notify_one();
+                return Err(BrokerError::Unavailable(
+                    "this node's Redis subscription is down; its clients would not receive the message".into(),
+                ));
+            };
             let mut command = redis::cmd("PUBLISH");
             command.arg(channel).arg(payload.as_ref());
             let publish = command.query_async::<i64>(&mut conn);
             match tokio::time::timeout(self.op_timeout, publish).await {
                 Ok(Ok(_receivers)) => {
                     self.state.set_publisher(true, None);
+                    if self.state.subscription.live() != Some(generation) {
+                        return Err(BrokerError::Unavailable(
+                            "this node's Redis subscription was lost during the publish; the message may not reach its clients".into(),
+                        ));
+                    }
                     Ok(())
                 }
                 Ok(Err(error)) => Err(self.publish_error(error)),
@@ -257,8 +305,7 @@ impl Broker for RedisBroker {
     /// a node that receives but cannot publish would silently drop what its
     /// clients and `/api/publish` send, so the load balancer should skip it.
     fn is_ready(&self) -> bool {
-        self.state.subscribed.load(Ordering::Relaxed)
-            && self.state.publisher_ok.load(Ordering::Relaxed)
+        self.state.subscription.live().is_some() && self.state.publisher_ok.load(Ordering::Relaxed)
     }
 
     fn name(&self) -> &'static str {
@@ -284,8 +331,15 @@ impl RedisBroker {
 
     /// True while the PSUBSCRIBE is live (regardless of the publisher).
     pub fn is_subscribed(&self) -> bool {
-        self.state.subscribed.load(Ordering::Relaxed)
+        self.state.subscription.live().is_some()
     }
+}
+
+/// How a subscription ended.
+struct Lost {
+    reason: String,
+    /// It delivered a message or answered a health check: Redis was there.
+    had_worked: bool,
 }
 
 /// What the subscriber task needs; lives inside the task.
@@ -321,10 +375,10 @@ impl Task {
                         tracing::debug!(address = %self.address, %error, attempt = failed_attempts + 1, "redis: connect attempt failed");
                     }
                     failed_attempts += 1;
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    self.wait_to_retry(backoff.next_delay()).await;
                 }
                 Ok((pubsub, messages)) => {
-                    self.state.subscribed.store(true, Ordering::Relaxed);
+                    self.state.subscription.set(true);
                     self.state.recheck.notify_one();
                     if ever_connected {
                         tracing::info!(
@@ -342,23 +396,39 @@ impl Task {
                     }
                     ever_connected = true;
                     let connected_at = Instant::now();
-                    let reason = self.deliver(pubsub, messages).await;
-                    self.state.subscribed.store(false, Ordering::Relaxed);
+                    let lost = self.deliver(pubsub, messages).await;
+                    self.state.subscription.set(false);
                     self.state.recheck.notify_one();
                     tracing::warn!(
-                        address = %self.address, error = %reason,
+                        address = %self.address, error = %lost.reason,
                         "redis: connection lost; reconnecting"
                     );
-                    // A connection that dies right after it was made (Redis
-                    // still loading, a proxy dropping us) must not reset the
-                    // backoff, or we would loop at the minimum delay.
-                    if connected_at.elapsed() >= self.options.backoff_max {
+                    // Only a connection that stayed up resets the backoff: one
+                    // that dies right after it was made (Redis still loading,
+                    // a proxy dropping us) must not loop at the minimum delay.
+                    if connected_at.elapsed() >= self.options.stable_after {
                         backoff.reset();
                     }
                     failed_attempts = 0;
                     down_since = Instant::now();
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    // A connection that worked (Redis cut a subscriber that
+                    // fell behind, a restart) is re-dialled at once: every
+                    // moment away loses messages. The backoff is for failures.
+                    if !lost.had_worked {
+                        self.wait_to_retry(backoff.next_delay()).await;
+                    }
                 }
+            }
+        }
+    }
+
+    /// Sleeps `delay`, or less if the publishing connection finds Redis
+    /// answering meanwhile.
+    async fn wait_to_retry(&self, delay: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.state.redis_answers.notified() => {
+                tracing::debug!("redis: answering again; the subscriber retries now");
             }
         }
     }
@@ -373,21 +443,26 @@ impl Task {
     }
 
     /// Hands every pmessage to the sink until the connection fails; returns why.
-    async fn deliver(&self, mut commands: PubSubSink, mut messages: PubSubStream) -> String {
+    async fn deliver(&self, mut commands: PubSubSink, mut messages: PubSubStream) -> Lost {
         let mut health = tokio::time::interval(self.options.health_interval);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         health.tick().await; // the first tick is immediate
+        let mut had_worked = false;
         loop {
             tokio::select! {
                 message = messages.next() => match message {
-                    Some(message) => self.hand_over(message),
-                    None => return "connection closed".to_string(),
+                    Some(message) => {
+                        had_worked = true;
+                        self.hand_over(message);
+                    }
+                    None => return Lost { reason: "connection closed".into(), had_worked },
                 },
                 _ = health.tick() => {
                     // Messages queue in the client's buffer meanwhile; nothing is lost.
                     if let Err(error) = bounded(self.options.op_timeout, commands.ping::<redis::Value>()).await {
-                        return format!("health check failed: {error}");
+                        return Lost { reason: format!("health check failed: {error}"), had_worked };
                     }
+                    had_worked = true;
                 }
             }
         }
@@ -419,16 +494,21 @@ impl Task {
     }
 
     /// Keeps `publisher_ok` current even when nobody publishes, so readiness
-    /// comes back after an outage without waiting for a client's publish.
+    /// comes back after an outage without waiting for a client's publish;
+    /// tells the subscriber when Redis answers again while it is away.
     async fn watch_publisher(&self, publisher: Arc<Publisher>) {
         let mut backoff = Backoff::new(self.options.backoff_min, self.options.backoff_max);
         loop {
+            let pinged_at = Instant::now();
             let mut conn = publisher.connection();
             let command = redis::cmd("PING");
             let ping = command.query_async::<redis::Value>(&mut conn);
             let delay = match bounded(self.options.op_timeout, ping).await {
                 Ok(_) => {
                     self.state.set_publisher(true, None);
+                    if self.state.subscription.live().is_none() {
+                        self.state.redis_answers.notify_one();
+                    }
                     backoff.reset();
                     self.options.health_interval
                 }
@@ -445,7 +525,11 @@ impl Task {
             };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.state.recheck.notified() => {}
+                _ = self.state.recheck.notified() => {
+                    // Refused publishes ask often during an outage: probe
+                    // Redis at most once per `backoff_min`.
+                    tokio::time::sleep_until((pinged_at + self.options.backoff_min).into()).await;
+                }
             }
         }
     }
