@@ -156,6 +156,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_PATTERN", default_value = "*")]
     pub pattern: String,
 
+    /// Channel prefix of the Socket.IO Redis emitter (its `key` option): messages on
+    /// <KEY>#/#... and <KEY>-request#/# are emitter events and requests, not rooms.
+    /// Empty turns this off.
+    #[arg(long, env = "ROOMCAST_EMITTER_KEY", default_value = "socket.io")]
+    pub emitter_key: String,
+
     /// API key for POST /api/publish (repeatable). Without one, HTTP publishing is refused.
     #[arg(
         long = "api-key",

@@ -3,7 +3,8 @@
 //! A message's path: a **broker** (memory, Redis, ...) delivers what back-end
 //! applications publish to the **hub**; the hub owns rooms and fans each message
 //! out, encoded once per wire format, to the bounded outboxes of the clients of
-//! the **transports** (Socket.IO, SSE); **http** mounts the transports beside the
+//! the **transports** (Socket.IO, SSE); the **emitter** module takes the
+//! Socket.IO Redis emitter's channels aside before the hub; **http** mounts the transports beside the
 //! publish API, the web page and the health endpoints; **config** layers
 //! file < env < flags; **server** wires it all together and shuts it down.
 //!
@@ -12,6 +13,7 @@
 pub mod brokers;
 pub mod config;
 pub mod disconnect;
+pub mod emitter;
 pub mod http;
 pub mod hub;
 pub mod security;

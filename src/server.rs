@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, redis};
 use crate::config::{AuthMode, BrokerConfig, RoomCharsArg, ServeArgs};
+use crate::emitter::Emitter;
 use crate::http::{self, AppState};
 use crate::hub::{Hub, HubConfig, RoomChars, RoomNamePolicy};
 use crate::security::{
@@ -102,8 +103,15 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     }));
     let sink: Sink = {
         let hub = hub.clone();
+        let emitter = Emitter::new(&args.emitter_key, hub.clone());
         Arc::new(move |channel: &str, payload: Bytes| {
             telemetry::message_received();
+            if emitter
+                .as_ref()
+                .is_some_and(|e| e.handle(channel, &payload))
+            {
+                return;
+            }
             hub.deliver(channel, payload);
         })
     };
@@ -165,6 +173,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         ping_interval: args.ping_interval(),
         ping_timeout: args.ping_timeout(),
         allow_publish: args.ws_publish,
+        emitter_key: args.emitter_key.clone(),
         max_errors: args.max_protocol_errors,
     };
     let socketio = SocketIo::new(

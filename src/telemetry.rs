@@ -109,6 +109,10 @@ fn describe() {
         Unit::Seconds,
         "Time to queue one message to every member of its room"
     );
+    describe_counter!(
+        "roomcast_emitter_messages_total",
+        "Messages on the Socket.IO emitter's channels, by kind (broadcast, request, response) and result (done, ignored, malformed)"
+    );
 }
 
 /// The transports whose connections `/api/stats` counts, by metric label.
@@ -221,6 +225,11 @@ pub fn fanout_duration(seconds: f64) {
 
 pub fn delivery_latency(seconds: f64) {
     histogram!("roomcast_delivery_latency_seconds").record(seconds);
+}
+
+/// A message on one of the Socket.IO emitter's channels and what came of it.
+pub fn emitter_message(kind: &'static str, result: &'static str) {
+    counter!("roomcast_emitter_messages_total", "kind" => kind, "result" => result).increment(1);
 }
 
 pub fn message_received() {

@@ -147,6 +147,19 @@ async fn client_publishing_when_enabled() {
     .await;
     assert_eq!(next(&mut sender).await, json!({"type": "ok", "id": 5}));
     assert_eq!(next(&mut receiver).await["data"], json!({"hi": true}));
+    // The Socket.IO emitter's channels are the back end's: a client
+    // publishing there could disconnect every socket.
+    for (id, channel) in [(6, "socket.io-request#/#"), (7, "socket.io#/#room#")] {
+        let request =
+            json!({"op": "publish", "channel": channel, "data": {"type": 4, "opts": {}}, "id": id});
+        send(&mut sender, request).await;
+        let reply = next(&mut sender).await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("error"), Some("reserved_channel")),
+            "{reply}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -9,7 +9,10 @@
 //!   format gets the same shared `Bytes`.
 //! - The hub never awaits and never holds a room lock while pushing: fan-out
 //!   iterates a copy-on-write snapshot of the member list.
+//! - Events an application emits to rooms (the Socket.IO emitter) and its
+//!   requests go through `emit.rs`.
 
+mod emit;
 mod history;
 mod outbox;
 mod rooms;
@@ -22,6 +25,8 @@ use bytes::Bytes;
 
 use crate::telemetry;
 
+use emit::Registry;
+pub use emit::{AppEvent, Target};
 use history::History;
 pub use outbox::{Frame, Outbox, OutboxLimits, PushError};
 use rooms::Rooms;
@@ -45,12 +50,15 @@ pub struct Message {
     pub ts: u64,
 }
 
-/// What a format encodes: a published message, or the seed's `hello` to the
-/// other members when someone joins.
+/// What a format encodes: a published message, the seed's `hello` to the
+/// other members when someone joins, an application's event, or its request
+/// that a client disconnect.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
     Message(&'a Message),
     Joined { room: &'a str },
+    App(&'a AppEvent),
+    Disconnect,
 }
 
 /// Number of distinct wire formats the hub can encode a message into.
@@ -63,6 +71,10 @@ pub struct Format {
     pub id: usize,
     pub name: &'static str,
     pub encode: fn(&Event<'_>) -> Option<Frame>,
+    /// The format sends an [`AppEvent`]'s binary arguments as frames of
+    /// their own after the encoded one (Socket.IO's attachments); the others
+    /// inline them.
+    pub separate_attachments: bool,
 }
 
 impl std::fmt::Debug for Format {
@@ -116,6 +128,7 @@ impl Default for HubConfig {
 pub struct Hub {
     rooms: Rooms,
     history: History,
+    registry: Registry,
     hello_max_members: usize,
     next_client: AtomicU64,
     next_message: AtomicU64,
@@ -136,6 +149,7 @@ impl Hub {
         Hub {
             rooms: Rooms::default(),
             history: History::new(config.history_size, config.history_ttl),
+            registry: Registry::default(),
             hello_max_members: config.hello_max_members,
             next_client: AtomicU64::new(0),
             next_message: AtomicU64::new(0),
@@ -250,7 +264,18 @@ fn fan_out(members: &[Member], event: &Event<'_>) -> FanOut {
         let Some(frame) = slot.get_or_insert_with(|| (format.encode)(event)) else {
             continue;
         };
-        match member.outbox.push_at(frame.clone(), started) {
+        let pushed = member
+            .outbox
+            .push_at(frame.clone(), started)
+            .and_then(|()| match event {
+                Event::App(app) if format.separate_attachments => {
+                    app.binary.iter().try_for_each(|data| {
+                        member.outbox.push_at(Frame::Binary(data.clone()), started)
+                    })
+                }
+                _ => Ok(()),
+            });
+        match pushed {
             Ok(()) => {
                 result.delivered += 1;
                 per_format[format.id] = (per_format[format.id].0 + 1, format.name);
@@ -286,23 +311,26 @@ mod tests {
         match event {
             Event::Message(m) => Some(Frame::Text(Bytes::from(format!("a:{}", m.id)))),
             Event::Joined { room } => Some(Frame::Text(Bytes::from(format!("hello:{room}")))),
+            Event::App(_) | Event::Disconnect => None,
         }
     }
     fn encode_b(event: &Event<'_>) -> Option<Frame> {
         match event {
             Event::Message(m) => Some(Frame::Text(m.payload.clone())),
-            Event::Joined { .. } => None,
+            Event::Joined { .. } | Event::App(_) | Event::Disconnect => None,
         }
     }
     static A: Format = Format {
         id: 0,
         name: "a",
         encode: encode_a,
+        separate_attachments: false,
     };
     static B: Format = Format {
         id: 1,
         name: "b",
         encode: encode_b,
+        separate_attachments: false,
     };
 
     fn member(hub: &Hub, format: &'static Format, limits: OutboxLimits) -> Member {

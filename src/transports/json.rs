@@ -1,13 +1,19 @@
-//! The JSON message envelope shared by `/ws` and `/sse`:
-//! `{"type":"message","channel":"c","data":<payload>,"id":"<id>","ts":<ms>}`.
+//! The JSON envelopes shared by `/ws` and `/sse`, for a published message:
+//! `{"type":"message","channel":"c","data":<payload>,"id":"<id>","ts":<ms>}`,
+//! and for an event from the Socket.IO emitter:
+//! `{"type":"event","rooms":["r"],"event":"name","args":[...],"id":"<id>","ts":<ms>}`.
 //!
 //! `data` is the published payload itself when it parses as JSON, else the
-//! payload as a JSON string (invalid UTF-8 replaced by U+FFFD). Built once per
+//! payload as a JSON string (invalid UTF-8 replaced by U+FFFD). In `args`, a
+//! binary argument is `{"$base64":"<standard base64>"}`. Built once per
 //! message by the hub's format encoders, never per recipient.
 
 use std::io::Write;
 
-use crate::hub::Message;
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::hub::{AppEvent, Message};
 
 /// Writes the envelope of `message` as one JSON object.
 pub fn message_envelope(message: &Message) -> Vec<u8> {
@@ -19,6 +25,56 @@ pub fn message_envelope(message: &Message) -> Vec<u8> {
     // Writing to a Vec cannot fail.
     let _ = write!(out, r#","id":"{}","ts":{}}}"#, message.id, message.ts);
     out
+}
+
+/// Writes the envelope of an emitter's `event` as one JSON object.
+pub fn event_envelope(event: &AppEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(event.args.len() + 96);
+    out.extend_from_slice(br#"{"type":"event","rooms":["#);
+    for (i, room) in event.rooms.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(&mut out, room);
+    }
+    out.extend_from_slice(br#"],"event":"#);
+    write_json_string(&mut out, &event.name);
+    out.extend_from_slice(br#","args":"#);
+    if event.binary.is_empty() {
+        out.extend_from_slice(&event.args);
+    } else {
+        // Rare (binary arguments): the placeholders become base64 inline.
+        match serde_json::from_slice::<Value>(&event.args) {
+            Ok(mut args) => {
+                inline_binary(&mut args, &event.binary);
+                let _ = serde_json::to_writer(&mut out, &args);
+            }
+            Err(_) => out.extend_from_slice(b"[]"),
+        }
+    }
+    let _ = write!(out, r#","id":"{}","ts":{}}}"#, event.id, event.ts);
+    out
+}
+
+/// Replaces every `{"_placeholder":true,"num":N}` by `{"$base64":".."}`.
+fn inline_binary(value: &mut Value, binary: &[bytes::Bytes]) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(|v| inline_binary(v, binary)),
+        Value::Object(map) => {
+            let num = (map.len() == 2 && map.get("_placeholder") == Some(&Value::Bool(true)))
+                .then(|| map.get("num").and_then(Value::as_u64))
+                .flatten()
+                .and_then(|n| binary.get(n as usize));
+            match num {
+                Some(data) => {
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+                    *value = serde_json::json!({ "$base64": encoded });
+                }
+                None => map.values_mut().for_each(|v| inline_binary(v, binary)),
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The payload as JSON: verbatim if it is a JSON document, else a string.
@@ -68,5 +124,35 @@ mod tests {
         assert_eq!(v["data"], "12 34", "two JSON values are not one document");
         let v = parse(message_envelope(&message(b"\xff\xfeok")));
         assert_eq!(v["data"], "\u{fffd}\u{fffd}ok");
+    }
+
+    #[test]
+    fn events_carry_rooms_name_and_args_with_binary_as_base64() {
+        let event = AppEvent {
+            name: "price".into(),
+            args: Bytes::from_static(
+                br#"[1,{"chart":{"_placeholder":true,"num":0}},{"_placeholder":true,"num":7}]"#,
+            ),
+            binary: vec![Bytes::from_static(b"\x01\x02\xff")],
+            rooms: Arc::from([Arc::from("a"), Arc::from("b\"")]),
+            id: 9,
+            ts: 10,
+        };
+        let v = parse(event_envelope(&event));
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "type": "event", "rooms": ["a", "b\""], "event": "price",
+                "args": [1, {"chart": {"$base64": "AQL/"}}, {"_placeholder": true, "num": 7}],
+                "id": "9", "ts": 10
+            })
+        );
+        let plain = AppEvent {
+            binary: Vec::new(),
+            args: Bytes::from_static(b"[]"),
+            rooms: Arc::from([]),
+            ..event
+        };
+        assert_eq!(parse(event_envelope(&plain))["args"], serde_json::json!([]));
     }
 }

@@ -1,6 +1,6 @@
 //! The hub format of Socket.IO: how a published message (or a join's
-//! `hello`) looks on the wire, encoded once per message and shared by every
-//! Socket.IO recipient.
+//! `hello`, an emitter's event, its disconnect request) looks on the wire,
+//! encoded once per message and shared by every Socket.IO recipient.
 //!
 //! The frame is an Engine.IO message (`4`) holding a Socket.IO EVENT (`2`) on
 //! the default namespace, identical for Engine.IO v3 and v4 over websocket;
@@ -11,13 +11,14 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use crate::hub::{Event, Format, Frame};
+use crate::hub::{AppEvent, Event, Format, Frame};
 
 /// Socket.IO's hub format (id 0, see `transports::FORMAT_IDS`).
 pub static FORMAT: Format = Format {
     id: 0,
     name: "socket.io",
     encode,
+    separate_attachments: true,
 };
 
 /// `42["message",<payload>,{"room":..,"id":"<id>","ts":<ms>}]` and
@@ -43,8 +44,37 @@ fn encode(event: &Event<'_>) -> Option<Frame> {
             out.push(']');
             out
         }
+        Event::App(event) => app_event(event),
+        // DISCONNECT on `/`: the client does not reconnect by itself.
+        Event::Disconnect => "41".to_owned(),
     };
     Some(Frame::Text(Bytes::from(text)))
+}
+
+/// `42["name",args...]`, or with binary arguments `45<n>-["name",...]`
+/// (BINARY_EVENT; the placeholders are already in `args` and the hub sends
+/// the attachments after this frame), as a Node.js server sends them.
+fn app_event(event: &AppEvent) -> String {
+    let args = String::from_utf8_lossy(&event.args);
+    let mut out = String::with_capacity(args.len() + event.name.len() + 16);
+    match event.binary.len() {
+        0 => out.push_str("42"),
+        n => {
+            let _ = write!(out, "45{n}-");
+        }
+    }
+    out.push('[');
+    push_json_string(&mut out, &event.name);
+    // `args` is a JSON array: its elements follow the name.
+    match args.trim().strip_prefix('[').map(str::trim_start) {
+        Some(rest) if rest.starts_with(']') => out.push(']'),
+        Some(rest) => {
+            out.push(',');
+            out.push_str(rest);
+        }
+        None => out.push(']'),
+    }
+    out
 }
 
 fn push_json_string(out: &mut String, text: &str) {
@@ -82,6 +112,29 @@ mod tests {
             text(encode(&Event::Joined { room: "r\"1" })),
             r#"42["hello","r\"1"]"#
         );
+    }
+
+    #[test]
+    fn app_events_as_node_sends_them() {
+        let event = |args: &'static str, binary: usize| AppEvent {
+            name: "price".into(),
+            args: Bytes::from_static(args.as_bytes()),
+            binary: vec![Bytes::from_static(b"x"); binary],
+            rooms: Arc::from([]),
+            id: 1,
+            ts: 2,
+        };
+        let encoded = |e: AppEvent| text(encode(&Event::App(&e)));
+        assert_eq!(encoded(event("[]", 0)), r#"42["price"]"#);
+        assert_eq!(encoded(event("[1,\"a\"]", 0)), r#"42["price",1,"a"]"#);
+        assert_eq!(
+            encoded(event(
+                r#"[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+                2
+            )),
+            r#"452-["price",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
+        );
+        assert_eq!(text(encode(&Event::Disconnect)), "41");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use super::FORMAT;
 use super::engine::parse_query;
 use super::engine::{Link, Sid, Upper, Version};
 use super::protocol::{Kind, Packet};
@@ -19,7 +20,7 @@ use super::socket::{
     AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket, join_now,
 };
 use crate::disconnect::DisconnectReason;
-use crate::hub::{Frame, Hub};
+use crate::hub::{Frame, Hub, Member};
 use crate::security::{Identity, MessageRate};
 
 pub struct Layer {
@@ -132,6 +133,7 @@ impl Upper for Layer {
             let mut socket = self.socket(&mut conn.core, link, index, &id);
             self.handler.on_disconnect(&mut socket, reason);
         }
+        self.hub.unregister(conn.core.client);
         for room in std::mem::take(&mut conn.core.rooms) {
             self.hub.leave(&room, conn.core.client);
         }
@@ -257,6 +259,14 @@ impl Layer {
         }
         conn.sockets.push((index, id));
         conn.connected = true;
+        if index == 0 {
+            // One of "everyone" for the emitter's room-less events and requests.
+            self.hub.register(Member {
+                client: conn.core.client,
+                outbox: link.outbox.clone(),
+                format: &FORMAT,
+            });
+        }
         let data = match link.version {
             Version::V4 => Some(serde_json::json!({ "sid": id.as_str() })),
             Version::V3 => None,
@@ -322,6 +332,7 @@ impl Layer {
     /// Rooms deliver on the default namespace: leaving it leaves them all.
     fn after_namespace_left(&self, conn: &mut Conn, index: usize) {
         if index == 0 {
+            self.hub.unregister(conn.core.client);
             for room in std::mem::take(&mut conn.core.rooms) {
                 self.hub.leave(&room, conn.core.client);
             }

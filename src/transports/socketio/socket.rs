@@ -201,9 +201,6 @@ impl Socket<'_> {
     /// events on the default namespace. Returns false if already a member.
     /// The caller validates the name (`hub::validate_room_name`).
     pub fn join(&mut self, room: &str) -> bool {
-        if self.core.rooms.iter().any(|r| &**r == room) {
-            return false;
-        }
         if let Some(deferred) = &mut self.core.deferred {
             deferred.push(Deferred::Join(room.to_owned()));
             return true;
@@ -213,10 +210,10 @@ impl Socket<'_> {
 
     /// Leaves a room. Returns false if not a member.
     pub fn leave(&mut self, room: &str) -> bool {
-        let Some(index) = self.core.rooms.iter().position(|r| &**r == room) else {
-            return false;
-        };
-        self.core.rooms.swap_remove(index);
+        if let Some(index) = self.core.rooms.iter().position(|r| &**r == room) {
+            self.core.rooms.swap_remove(index);
+        }
+        // Also a room an emitter's `socketsJoin` joined on its behalf.
         self.hub.leave(room, self.core.client)
     }
 
@@ -242,11 +239,13 @@ impl Socket<'_> {
     }
 }
 
+/// Joins `room` in the hub; the hub, not `core.rooms`, says whether it was
+/// a member already, since an emitter's `socketsLeave` or `socketsJoin` may
+/// have changed that behind the connection's back.
 pub(super) fn join_now(hub: &Hub, link: &Link<'_>, core: &mut Core, room: &str) -> bool {
-    if core.rooms.iter().any(|r| &**r == room) {
-        return false;
+    if !core.rooms.iter().any(|r| &**r == room) {
+        core.rooms.push(Arc::from(room));
     }
-    core.rooms.push(Arc::from(room));
     hub.join(
         room,
         Member {
@@ -254,6 +253,5 @@ pub(super) fn join_now(hub: &Hub, link: &Link<'_>, core: &mut Core, room: &str) 
             outbox: link.outbox.clone(),
             format: &FORMAT,
         },
-    );
-    true
+    )
 }

@@ -37,6 +37,7 @@ pub static FORMAT: hub::Format = hub::Format {
     id: 1,
     name: "sse",
     encode,
+    separate_attachments: false,
 };
 
 /// Shared state of the SSE endpoint.
@@ -307,14 +308,17 @@ impl Drop for Stream {
 /// A message as one whole SSE event. The JSON envelope may contain raw line
 /// breaks (pretty-printed JSON payloads), so each line gets its own `data:`
 /// field; EventSource joins them back with `\n`, which is still valid JSON.
+/// Both envelopes go as SSE type `message` (an `EventSource`'s `onmessage`
+/// gets them; their `type` field tells them apart).
 fn encode(event: &Event<'_>) -> Option<Frame> {
-    let Event::Message(message) = event else {
-        return None;
+    let (envelope, id) = match event {
+        Event::Message(message) => (json::message_envelope(message), message.id),
+        Event::App(event) => (json::event_envelope(event), event.id),
+        Event::Joined { .. } | Event::Disconnect => return None,
     };
-    let envelope = json::message_envelope(message);
     let mut out = Vec::with_capacity(envelope.len() + 48);
     out.extend_from_slice(b"event: message\nid: ");
-    out.extend_from_slice(message.id.to_string().as_bytes());
+    out.extend_from_slice(id.to_string().as_bytes());
     out.push(b'\n');
     for line in split_lines(&envelope) {
         out.extend_from_slice(b"data: ");

@@ -38,12 +38,14 @@ pub static FORMAT: hub::Format = hub::Format {
     id: 2,
     name: "ws",
     encode,
+    separate_attachments: false,
 };
 
 fn encode(event: &Event<'_>) -> Option<Frame> {
     match event {
         Event::Message(message) => Some(Frame::Text(json::message_envelope(message).into())),
-        Event::Joined { .. } => None,
+        Event::App(event) => Some(Frame::Text(json::event_envelope(event).into())),
+        Event::Joined { .. } | Event::Disconnect => None,
     }
 }
 
@@ -61,6 +63,9 @@ pub struct Ws {
     pub ping_timeout: Duration,
     /// Whether clients may use the `publish` op.
     pub allow_publish: bool,
+    /// The Socket.IO emitter's channel prefix (`--emitter-key`): its
+    /// channels are the back end's, never a client's to publish to.
+    pub emitter_key: String,
     /// Refused frames tolerated before the connection is closed (1008).
     pub max_errors: u32,
 }
@@ -366,6 +371,15 @@ impl Connection {
                     return Err(ProtocolError::new(
                         "publish_disabled",
                         "client publishing is disabled (server flag --ws-publish)",
+                    ));
+                }
+                if crate::emitter::is_emitter_channel(&self.ws.emitter_key, &channel) {
+                    crate::telemetry::refused("forbidden", "reserved_channel");
+                    return Err(ProtocolError::new(
+                        "reserved_channel",
+                        format!(
+                            "{channel:?} is a Socket.IO emitter channel; only the back end publishes there"
+                        ),
                     ));
                 }
                 let security = &self.ws.security;
