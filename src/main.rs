@@ -3,8 +3,10 @@
 //! `roomcast healthcheck` checks a running server.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use roomcast::config::{self, Command, LogFormat, ServeArgs};
+use roomcast::shutdown::{self, Shutdown};
 
 mod client;
 
@@ -26,14 +28,29 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Publish(args)) => runtime.block_on(client::publish(args)),
         Some(Command::Healthcheck(args)) => runtime.block_on(client::healthcheck(args)),
-        Some(Command::Serve(args)) => serve(&runtime, *args),
-        None => serve(&runtime, cli.serve),
+        Some(Command::Serve(args)) => serve(runtime, *args),
+        None => serve(runtime, cli.serve),
     }
 }
 
-fn serve(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
+fn serve(runtime: tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
     init_logging(&args);
-    match runtime.block_on(roomcast::server::serve(args)) {
+    let shutdown = Shutdown::new();
+    let deadline = Duration::from_secs(args.shutdown_timeout_s);
+    // The last word on exiting: even a runtime whose workers never yield
+    // cannot keep the process past the drain deadline.
+    let supervisor = shutdown::supervise(shutdown.clone(), deadline, |unfinished| {
+        tracing::error!(%unfinished, "the drain deadline passed and the server did not stop; exiting");
+        std::process::exit(1);
+    });
+    if let Err(error) = supervisor {
+        eprintln!("roomcast: cannot start the shutdown supervisor: {error}");
+        return ExitCode::FAILURE;
+    }
+    let result = runtime.block_on(roomcast::server::serve(args, shutdown));
+    // A worker stuck in a task that never yields would block a plain drop.
+    runtime.shutdown_timeout(RUNTIME_EXIT);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "roomcast stopped");
@@ -41,6 +58,9 @@ fn serve(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
         }
     }
 }
+
+/// How long the runtime's threads get to stop once the server has drained.
+const RUNTIME_EXIT: Duration = Duration::from_secs(1);
 
 fn init_logging(args: &ServeArgs) {
     use tracing_subscriber::EnvFilter;

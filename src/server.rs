@@ -16,7 +16,7 @@ use crate::hub::{Hub, HubConfig, RoomChars, RoomNamePolicy};
 use crate::security::{
     self, JwtSettings, Limits, Origins, Rules, Security, TrustedProxies, Verifier,
 };
-use crate::shutdown::{self, Shutdown};
+use crate::shutdown::Shutdown;
 use crate::telemetry;
 use crate::tls::{self, Tls, TlsSettings};
 use crate::transports::socketio::{RoomcastHandler, SocketIo, SocketIoConfig};
@@ -42,11 +42,13 @@ pub enum ServeError {
     Keys(#[from] security::jwt::KeyError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the drain deadline (--shutdown-timeout-s) passed: {0}")]
+    DrainOverrun(String),
 }
 
-/// Runs the server until a signal arrives.
-pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
-    let shutdown = Shutdown::new();
+/// Runs the server until `shutdown` is triggered (by the supervisor thread on
+/// SIGTERM/SIGINT, see [`crate::shutdown::supervise`]), then drains.
+pub async fn serve(args: ServeArgs, shutdown: Shutdown) -> Result<(), ServeError> {
     let running = start(&args, shutdown.clone()).await?;
     let scheme = if running.tls.is_some() {
         "https"
@@ -60,15 +62,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         "roomcast listening; web page at {scheme}://{}/",
         running.local_addr
     );
-    shutdown::signal().await;
+    shutdown.requested().await;
     tracing::info!("shutting down: draining connections");
-    shutdown.trigger();
     let deadline = Duration::from_secs(args.shutdown_timeout_s);
     if !shutdown.wait(deadline).await {
-        tracing::warn!(
-            ?deadline,
-            "connections still open at the drain deadline; exiting anyway"
-        );
+        return Err(ServeError::DrainOverrun(shutdown.unfinished()));
     }
     Ok(())
 }

@@ -205,6 +205,13 @@ impl Outbox {
         self.lock().frames.is_empty()
     }
 
+    /// Wakes the owner again. For a second, passing waiter (a long-poll GET
+    /// still waiting while its session upgrades to a websocket) that may have
+    /// taken a wake-up meant for the new owner. A spare wake-up is harmless.
+    pub fn wake_owner(&self) {
+        self.wake.notify_one();
+    }
+
     /// Resolves when a frame is queued or the outbox closes. Meant for one
     /// waiter (the connection task); a wake-up that arrives while nobody waits
     /// is kept, so none is lost. Cancel-safe.

@@ -188,3 +188,102 @@ pub fn init_logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// A server binary this test started on a free port (roomcast, or the
+/// protocol-conformance example). Killed (only it) on drop.
+pub struct ServerProcess {
+    pub port: u16,
+    child: Child,
+}
+
+impl ServerProcess {
+    /// Starts `bin` with `args` plus `--listen 127.0.0.1:<port>` and waits
+    /// until the port accepts connections.
+    pub async fn start(bin: &std::path::Path, args: &[&str]) -> ServerProcess {
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            // SERVER_LOG=debug shows the server's logs in a failing test's output.
+            .env(
+                "RUST_LOG",
+                std::env::var("SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(match std::env::var_os("SERVER_LOG") {
+                Some(_) => Stdio::inherit(),
+                None => Stdio::null(),
+            })
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| panic!("spawn {}: {error}", bin.display()));
+        let server = ServerProcess { port, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen",
+                bin.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields of the whole line, in clock ticks.
+        let after = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // USER_HZ, the unit of these fields, is 100 on Linux.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The protocol-conformance example, built by `cargo test` beside the test
+/// binaries (or `ROOMCAST_CONFORMANCE_BIN`).
+pub fn conformance_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("ROOMCAST_CONFORMANCE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> → target/debug/examples/protocol-conformance
+    let debug = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    debug.join("examples").join("protocol-conformance")
+}

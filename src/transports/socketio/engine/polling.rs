@@ -25,6 +25,8 @@ use crate::security::Permit;
 
 /// Most frames one GET carries; the rest wait for the next poll.
 const MAX_FRAMES_PER_POLL: usize = 256;
+/// Longest a GET waits for an upgrading websocket to catch up.
+const CATCH_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Opens a session over polling: the response is the open packet plus what
 /// the upper layer queued on open (Socket.IO v4's `40`).
@@ -81,6 +83,12 @@ pub async fn poll<U: Upper>(engine: &Arc<Engine<U>>, session: Arc<Session<U::Con
     if !session.check_alive(engine) {
         return EngineError::UnknownSid.into_response();
     }
+    // A websocket claimed this session: it first handles what it has already
+    // received, so a client that sent `2probe` and `5` before this GET is
+    // refused; the in-flight GET of an upgrading client gets its noop.
+    if session.upgrading() {
+        session.catch_up(CATCH_UP_LIMIT).await;
+    }
     {
         let mut state = session.lock();
         match state.transport {
@@ -102,6 +110,9 @@ pub async fn poll<U: Upper>(engine: &Arc<Engine<U>>, session: Arc<Session<U::Con
     // Clears `poll_active` however this request ends (the client may hang up).
     let _active = ActivePoll(&session);
     let mut frames = Vec::new();
+    // Every pass either answers or awaits. The one `continue` follows a
+    // `close`, after which the session is closed or upgraded, and both are
+    // answered at the top.
     loop {
         {
             let mut state = session.lock();
@@ -113,8 +124,13 @@ pub async fn poll<U: Upper>(engine: &Arc<Engine<U>>, session: Arc<Session<U::Con
                 });
                 break;
             }
-            if state.transport == Transport::Upgrading {
+            // The websocket answered the probe, or has taken over already
+            // (`2probe` and `5` handled while this GET waited): the outbox is
+            // the websocket's now, so this GET only releases the client, and
+            // passes on any outbox wake-up it took.
+            if matches!(state.transport, Transport::Upgrading | Transport::Websocket) {
                 frames.push(Packet::Noop.encode());
+                session.outbox.wake_owner();
                 break;
             }
             Session::take_control(&mut state, &mut frames);
@@ -195,4 +211,164 @@ fn payload_response<C>(session: &Session<C>, frames: &[Frame]) -> Response {
     let encoding = Encoding::choose(session.version, session.binary);
     let body = payload::encode(encoding, frames);
     ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The poll/upgrade interleavings, driven step by step: the pending GET
+    //! is polled by hand, so each state change lands exactly between two of
+    //! its steps. Each GET runs on its own thread's runtime so a busy loop
+    //! fails the test (a timeout) instead of hanging it.
+
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::hub::OutboxLimits;
+    use crate::shutdown::Shutdown;
+    use crate::transports::socketio::engine::EngineConfig;
+
+    struct Silent;
+
+    impl Upper for Silent {
+        type Conn = ();
+        fn open(&self, _link: &Link<'_>, _query: &[(String, String)]) {}
+        fn message(&self, _: &mut (), _: &Link<'_>, _: Frame) -> Result<(), DisconnectReason> {
+            Ok(())
+        }
+        fn close(&self, _: &mut (), _: &Link<'_>, _: DisconnectReason) {}
+    }
+
+    fn engine() -> Arc<Engine<Silent>> {
+        let config = EngineConfig {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 100_000,
+            connect_timeout: None,
+            outbox: OutboxLimits::default(),
+            security: None,
+        };
+        Engine::new(config, Silent, Shutdown::new())
+    }
+
+    /// A polling session with a GET pending on it (polled once, not done).
+    async fn pending_get(
+        engine: &Arc<Engine<Silent>>,
+    ) -> (
+        Arc<Session<()>>,
+        std::pin::Pin<Box<impl std::future::Future<Output = Response> + '_>>,
+    ) {
+        let _ = handshake(engine, Version::V4, false, Vec::new(), None);
+        let session = engine.sessions().values().next().cloned();
+        let session = session.unwrap_or_else(|| panic!("the handshake made no session"));
+        let mut get = Box::pin(poll(engine, session.clone()));
+        assert!(get.as_mut().now_or_never().is_none(), "the GET waits");
+        (session, get)
+    }
+
+    /// Runs `scenario` on a fresh runtime in its own thread; fails if it has
+    /// not finished within a few seconds (a task that never yields).
+    fn within_deadline<F>(scenario: impl FnOnce() -> F + Send + 'static) -> String
+    where
+        F: std::future::Future<Output = String>,
+    {
+        let (done, result) = mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                let _ = done.send(runtime.block_on(scenario()));
+            }
+        });
+        match result.recv_timeout(Duration::from_secs(5)) {
+            Ok(body) => body,
+            Err(_) => panic!("the pending GET never ended (a loop that does not yield)"),
+        }
+    }
+
+    async fn body(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+        String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()
+    }
+
+    #[test]
+    fn a_get_pending_across_a_whole_upgrade_gets_a_noop() {
+        // `2probe` and `5` handled back to back: the GET never saw `Upgrading`.
+        let answer = within_deadline(|| async {
+            let engine = engine();
+            let (session, get) = pending_get(&engine).await;
+            assert!(session.claim_upgrade());
+            session.probed();
+            assert!(session.complete_upgrade().is_some());
+            body(get.await).await
+        });
+        assert_eq!(answer, "6");
+    }
+
+    #[test]
+    fn a_get_pending_when_the_upgraded_websocket_closes_ends() {
+        // The websocket ends (its outbox closes) before the GET runs again:
+        // `Session::close` does nothing for an upgraded session, and the GET
+        // used to loop on the closed outbox for ever.
+        let answer = within_deadline(|| async {
+            let engine = engine();
+            let (session, get) = pending_get(&engine).await;
+            assert!(session.claim_upgrade());
+            session.probed();
+            assert!(session.complete_upgrade().is_some());
+            session.outbox.close(DisconnectReason::ClientClosed);
+            body(get.await).await
+        });
+        assert_eq!(answer, "6");
+    }
+
+    #[test]
+    fn a_get_pending_at_shutdown_of_an_upgraded_session_ends() {
+        let answer = within_deadline(|| async {
+            let engine = engine();
+            let (session, get) = pending_get(&engine).await;
+            assert!(session.claim_upgrade());
+            session.probed();
+            assert!(session.complete_upgrade().is_some());
+            engine.shutdown.trigger();
+            body(get.await).await
+        });
+        assert_eq!(answer, "6");
+    }
+
+    #[test]
+    fn a_get_pending_across_an_upgrade_leaves_outbox_wake_ups_to_the_websocket() {
+        // The GET and the websocket both wait on the outbox for a moment; a
+        // frame queued then must still wake the websocket. (Which of its two
+        // wake-ups the GET's select takes is random: try often.)
+        for _ in 0..32 {
+            let woken = within_deadline(|| async {
+                let engine = engine();
+                let (session, get) = pending_get(&engine).await;
+                assert!(session.claim_upgrade());
+                session.probed();
+                assert!(session.complete_upgrade().is_some());
+                let mut websocket = Box::pin(session.outbox.ready());
+                assert!(websocket.as_mut().now_or_never().is_none());
+                let _ = session.outbox.push(Frame::Text("4hello".into()));
+                assert_eq!(body(get.await).await, "6");
+                format!("{:?}", websocket.now_or_never())
+            });
+            assert_eq!(woken, "Some(())", "the websocket missed its wake-up");
+        }
+    }
+
+    #[test]
+    fn a_get_pending_when_the_session_closes_gets_a_close() {
+        let answer = within_deadline(|| async {
+            let engine = engine();
+            let (session, get) = pending_get(&engine).await;
+            session.outbox.close(DisconnectReason::SlowConsumer);
+            body(get.await).await
+        });
+        assert_eq!(answer, "1");
+    }
 }

@@ -52,6 +52,11 @@ pub struct Session<C> {
     pub poll_wake: Notify,
     /// Wakes the timer task: a close or an upgrade.
     timer_wake: Notify,
+    /// Wakes whoever waits for a claimed upgrade to end, either way, or for
+    /// the upgrading websocket to catch up.
+    upgrade_settled: Notify,
+    /// Asks the upgrading websocket task to catch up (see [`Session::catch_up`]).
+    catch_up: Notify,
     /// The connection's slot in the limits, held while the session lives.
     _permit: Option<Permit>,
 }
@@ -101,6 +106,8 @@ impl<C> Session<C> {
             }),
             poll_wake: Notify::new(),
             timer_wake: Notify::new(),
+            upgrade_settled: Notify::new(),
+            catch_up: Notify::new(),
             _permit: permit,
         }
     }
@@ -121,7 +128,9 @@ impl<C> Session<C> {
     }
 
     /// Closes the session once: the upper layer hears about it, the pending
-    /// GET answers `reply`, later requests get "Session ID unknown".
+    /// GET answers `reply`, later requests get "Session ID unknown". An
+    /// upgraded session belongs to its websocket task, which closes it: then
+    /// this does nothing, so no caller may wait for `closed` to be set.
     pub fn close<U: Upper<Conn = C>>(
         &self,
         engine: &Engine<U>,
@@ -146,6 +155,7 @@ impl<C> Session<C> {
         }
         self.poll_wake.notify_one();
         self.timer_wake.notify_one();
+        self.upgrade_settled.notify_waiters();
         log_close(&self.sid, "polling", reason);
     }
 
@@ -247,6 +257,7 @@ impl<C> Session<C> {
         drop(state);
         self.poll_wake.notify_one();
         self.timer_wake.notify_one();
+        self.upgrade_settled.notify_waiters();
         conn
     }
 
@@ -258,6 +269,68 @@ impl<C> Session<C> {
             Transport::UpgradeClaimed | Transport::Upgrading
         ) {
             state.transport = Transport::Polling;
+        }
+        drop(state);
+        self.upgrade_settled.notify_waiters();
+    }
+
+    /// Waits (at most `limit`) until the websocket that claimed the upgrade
+    /// has handled every frame it had already received, or the upgrade ended.
+    /// A GET that arrives mid-upgrade calls this first, so it is judged after
+    /// the `2probe`/`5` its client sent before it, as a single-threaded
+    /// server would; frames and requests race on separate connections here.
+    pub async fn catch_up(&self, limit: std::time::Duration) {
+        // Lets the runtime poll for I/O first, so the websocket task sees
+        // (and is woken for) the frames that arrived before this request.
+        tokio::task::yield_now().await;
+        let settled = self.upgrade_settled.notified();
+        tokio::pin!(settled);
+        // Registered before the check, so a change in between still wakes us.
+        settled.as_mut().enable();
+        if !self.upgrading() {
+            return;
+        }
+        self.catch_up.notify_one();
+        let _ = tokio::time::timeout(limit, settled).await;
+    }
+
+    /// A websocket has claimed the session and not yet taken over or given up.
+    pub fn upgrading(&self) -> bool {
+        let state = self.lock();
+        state.closed.is_none()
+            && matches!(
+                state.transport,
+                Transport::UpgradeClaimed | Transport::Upgrading
+            )
+    }
+
+    /// Resolves when a request asked the upgrading websocket to catch up.
+    pub async fn catch_up_wanted(&self) {
+        self.catch_up.notified().await;
+    }
+
+    /// The upgrading websocket has handled everything it had received.
+    pub fn caught_up(&self) {
+        self.upgrade_settled.notify_waiters();
+    }
+
+    /// Waits until no upgrade is in progress (done, aborted or the session
+    /// closed), at most until `deadline`. A second websocket for the same
+    /// session waits here before it is refused, so the first one's probe
+    /// answer leaves before the refusal, as in a single-threaded server.
+    pub async fn upgrade_settled(&self, deadline: Instant) {
+        loop {
+            let settled = self.upgrade_settled.notified();
+            tokio::pin!(settled);
+            // Registered before the check, so a change in between still wakes us.
+            settled.as_mut().enable();
+            if !self.upgrading() {
+                return;
+            }
+            tokio::select! {
+                () = settled => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use tokio::time::Instant;
 
 use super::heartbeat::{Beat, Heartbeat};
@@ -108,6 +108,7 @@ pub fn upgrade_session<U: Upper>(
                 take_over(engine, socket, session).await;
             } else {
                 tracing::debug!(sid = %session.sid, "duplicate websocket for upgraded session");
+                session.upgrade_settled(probe_deadline(&engine)).await;
                 close(&mut socket, DisconnectReason::TransportReplaced).await;
             }
         });
@@ -145,13 +146,34 @@ async fn probe<U: Upper>(
     socket: &mut WebSocket,
     session: &Session<U::Conn>,
 ) -> Option<U::Conn> {
-    let config = &engine.config;
-    let deadline = Instant::now() + config.ping_interval + config.ping_timeout;
+    let deadline = probe_deadline(engine);
+    // A polling request asked us to handle what has already arrived before
+    // it decides (see `Session::catch_up`): read without waiting until the
+    // socket has nothing buffered.
+    let mut catching_up = false;
     loop {
-        let message = tokio::select! {
-            message = socket.recv() => message?.ok()?,
-            () = tokio::time::sleep_until(deadline) => return None,
-            () = engine.shutdown.requested() => return None,
+        let message = if catching_up {
+            match socket.recv().now_or_never() {
+                Some(message) => message?.ok()?,
+                None => {
+                    catching_up = false;
+                    session.caught_up();
+                    continue;
+                }
+            }
+        } else {
+            tokio::select! {
+                message = socket.recv() => message?.ok()?,
+                () = session.catch_up_wanted() => {
+                    // Lets the runtime poll for I/O first: bytes the kernel
+                    // holds count as received only once readiness is seen.
+                    tokio::task::yield_now().await;
+                    catching_up = true;
+                    continue;
+                }
+                () = tokio::time::sleep_until(deadline) => return None,
+                () = engine.shutdown.requested() => return None,
+            }
         };
         let packet = match message {
             Message::Text(text) => Packet::decode_text(Bytes::from(text)).ok()?,
@@ -169,6 +191,11 @@ async fn probe<U: Upper>(
             _ => return None,
         }
     }
+}
+
+/// How long a client may take to probe and complete an upgrade.
+fn probe_deadline<U: Upper>(engine: &Engine<U>) -> Instant {
+    Instant::now() + engine.config.ping_interval + engine.config.ping_timeout
 }
 
 /// The connection's loop; returns why it ended.
