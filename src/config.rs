@@ -219,6 +219,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
 
+    /// Seconds a client's socket may accept no bytes while the server writes to it before the client is closed (`slow_consumer`); at least 1.
+    #[arg(long, env = "ROOMCAST_WRITE_TIMEOUT_S", default_value_t = 10)]
+    pub write_timeout_s: u64,
+
+    /// Seconds a kept-alive HTTP connection may wait for its next complete request head (idle time included) before it is closed; at least 1.
+    #[arg(long, env = "ROOMCAST_KEEPALIVE_TIMEOUT_S", default_value_t = 60)]
+    pub keepalive_timeout_s: u64,
+
     /// HTTPS from files: PEM certificate chain (reloaded when it changes on disk). Needs --tls-key.
     #[arg(
         long,
@@ -800,6 +808,14 @@ impl ServeArgs {
 
     pub fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_s.max(1))
+    }
+
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_secs(self.keepalive_timeout_s.max(1))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, redis};
 use crate::config::{AuthMode, BrokerConfig, RoomCharsArg, ServeArgs};
 use crate::emitter::Emitter;
+use crate::http::deadline::WithDeadlines;
+use crate::http::serve::serve as serve_http;
 use crate::http::{self, AppState};
 use crate::hub::{Hub, HubConfig, RoomChars, RoomNamePolicy};
 use crate::security::{
@@ -194,6 +196,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     let listener = bind(args.listen).await?;
     let local_addr = listener.local_addr()?;
     let mut http_addr = None;
+    let keepalive = args.keepalive_timeout();
     let tls = match tls {
         None => {
             // Small frames must leave at once: Nagle's algorithm with delayed
@@ -201,8 +204,9 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
+            let listener = WithDeadlines::new(listener, args.write_timeout());
             let listener = sse::start_listener(listener, sse)?;
-            serve_until_shutdown(&shutdown, listener.tap_io(|_| {}), app, "http server");
+            serve_http(&shutdown, listener, app, keepalive, "http server");
             None
         }
         Some(tls) => {
@@ -210,11 +214,13 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 let plain = bind(addr).await?;
                 http_addr = Some(plain.local_addr()?);
                 let router = tls.redirect_router(local_addr.port()).merge(readyz);
-                serve_until_shutdown(&shutdown, plain, router, "plain-HTTP listener");
+                let plain = WithDeadlines::new(plain, args.write_timeout());
+                serve_http(&shutdown, plain, router, keepalive, "plain-HTTP listener");
             }
-            let listener = tls::listener::start(listener, tls.acceptor(), &shutdown);
+            let listener =
+                tls::listener::start(listener, tls.acceptor(), args.write_timeout(), &shutdown);
             let listener = sse::start_listener(listener, sse)?;
-            serve_until_shutdown(&shutdown, listener.tap_io(|_| {}), app, "https server");
+            serve_http(&shutdown, listener, app, keepalive, "https server");
             Some(tls.run(&shutdown))
         }
     };
@@ -225,27 +231,6 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         hub,
         broker,
     })
-}
-
-/// Serves `app` on `listener` in a tracked task until shutdown, giving
-/// handlers the peer address (for the per-IP limits): axum provides it
-/// through `TapIo` for any listener, hence the no-op taps above.
-fn serve_until_shutdown<L>(shutdown: &Shutdown, listener: L, app: axum::Router, what: &'static str)
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-    std::net::SocketAddr:
-        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    let graceful = shutdown.clone();
-    shutdown.spawn(async move {
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { graceful.requested().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "{what} stopped");
-        }
-    });
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {

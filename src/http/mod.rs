@@ -6,10 +6,13 @@
 //! never talks to a broker except through `Broker::publish`.
 
 mod api;
+pub mod deadline;
 mod handoff;
 mod page;
+pub mod serve;
 
 pub use api::parse_publish;
+pub use deadline::WriteDeadline;
 pub use handoff::Handoff;
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The HTTPS listener: accepts TCP, runs TLS handshakes in their own tasks
 //! (a slow or hostile client never holds up the accept loop), and hands
-//! finished streams to `axum::serve` through a bounded channel ([`Handoff`]), so the same
+//! finished streams to `http::serve` through a bounded channel ([`Handoff`]), so the same
 //! router, websocket upgrades and graceful shutdown work as on plain HTTP.
 //!
 //! TLS-ALPN-01 validation handshakes (`acme-tls/1`) end after the handshake:
@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::resolver::ACME_TLS_ALPN;
-use crate::http::Handoff;
+use crate::http::{Handoff, WriteDeadline};
 use crate::shutdown::Shutdown;
 
 /// Handshakes in progress at once; more wait in the kernel's backlog.
@@ -28,23 +28,30 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_QUEUE: usize = 64;
 
 /// The HTTPS listener: TLS streams, handshaken.
-pub type TlsListener = Handoff<TlsStream<TcpStream>>;
+pub type TlsListener = Handoff<TlsStream<WriteDeadline<TcpStream>>>;
 
-/// Starts accepting on `listener`; handshakes stop on shutdown.
-pub fn start(listener: TcpListener, acceptor: TlsAcceptor, shutdown: &Shutdown) -> TlsListener {
+/// Starts accepting on `listener`; handshakes stop on shutdown. Every
+/// socket gets `write_timeout` under its TLS layer.
+pub fn start(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    write_timeout: Duration,
+    shutdown: &Shutdown,
+) -> TlsListener {
     let local_addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (ready, handoff) = Handoff::channel(local_addr, READY_QUEUE);
     let tasks = shutdown.clone();
-    shutdown.spawn(accept_loop(listener, acceptor, ready, tasks));
+    shutdown.spawn(accept_loop(listener, acceptor, write_timeout, ready, tasks));
     handoff
 }
 
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    write_timeout: Duration,
+    ready: mpsc::Sender<(TlsStream<WriteDeadline<TcpStream>>, SocketAddr)>,
     shutdown: Shutdown,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
@@ -74,6 +81,7 @@ async fn accept_loop(
         shutdown.spawn(async move {
             let _permit = permit;
             let _ = tcp.set_nodelay(true);
+            let tcp = WriteDeadline::new(tcp, write_timeout);
             let handshake = tokio::select! {
                 _ = stop.requested() => return,
                 done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => done,

@@ -8,3 +8,16 @@ pub mod json;
 pub mod socketio;
 pub mod sse;
 pub mod ws;
+
+use crate::disconnect::DisconnectReason;
+
+/// Why a websocket write failed: the socket's write deadline
+/// ([`crate::http::deadline`]) means the client stopped reading
+/// (`slow_consumer`); anything else is the transport's.
+pub fn write_failed(error: &axum::Error) -> DisconnectReason {
+    if crate::http::deadline::is_write_timeout(error) {
+        DisconnectReason::SlowConsumer
+    } else {
+        DisconnectReason::TransportError
+    }
+}

@@ -26,6 +26,7 @@ use tokio::time::timeout;
 use super::prefixed::Prefixed;
 use super::{Sse, Stream};
 use crate::disconnect::DisconnectReason;
+use crate::http::deadline::is_write_timeout;
 use crate::http::{ApiError, Handoff};
 
 /// First allocation for a request head; grown only for long heads.
@@ -40,7 +41,7 @@ const HANDOFF_QUEUE: usize = 64;
 /// How long a goodbye (FIN or TLS close_notify) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A listener for `axum::serve` that answers fresh `GET /sse` connections
+/// A listener for `http::serve` that answers fresh `GET /sse` connections
 /// itself and passes every other connection on.
 pub type SseListener<Io> = Handoff<Prefixed<Io>>;
 
@@ -290,9 +291,16 @@ where
                         break;
                     }
                 };
-                if written.is_err() {
+                match written {
+                    Ok(()) => {}
+                    // The socket took nothing for `--write-timeout-s`.
+                    Err(error) if is_write_timeout(&error) => {
+                        stream.outbox.close(DisconnectReason::SlowConsumer);
+                        stream.report_close(DisconnectReason::SlowConsumer);
+                        return;
+                    }
                     // The client went away mid-write.
-                    return;
+                    Err(_) => return,
                 }
             }
             // The stream ended by the server's decision.

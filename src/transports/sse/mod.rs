@@ -24,6 +24,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::disconnect::DisconnectReason;
 use crate::http::ApiError;
+use crate::http::serve::WriteStall;
 use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
 use crate::security::{self, Identity, Permit, Security};
 use crate::shutdown::Shutdown;
@@ -60,7 +61,8 @@ pub async fn handler(
 ) -> Response {
     let query = query.unwrap_or_default();
     match open(&sse, &headers, &query, security::peer_ip(&extensions)) {
-        Ok((stream, headers)) => {
+        Ok((mut stream, headers)) => {
+            stream.stall = extensions.get::<WriteStall>().cloned();
             let chunks = futures_util::stream::unfold(stream, |mut stream| async move {
                 let chunk = stream.next_chunk().await?;
                 Some((Ok::<_, std::io::Error>(chunk), stream))
@@ -209,6 +211,11 @@ struct Stream {
     rooms: Vec<String>,
     shutdown: Shutdown,
     opened: bool,
+    /// The connection's, when hyper writes the stream: tells a stuck
+    /// client (its write deadline ran out) from one that went away.
+    stall: Option<WriteStall>,
+    /// The end was counted and logged (by the writer or by `Drop`).
+    reported: bool,
     _open: telemetry::ConnectionMetric,
     _permit: Permit,
 }
@@ -235,6 +242,8 @@ impl Stream {
             rooms,
             shutdown: sse.shutdown.clone(),
             opened: false,
+            stall: None,
+            reported: false,
             _open: telemetry::ConnectionMetric::open(FORMAT.name),
             _permit: permit,
         }
@@ -283,7 +292,8 @@ impl Stream {
 
 impl Stream {
     /// Counts and logs a stream the server ended.
-    fn report_close(&self, reason: DisconnectReason) {
+    fn report_close(&mut self, reason: DisconnectReason) {
+        self.reported = true;
         telemetry::disconnected(FORMAT.name, reason);
         tracing::info!(
             client = self.client.0,
@@ -295,9 +305,19 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        if self.outbox.closed().is_none() {
-            // The client went away (hyper dropped the body).
-            telemetry::disconnected(FORMAT.name, DisconnectReason::ClientClosed);
+        if !self.reported {
+            // hyper dropped the body: its write deadline ran out on a
+            // client that stopped reading, the outbox closed while hyper
+            // could not ask for more, or the client went away.
+            let stuck = self.stall.as_ref().is_some_and(WriteStall::stalled);
+            match self.outbox.closed() {
+                Some(reason) => self.report_close(reason),
+                None if stuck => {
+                    self.outbox.close(DisconnectReason::SlowConsumer);
+                    self.report_close(DisconnectReason::SlowConsumer);
+                }
+                None => telemetry::disconnected(FORMAT.name, DisconnectReason::ClientClosed),
+            }
         }
         for room in &self.rooms {
             self.hub.leave(room, self.client);

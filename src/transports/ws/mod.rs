@@ -187,7 +187,9 @@ impl Connection {
                 code: close.code,
                 reason: Utf8Bytes::from_static(close.text),
             };
-            // The peer may be gone already; nothing more to do then.
+            // The peer may be gone already; nothing more to do then. One
+            // that reads nothing fails this at its write deadline, which
+            // has been running since its last byte left.
             let _ = socket.send(Message::Close(Some(frame))).await;
             let level_info = close.reason != DisconnectReason::ClientClosed;
             if level_info {
@@ -216,7 +218,7 @@ impl Connection {
                     if let Some(reason) = self.outbox.closed() {
                         return Some(Close::because(reason));
                     }
-                    if let Err(reason) = self.flush(socket, &mut batch).await {
+                    if let Err(reason) = self.write(socket, &mut batch, &mut heartbeat).await {
                         return Some(Close::because(reason));
                     }
                 }
@@ -233,15 +235,65 @@ impl Connection {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if self.last_seen.elapsed() > self.ws.ping_interval + self.ws.ping_timeout {
-                        return Some(Close::because(DisconnectReason::PingTimeout));
-                    }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
-                        return Some(Close::because(DisconnectReason::TransportError));
+                    if let Err(reason) = self.beat(socket).await {
+                        return Some(Close::because(reason));
                     }
                 }
             }
         }
+    }
+
+    /// Checks the client's liveness and pings it.
+    async fn beat(&self, socket: &mut WebSocket) -> Result<(), DisconnectReason> {
+        if self.ping_overdue() {
+            return Err(DisconnectReason::PingTimeout);
+        }
+        socket
+            .send(Message::Ping(Default::default()))
+            .await
+            .map_err(|error| crate::transports::write_failed(&error))
+    }
+
+    fn ping_overdue(&self) -> bool {
+        self.last_seen.elapsed() > self.ws.ping_interval + self.ws.ping_timeout
+    }
+
+    /// Drains the outbox onto the socket. While a write waits for a client
+    /// that does not read, the outbox closing (overflow), the heartbeat and
+    /// shutdown still end the connection; the socket's write deadline ends
+    /// the write itself (`slow_consumer`). A ping that fell due meanwhile
+    /// goes out after the write.
+    async fn write(
+        &self,
+        socket: &mut WebSocket,
+        batch: &mut Vec<Frame>,
+        heartbeat: &mut tokio::time::Interval,
+    ) -> Result<(), DisconnectReason> {
+        let mut ping_owed = false;
+        {
+            let flush = self.flush(socket, batch);
+            tokio::pin!(flush);
+            loop {
+                tokio::select! {
+                    written = &mut flush => {
+                        written?;
+                        break;
+                    }
+                    reason = self.outbox.wait_closed() => return Err(reason),
+                    _ = self.ws.shutdown.requested() => return Err(DisconnectReason::ServerShutdown),
+                    _ = heartbeat.tick() => {
+                        if self.ping_overdue() {
+                            return Err(DisconnectReason::PingTimeout);
+                        }
+                        ping_owed = true;
+                    }
+                }
+            }
+        }
+        if ping_owed {
+            self.beat(socket).await?;
+        }
+        Ok(())
     }
 
     /// Writes what the outbox holds, one flush per batch.
@@ -265,12 +317,12 @@ impl Connection {
                 socket
                     .feed(message)
                     .await
-                    .map_err(|_| DisconnectReason::TransportError)?;
+                    .map_err(|error| crate::transports::write_failed(&error))?;
             }
             socket
                 .flush()
                 .await
-                .map_err(|_| DisconnectReason::TransportError)?;
+                .map_err(|error| crate::transports::write_failed(&error))?;
         }
         *batch = Vec::new();
         Ok(())
@@ -313,7 +365,7 @@ impl Connection {
         socket
             .send(Message::Text(text.into()))
             .await
-            .map_err(|_| Close::because(DisconnectReason::TransportError))?;
+            .map_err(|error| Close::because(crate::transports::write_failed(&error)))?;
         if self.errors > self.ws.max_errors {
             return Err(Close {
                 reason: DisconnectReason::BadInput,
@@ -423,6 +475,12 @@ fn read_error(error: axum::Error) -> Close {
             text: "frame too large",
         };
     }
+    // A read also flushes what waits to be written: the write deadline may
+    // run out here.
+    if crate::http::deadline::is_write_timeout(&*inner) {
+        return Close::because(DisconnectReason::SlowConsumer);
+    }
+    tracing::debug!(error = %inner, "ws read failed");
     Close {
         reason: DisconnectReason::TransportError,
         code: close_code::ERROR,

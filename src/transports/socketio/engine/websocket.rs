@@ -24,6 +24,7 @@ use super::{Engine, Link, Sid, Upper, log_close};
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox};
 use crate::security::Permit;
+use crate::transports::write_failed;
 
 /// Read buffer per connection; tungstenite grows it for larger frames.
 const READ_BUFFER: usize = 256;
@@ -229,8 +230,8 @@ async fn run<U: Upper>(
                 match receive(engine, link, conn, &mut heartbeat, message) {
                     Ok(None) => {}
                     Ok(Some(reply)) => {
-                        if send_frame(socket, link.version, reply).await.is_err() {
-                            return DisconnectReason::TransportError;
+                        if let Err(reason) = send_frame(socket, link.version, reply).await {
+                            return reason;
                         }
                     }
                     Err(reason) => return reason,
@@ -248,8 +249,8 @@ async fn run<U: Upper>(
                 match heartbeat.fire(Instant::now()) {
                     Beat::SendPing => {
                         let ping = Packet::Ping(Bytes::new()).encode();
-                        if send_frame(socket, link.version, ping).await.is_err() {
-                            return DisconnectReason::TransportError;
+                        if let Err(reason) = send_frame(socket, link.version, ping).await {
+                            return reason;
                         }
                     }
                     Beat::TimedOut => return DisconnectReason::PingTimeout,
@@ -312,8 +313,9 @@ fn receive<U: Upper>(
 }
 
 /// Writes a batch of queued frames. A peer that stops reading blocks the
-/// write: then the hub closes its outbox (slow consumer), or the heartbeat
-/// runs out (the ping that falls due meanwhile goes out after the write).
+/// write: then the socket's write deadline fails it, the hub closes its
+/// outbox, or the heartbeat runs out, whichever comes first, all as
+/// `slow_consumer` (the ping that falls due meanwhile goes out after the write).
 /// The heartbeat timer is shared with the main loop so a connection carries
 /// one timer, not two.
 async fn write<U: Upper>(
@@ -332,7 +334,7 @@ async fn write<U: Upper>(
         loop {
             tokio::select! {
                 written = &mut batch => {
-                    written.map_err(|()| DisconnectReason::TransportError)?;
+                    written?;
                     break;
                 }
                 reason = link.outbox.wait_closed() => return Err(reason),
@@ -352,28 +354,34 @@ async fn write<U: Upper>(
     }
     if ping_owed {
         let ping = Packet::Ping(Bytes::new()).encode();
-        send_frame(socket, link.version, ping)
-            .await
-            .map_err(|()| DisconnectReason::TransportError)?;
+        send_frame(socket, link.version, ping).await?;
     }
     Ok(())
 }
 
 /// Writes up to `BATCH` queued frames and flushes once.
-async fn write_batch(socket: &mut WebSocket, version: Version, outbox: &Outbox) -> Result<(), ()> {
+async fn write_batch(
+    socket: &mut WebSocket,
+    version: Version,
+    outbox: &Outbox,
+) -> Result<(), DisconnectReason> {
     for _ in 0..BATCH {
         let Some(frame) = outbox.pop() else { break };
         let Some(message) = to_message(version, frame) else {
             continue;
         };
-        socket.feed(message).await.map_err(|_| ())?;
+        socket.feed(message).await.map_err(|e| write_failed(&e))?;
     }
-    socket.flush().await.map_err(|_| ())
+    socket.flush().await.map_err(|e| write_failed(&e))
 }
 
-async fn send_frame(socket: &mut WebSocket, version: Version, frame: Frame) -> Result<(), ()> {
+async fn send_frame(
+    socket: &mut WebSocket,
+    version: Version,
+    frame: Frame,
+) -> Result<(), DisconnectReason> {
     match to_message(version, frame) {
-        Some(message) => socket.send(message).await.map_err(|_| ()),
+        Some(message) => socket.send(message).await.map_err(|e| write_failed(&e)),
         None => Ok(()),
     }
 }
