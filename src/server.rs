@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, redis};
 use crate::config::{AuthMode, BrokerConfig, RoomCharsArg, ServeArgs};
-use crate::emitter::Emitter;
+use crate::emitter::{self, Emitter};
 use crate::http::deadline::WithDeadlines;
 use crate::http::serve::serve as serve_http;
 use crate::http::{self, AppState};
@@ -101,11 +101,11 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         history_ttl: Duration::from_secs(args.history_ttl_s),
         hello_max_members: args.hello_max_members,
     }));
-    let sink: Sink = {
-        let hub = hub.clone();
+    let sink = {
+        let (hub, wanting) = (hub.clone(), hub.clone());
         let emitter = Emitter::new(&args.emitter_key, hub.clone());
-        Arc::new(move |channel: &str, payload: Bytes| {
-            telemetry::message_received();
+        let emitter_key = args.emitter_key.clone();
+        Sink::new(move |channel: &str, payload: Bytes| {
             if emitter
                 .as_ref()
                 .is_some_and(|e| e.handle(channel, &payload))
@@ -113,6 +113,10 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 return;
             }
             hub.deliver(channel, payload);
+        })
+        // The emitter's channels name no room but are wanted all the same.
+        .wanting(move |channel: &str| {
+            wanting.wants(channel) || emitter::is_emitter_channel(&emitter_key, channel)
         })
     };
     let broker: Arc<dyn Broker> = match args.broker_config()? {

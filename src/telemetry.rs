@@ -90,6 +90,14 @@ fn describe() {
         "roomcast_broker_reconnects_total",
         "Broker reconnections after a lost connection"
     );
+    describe_counter!(
+        "roomcast_broker_disconnects_total",
+        "Broker subscription connections lost, by broker and reason"
+    );
+    describe_counter!(
+        "roomcast_broker_dropped_total",
+        "Messages received from the broker and dropped because the fan-out was too far behind"
+    );
     describe_gauge!(
         "roomcast_tls_certificate_expiry_seconds",
         Unit::Seconds,
@@ -232,9 +240,10 @@ pub fn emitter_message(kind: &'static str, result: &'static str) {
     counter!("roomcast_emitter_messages_total", "kind" => kind, "result" => result).increment(1);
 }
 
-pub fn message_received() {
-    counter!("roomcast_messages_received_total").increment(1);
-    STATS.received.fetch_add(1, Ordering::Relaxed);
+/// Messages a broker received (wanted here or not), counted per batch.
+pub fn messages_received(count: u64) {
+    counter!("roomcast_messages_received_total").increment(count);
+    STATS.received.fetch_add(count, Ordering::Relaxed);
 }
 
 pub fn message_published(source: &'static str) {
@@ -253,6 +262,18 @@ pub fn broker_up(broker: &'static str, up: bool) {
 
 pub fn broker_reconnected(broker: &'static str) {
     counter!("roomcast_broker_reconnects_total", "broker" => broker).increment(1);
+}
+
+/// The broker's subscribed connection ended (`reason`: closed, io_error,
+/// no_answer, error_reply, protocol_error).
+pub fn broker_disconnected(broker: &'static str, reason: &'static str) {
+    counter!("roomcast_broker_disconnects_total", "broker" => broker, "reason" => reason)
+        .increment(1);
+}
+
+/// Messages received but dropped because the fan-out was too far behind.
+pub fn broker_dropped(broker: &'static str, count: usize) {
+    counter!("roomcast_broker_dropped_total", "broker" => broker).increment(count as u64);
 }
 
 /// The served certificate's expiry, as a Unix timestamp (alert on

@@ -6,7 +6,6 @@
 mod common;
 mod tls_support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,7 +24,7 @@ const RECEIVE_LIMIT: Duration = Duration::from_secs(5);
 fn collecting_sink() -> (Sink, mpsc::UnboundedReceiver<(String, Bytes)>) {
     init_logs();
     let (tx, rx) = mpsc::unbounded_channel();
-    let sink: Sink = Arc::new(move |channel: &str, payload: Bytes| {
+    let sink = Sink::new(move |channel: &str, payload: Bytes| {
         let _ = tx.send((channel.to_string(), payload));
     });
     (sink, rx)

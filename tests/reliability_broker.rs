@@ -3,6 +3,11 @@
 //! the HTTP API is published to continuously and a raw `/ws` client listens.
 //! Every publish answered 200 must reach the client (counted by payload id);
 //! every other answer must be 503 `broker_unavailable`.
+//!
+//! And floods: `redis-benchmark` pipelining PUBLISH into a room nobody is in,
+//! against a Redis that cuts pub/sub clients over a small output buffer: the
+//! subscriber is back within a second of every cut, and once the flood stops
+//! a quiet room's member gets every message.
 
 mod common;
 mod support;
@@ -91,11 +96,14 @@ impl Publishing {
     }
 }
 
-/// A `/ws` client subscribed to ROOM, collecting the ids it receives.
-async fn listener(server: &Server) -> (tokio::task::JoinHandle<()>, Arc<Mutex<BTreeSet<u64>>>) {
+/// A `/ws` client subscribed to `room`, collecting the ids it receives.
+async fn listener(
+    server: &Server,
+    room: &str,
+) -> (tokio::task::JoinHandle<()>, Arc<Mutex<BTreeSet<u64>>>) {
     let url = server.url("/ws").replace("http://", "ws://");
     let (mut ws, _) = connect_async(url).await.expect("websocket handshake");
-    let subscribe = json!({"op": "subscribe", "channel": ROOM, "id": 1});
+    let subscribe = json!({"op": "subscribe", "channel": room, "id": 1});
     ws.send(Message::text(subscribe.to_string()))
         .await
         .expect("send");
@@ -133,7 +141,7 @@ async fn publish_through(outage: impl AsyncFnOnce(&mut RedisServer)) {
     let mut redis = RedisServer::start().await;
     let server = Arc::new(Server::start(&["--api-key", "k", "--redis-url", &redis.url()]).await);
     wait_ready(&server, Duration::from_secs(20)).await;
-    let (listening, received) = listener(&server).await;
+    let (listening, received) = listener(&server, ROOM).await;
     let publishing = Publishing::start(&server);
     // Some traffic before the outage.
     let before = tokio::time::Instant::now();
@@ -161,29 +169,33 @@ async fn publish_through(outage: impl AsyncFnOnce(&mut RedisServer)) {
         seen.refused > 0,
         "the outage refused no publish: was it one?"
     );
-    // Every acknowledged id arrives; wait for the last ones in flight.
-    let acknowledged = seen.acknowledged;
-    let arrived = || async {
-        let received = received.lock().await;
-        acknowledged
-            .difference(&received)
-            .copied()
-            .collect::<Vec<_>>()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut missing = arrived().await;
-    while !missing.is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        missing = arrived().await;
-    }
+    let missing = missing_after_a_while(&seen.acknowledged, &received).await;
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged publishes never reached the subscriber (refused: {}): {missing:?}",
         missing.len(),
-        acknowledged.len(),
+        seen.acknowledged.len(),
         seen.refused
     );
     listening.abort();
+}
+
+/// The ids of `expected` that have not arrived within 10 s.
+async fn missing_after_a_while(
+    expected: &BTreeSet<u64>,
+    received: &Mutex<BTreeSet<u64>>,
+) -> Vec<u64> {
+    let missing = || async {
+        let received = received.lock().await;
+        expected.difference(&received).copied().collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut still = missing().await;
+    while !still.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        still = missing().await;
+    }
+    still
 }
 
 #[tokio::test]
@@ -207,4 +219,126 @@ async fn redis_frozen_and_resumed_every_acknowledged_publish_is_delivered() {
         redis.freeze(false);
     })
     .await;
+}
+
+const DISCONNECTS_CLOSED: &str =
+    r#"roomcast_broker_disconnects_total{broker="redis",reason="closed"}"#;
+
+/// Polls `/readyz` every 10 ms until `stop`; returns the longest stretch it
+/// was not ready.
+async fn longest_not_ready(server: Arc<Server>, stop: Arc<AtomicBool>) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut down_since = None;
+    while !stop.load(Ordering::Relaxed) {
+        let now = tokio::time::Instant::now();
+        if ready(&server).await {
+            if let Some(since) = down_since.take() {
+                longest = longest.max(now - since);
+            }
+        } else {
+            down_since.get_or_insert(now);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Some(since) = down_since {
+        longest = longest.max(since.elapsed());
+    }
+    longest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_cut_by_redis_reconnects_at_once_and_a_quiet_room_loses_nothing_after() {
+    common::init_logs();
+    let redis =
+        RedisServer::start_with(&["--client-output-buffer-limit", "pubsub 256kb 128kb 1"]).await;
+    let server = Arc::new(Server::start(&["--api-key", "k", "--redis-url", &redis.url()]).await);
+    wait_ready(&server, Duration::from_secs(20)).await;
+    let (listening, received) = listener(&server, "quiet").await;
+    let cuts_before = server.metric(DISCONNECTS_CLOSED).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watching = tokio::spawn(longest_not_ready(server.clone(), stop.clone()));
+
+    // The flood: 4 connections pipelining 64 PUBLISHes of 2 KiB each, bounded
+    // in count (and in time below).
+    let payload = "x".repeat(2048);
+    let mut flood = tokio::process::Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &redis.port.to_string()])
+        .args(["-c", "4", "-P", "64", "-n", "400000", "-q"])
+        .args(["PUBLISH", "noisy", &payload])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn redis-benchmark (package redis-tools)");
+    // Whether or not the flood overruns the buffer here, Redis cuts the
+    // subscriber twice during it, as it would one that fell behind.
+    let admin = redis::Client::open(redis.url()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    for cut in 1..=2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The flood may have cut it an instant ago: retry while it reconnects.
+        let trying = tokio::time::Instant::now();
+        loop {
+            let killed: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            if killed >= 1 {
+                break;
+            }
+            assert!(
+                trying.elapsed() < Duration::from_secs(2),
+                "cut {cut}: no subscriber connected to cut for 2 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = tokio::time::Instant::now();
+        while server.metric(DISCONNECTS_CLOSED).await < cuts_before + cut as f64 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "cut {cut} not counted in {DISCONNECTS_CLOSED}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let flooded = tokio::time::timeout(Duration::from_secs(120), flood.wait()).await;
+    assert!(
+        matches!(flooded, Ok(Ok(status)) if status.success()),
+        "redis-benchmark: {flooded:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let longest = watching.await.expect("readiness watcher");
+    let cuts = server.metric(DISCONNECTS_CLOSED).await - cuts_before;
+    assert!(cuts >= 2.0, "{cuts} cuts counted");
+    assert!(
+        longest < Duration::from_secs(1),
+        "after a cut the subscriber stayed away {longest:?} ({cuts} cuts)"
+    );
+
+    // The flood is over: every message to the quiet room arrives.
+    wait_ready(&server, Duration::from_secs(10)).await;
+    let mut sent = BTreeSet::new();
+    let publishing = tokio::time::Instant::now();
+    for id in 0..200u64 {
+        // A refusal (the subscriber just cut) is retried; only a 200 counts.
+        let body = json!({"channel": "quiet", "data": id}).to_string();
+        loop {
+            let (status, reply) = server.json("POST", "/api/publish", Some("k"), &body).await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(reply["error"], "broker_unavailable", "{reply}");
+            assert!(
+                publishing.elapsed() < Duration::from_secs(10),
+                "publishes refused for 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sent.insert(id);
+    }
+    let missing = missing_after_a_while(&sent, &received).await;
+    assert!(missing.is_empty(), "quiet room lost {missing:?}");
+    listening.abort();
 }

@@ -21,7 +21,8 @@ impl Broker for MemoryBroker {
         channel: &'a str,
         payload: Bytes,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        (self.sink)(channel, payload);
+        crate::telemetry::messages_received(1);
+        self.sink.deliver(channel, payload);
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -42,9 +43,9 @@ mod tests {
     #[tokio::test]
     async fn publish_reaches_the_sink() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink: Sink = {
+        let sink = {
             let seen = seen.clone();
-            Arc::new(move |channel: &str, payload: Bytes| {
+            Sink::new(move |channel: &str, payload: Bytes| {
                 seen.lock().unwrap().push((channel.to_string(), payload))
             })
         };

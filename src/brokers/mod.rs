@@ -6,6 +6,7 @@
 //! clients or rooms, never panics on a lost connection, and reports whether it
 //! is connected for `/readyz`. One file per engine.
 
+pub mod inbox;
 pub mod memory;
 pub mod redis;
 
@@ -15,8 +16,44 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// Where a broker hands each received message: `(channel, payload)`.
-pub type Sink = Arc<dyn Fn(&str, Bytes) + Send + Sync>;
+/// Where a broker hands each received message: `(channel, payload)`, and
+/// whom it asks first whether a channel is wanted at all, so that a flood to
+/// a room nobody here is in costs a lookup, not a copy and a queue slot.
+#[derive(Clone)]
+pub struct Sink {
+    deliver: Arc<Deliver>,
+    wants: Arc<Wants>,
+}
+
+type Deliver = dyn Fn(&str, Bytes) + Send + Sync;
+type Wants = dyn Fn(&str) -> bool + Send + Sync;
+
+impl Sink {
+    /// A sink that wants every channel.
+    pub fn new(deliver: impl Fn(&str, Bytes) + Send + Sync + 'static) -> Sink {
+        Sink {
+            deliver: Arc::new(deliver),
+            wants: Arc::new(|_: &str| true),
+        }
+    }
+
+    /// The same sink, wanting only the channels `wants` accepts. A false
+    /// positive costs a delivery that finds nobody; a false negative loses.
+    pub fn wanting(self, wants: impl Fn(&str) -> bool + Send + Sync + 'static) -> Sink {
+        Sink {
+            wants: Arc::new(wants),
+            ..self
+        }
+    }
+
+    pub fn deliver(&self, channel: &str, payload: Bytes) {
+        (self.deliver)(channel, payload)
+    }
+
+    pub fn wants(&self, channel: &str) -> bool {
+        (self.wants)(channel)
+    }
+}
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

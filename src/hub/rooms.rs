@@ -155,6 +155,10 @@ impl Rooms {
         self.shard(room).get(room).cloned()
     }
 
+    pub(super) fn contains(&self, room: &str) -> bool {
+        self.shard(room).contains_key(room)
+    }
+
     pub(super) fn list(&self) -> Vec<RoomInfo> {
         let mut rooms: Vec<RoomInfo> = self
             .shards

@@ -26,6 +26,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// TLS only (`--tls-port`), with `tls.crt`/`tls.key` in `dir`.
     tls: bool,
+    /// Extra `redis-server` arguments, e.g. `--client-output-buffer-limit`.
+    config: Vec<String>,
 }
 
 impl RedisServer {
@@ -36,15 +38,21 @@ impl RedisServer {
 
     /// Starts a server on `port` (e.g. again after [`RedisServer::kill`]).
     pub async fn start_on(port: u16) -> RedisServer {
-        RedisServer::launch(port, None).await
+        RedisServer::launch(port, None, &[]).await
+    }
+
+    /// A server on a fresh free port with extra `redis-server` arguments
+    /// (`["--client-output-buffer-limit", "pubsub 256kb 128kb 1"]`).
+    pub async fn start_with(config: &[&str]) -> RedisServer {
+        RedisServer::launch(free_port(), None, config).await
     }
 
     /// A server that speaks only TLS, with this certificate and key (PEM).
     pub async fn start_tls(cert_pem: &str, key_pem: &str) -> RedisServer {
-        RedisServer::launch(free_port(), Some((cert_pem, key_pem))).await
+        RedisServer::launch(free_port(), Some((cert_pem, key_pem)), &[]).await
     }
 
-    async fn launch(port: u16, tls: Option<(&str, &str)>) -> RedisServer {
+    async fn launch(port: u16, tls: Option<(&str, &str)>, config: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "roomcast-redis-{}-{port}-{}",
             std::process::id(),
@@ -60,6 +68,7 @@ impl RedisServer {
             dir,
             child: None,
             tls: tls.is_some(),
+            config: config.iter().map(|s| s.to_string()).collect(),
         };
         server.spawn().await;
         server
@@ -117,6 +126,7 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
+            .args(&self.config)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())

@@ -1,14 +1,16 @@
 //! The Redis broker: `PSUBSCRIBE <pattern>` feeds the hub, `PUBLISH` carries
 //! this node's messages to every node (itself included).
 //!
-//! Owns: one dedicated pub/sub connection (pinged every few seconds, and
-//! re-dialled and re-subscribed after any loss: at once when the lost
-//! connection had worked, else with jittered exponential backoff, cut short
-//! as soon as the publishing connection finds Redis answering again), one
-//! multiplexed publishing connection (redis's `ConnectionManager`, renewed
-//! when it stops answering), and the one task, spawned on the server's
-//! `Shutdown`, that watches both and keeps `is_ready()` true only while both
-//! work.
+//! Owns: one dedicated pub/sub connection (`subscriber`: read by hand into
+//! the [`Inbox`], pinged when quiet, and re-dialled and re-subscribed after
+//! any loss: at once when the lost connection had worked, else with jittered
+//! exponential backoff, cut short as soon as the publishing connection finds
+//! Redis answering again; each loss counted in
+//! `roomcast_broker_disconnects_total{reason}`), one multiplexed publishing
+//! connection (redis's `ConnectionManager`, renewed when it stops
+//! answering), the fan-out task that empties the inbox into the hub, and the
+//! task, spawned on the server's `Shutdown`, that watches both connections
+//! and keeps `is_ready()` true only while both work.
 //!
 //! A publish is acknowledged only if this node's subscription was live from
 //! before the PUBLISH was sent until its reply came back: a message Redis
@@ -23,17 +25,22 @@
 //! Called by `server`, which builds it with [`start`] from
 //! `BrokerConfig::Redis { url, pattern }` and hands it the hub as the [`Sink`].
 
+mod resp;
+mod subscriber;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
-use redis::{ErrorKind, Msg, RedisError};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError};
 
+use super::inbox::{Inbox, InboxLimits};
 use super::{BoxFuture, Broker, BrokerError, Sink};
 use crate::shutdown::Shutdown;
+use crate::telemetry;
+use subscriber::{ReadStats, Target};
 
 /// Timings of the Redis broker. The defaults suit production; tests shorten them.
 #[derive(Debug, Clone)]
@@ -50,8 +57,11 @@ pub struct RedisOptions {
     /// A subscription that stayed up this long resets the reconnect backoff.
     pub stable_after: Duration,
     /// PEM certificates that alone are trusted for a `rediss://` server (a
-    /// private CA); `None` trusts the system's and the Mozilla roots.
+    /// private CA); `None` trusts the Mozilla roots.
     pub tls_roots: Option<Vec<u8>>,
+    /// What may wait between reading and the fan-out; the excess is dropped
+    /// and counted (`roomcast_broker_dropped_total`).
+    pub inbox: InboxLimits,
 }
 
 impl Default for RedisOptions {
@@ -63,6 +73,7 @@ impl Default for RedisOptions {
             health_interval: Duration::from_secs(5),
             stable_after: Duration::from_secs(10),
             tls_roots: None,
+            inbox: InboxLimits::default(),
         }
     }
 }
@@ -203,22 +214,32 @@ pub fn start_with(
         client: client.clone(),
         config: manager_config,
     });
+    let target = Target::new(
+        client.get_connection_info().clone(),
+        options.tls_roots.as_deref(),
+    )
+    .map_err(BrokerError::Config)?;
     let state = Arc::new(State::default());
     let task = Task {
         address: client.get_connection_info().addr().to_string(),
-        client,
+        target,
         pattern: pattern.to_string(),
         sink,
+        inbox: Inbox::new("redis", options.inbox),
         state: state.clone(),
         options: options.clone(),
-        undeliverable: AtomicU64::new(0),
+        stats: ReadStats::default(),
     };
     let watched = publisher.clone();
     let stop = shutdown.clone();
     shutdown.spawn(async move {
         tokio::select! {
             _ = stop.requested() => {}
-            _ = futures_util::future::join(task.subscribe_forever(), task.watch_publisher(watched)) => {}
+            _ = futures_util::future::join3(
+                task.subscribe_forever(),
+                task.watch_publisher(watched),
+                task.inbox.run(&task.sink),
+            ) => {}
         }
         task.state.subscription.set(false);
         tracing::debug!("redis: subscriber stopped");
@@ -335,24 +356,17 @@ impl RedisBroker {
     }
 }
 
-/// How a subscription ended.
-struct Lost {
-    reason: String,
-    /// It delivered a message or answered a health check: Redis was there.
-    had_worked: bool,
-}
-
 /// What the subscriber task needs; lives inside the task.
 struct Task {
-    client: redis::Client,
+    target: Target,
     /// host:port for logs (the URL may carry a password).
     address: String,
     pattern: String,
     sink: Sink,
+    inbox: Inbox,
     state: Arc<State>,
     options: RedisOptions,
-    /// pmessages dropped because their channel name is not UTF-8.
-    undeliverable: AtomicU64,
+    stats: ReadStats,
 }
 
 impl Task {
@@ -364,7 +378,8 @@ impl Task {
         let mut down_since = Instant::now();
         let mut ever_connected = false;
         loop {
-            match self.connect().await {
+            match subscriber::subscribe(&self.target, &self.pattern, self.options.op_timeout).await
+            {
                 Err(error) => {
                     if failed_attempts == 0 && !ever_connected {
                         tracing::warn!(
@@ -377,7 +392,7 @@ impl Task {
                     failed_attempts += 1;
                     self.wait_to_retry(backoff.next_delay()).await;
                 }
-                Ok((pubsub, messages)) => {
+                Ok(subscribed) => {
                     self.state.subscription.set(true);
                     self.state.recheck.notify_one();
                     if ever_connected {
@@ -396,12 +411,27 @@ impl Task {
                     }
                     ever_connected = true;
                     let connected_at = Instant::now();
-                    let lost = self.deliver(pubsub, messages).await;
+                    let lost = subscribed
+                        .run(
+                            &self.sink,
+                            &self.inbox,
+                            &self.stats,
+                            self.options.health_interval,
+                            self.options.op_timeout,
+                        )
+                        .await;
                     self.state.subscription.set(false);
                     self.state.recheck.notify_one();
+                    telemetry::broker_disconnected("redis", lost.reason.code());
                     tracing::warn!(
-                        address = %self.address, error = %lost.reason,
-                        "redis: connection lost; reconnecting"
+                        address = %self.address, reason = lost.reason.code(), detail = %lost.detail,
+                        up_ms = connected_at.elapsed().as_millis() as u64,
+                        "redis: subscription lost; reconnecting{}",
+                        if lost.reason == subscriber::LostReason::Closed {
+                            " (a subscriber that falls behind is cut by Redis's client-output-buffer-limit pubsub)"
+                        } else {
+                            ""
+                        }
                     );
                     // Only a connection that stayed up resets the backoff: one
                     // that dies right after it was made (Redis still loading,
@@ -431,66 +461,6 @@ impl Task {
                 tracing::debug!("redis: answering again; the subscriber retries now");
             }
         }
-    }
-
-    /// One connection attempt: dial, then PSUBSCRIBE, each bounded in time.
-    async fn connect(&self) -> Result<(PubSubSink, PubSubStream), RedisError> {
-        let timeout = self.options.op_timeout;
-        let pubsub = bounded(timeout, self.client.get_async_pubsub()).await?;
-        let (mut commands, messages) = pubsub.split();
-        bounded(timeout, commands.psubscribe(&self.pattern)).await?;
-        Ok((commands, messages))
-    }
-
-    /// Hands every pmessage to the sink until the connection fails; returns why.
-    async fn deliver(&self, mut commands: PubSubSink, mut messages: PubSubStream) -> Lost {
-        let mut health = tokio::time::interval(self.options.health_interval);
-        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        health.tick().await; // the first tick is immediate
-        let mut had_worked = false;
-        loop {
-            tokio::select! {
-                message = messages.next() => match message {
-                    Some(message) => {
-                        had_worked = true;
-                        self.hand_over(message);
-                    }
-                    None => return Lost { reason: "connection closed".into(), had_worked },
-                },
-                _ = health.tick() => {
-                    // Messages queue in the client's buffer meanwhile; nothing is lost.
-                    if let Err(error) = bounded(self.options.op_timeout, commands.ping::<redis::Value>()).await {
-                        return Lost { reason: format!("health check failed: {error}"), had_worked };
-                    }
-                    had_worked = true;
-                }
-            }
-        }
-    }
-
-    fn hand_over(&self, message: Msg) {
-        // PSUBSCRIBE only yields pmessage; anything else is not ours.
-        if !message.from_pattern() {
-            return;
-        }
-        let channel = message
-            .get_channel::<Vec<u8>>()
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok());
-        let Some(channel) = channel else {
-            // Room names are strings; a non-UTF-8 channel cannot name one.
-            // Logged on the 1st, 2nd, 4th, 8th... drop, not per message.
-            let dropped = self.undeliverable.fetch_add(1, Ordering::Relaxed) + 1;
-            if dropped.is_power_of_two() {
-                tracing::warn!(
-                    dropped,
-                    "redis: dropped message(s) whose channel name is not UTF-8"
-                );
-            }
-            return;
-        };
-        let payload = Bytes::copy_from_slice(message.get_payload_bytes());
-        (self.sink)(&channel, payload);
     }
 
     /// Keeps `publisher_ok` current even when nobody publishes, so readiness
@@ -605,7 +575,7 @@ mod tests {
     #[tokio::test]
     async fn invalid_url_is_an_error_at_start() {
         let shutdown = Shutdown::new();
-        let sink: Sink = Arc::new(|_: &str, _: Bytes| {});
+        let sink = Sink::new(|_: &str, _: Bytes| {});
         for url in ["not a url", "http://127.0.0.1:6379", ""] {
             let result = start(url, "*", sink.clone(), &shutdown);
             assert!(
@@ -619,7 +589,7 @@ mod tests {
     #[tokio::test]
     async fn unreachable_redis_is_not_an_error_and_not_ready() {
         let shutdown = Shutdown::new();
-        let sink: Sink = Arc::new(|_: &str, _: Bytes| {});
+        let sink = Sink::new(|_: &str, _: Bytes| {});
         // Port 1 on loopback: nothing listens there; connects are refused.
         let broker = start("redis://127.0.0.1:1", "*", sink, &shutdown).unwrap();
         assert!(!broker.is_ready());

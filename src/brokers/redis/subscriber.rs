@@ -1,0 +1,349 @@
+//! The subscribed connection, read by hand: as fast as the socket delivers.
+//!
+//! Owns: dialling Redis (TCP, TLS or a Unix socket, as the URL says; AUTH when
+//! it carries credentials), the `PSUBSCRIBE`, and the read loop: one large
+//! buffer, replies parsed in place (`resp`), each `pmessage` whose channel the
+//! sink wants copied once into the [`Inbox`], everything else discarded
+//! without a copy. It pings when the socket has been quiet for a while and
+//! reports why the connection ended ([`Lost`]).
+//!
+//! Never: delivers to the hub itself (the inbox's fan-out task does, so a
+//! slow fan-out never slows reading), waits on anything but the socket and
+//! its timers, or logs per message.
+//!
+//! Called by the broker's subscriber task in `redis/mod.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use redis::{ConnectionAddr, ConnectionInfo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::resp::{self, Reply};
+use crate::brokers::Sink;
+use crate::brokers::inbox::{Inbox, Received};
+use crate::telemetry;
+
+/// Bytes asked of the socket per read. Large, so a flood is read in few
+/// system calls; it is one buffer per node, not per client.
+const READ_BUFFER: usize = 1024 * 1024;
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Where and how to connect, resolved once from the URL.
+pub struct Target {
+    info: ConnectionInfo,
+    /// `rediss://` only.
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Target {
+    /// `tls_roots`: PEM certificates that alone are trusted (else the Mozilla
+    /// roots), as for the publishing connection.
+    pub fn new(info: ConnectionInfo, tls_roots: Option<&[u8]>) -> Result<Target, String> {
+        let tls = match info.addr() {
+            ConnectionAddr::TcpTls { insecure: true, .. } => {
+                return Err("rediss:// without certificate checks is not supported".into());
+            }
+            ConnectionAddr::TcpTls { .. } => Some(tls_connector(tls_roots)?),
+            _ => None,
+        };
+        Ok(Target { info, tls })
+    }
+}
+
+fn tls_connector(roots: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut store = rustls::RootCertStore::empty();
+    match roots {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("invalid CA PEM: {e}"))?;
+                store
+                    .add(cert)
+                    .map_err(|e| format!("unusable CA certificate: {e}"))?;
+            }
+        }
+        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Why a subscription ended. `code()` is the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// Redis closed the connection: a restart, `CLIENT KILL`, or a subscriber
+    /// that fell behind its `client-output-buffer-limit pubsub`.
+    Closed,
+    /// Reading or writing the socket failed (reset, TLS error).
+    Io,
+    /// Nothing came back within the health check's time.
+    NoAnswer,
+    /// Redis answered with an error on the subscribed connection.
+    ErrorReply,
+    /// Bytes that are not RESP as a subscriber receives it.
+    Protocol,
+}
+
+impl LostReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            LostReason::Closed => "closed",
+            LostReason::Io => "io_error",
+            LostReason::NoAnswer => "no_answer",
+            LostReason::ErrorReply => "error_reply",
+            LostReason::Protocol => "protocol_error",
+        }
+    }
+}
+
+/// How a subscription ended.
+pub struct Lost {
+    pub reason: LostReason,
+    /// What Redis or the socket said, for the log.
+    pub detail: String,
+    /// It delivered a message or answered a ping: Redis was there.
+    pub had_worked: bool,
+}
+
+/// A connection whose `PSUBSCRIBE` Redis confirmed.
+pub struct Subscribed {
+    io: Box<dyn Io>,
+    buf: BytesMut,
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("Redis refused: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Protocol(#[from] resp::ProtocolError),
+    #[error("no answer from Redis within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Dials, authenticates and subscribes, all within `timeout`.
+pub async fn subscribe(
+    target: &Target,
+    pattern: &str,
+    timeout: Duration,
+) -> Result<Subscribed, ConnectError> {
+    match tokio::time::timeout(timeout, try_subscribe(target, pattern)).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Timeout(timeout)),
+    }
+}
+
+async fn try_subscribe(target: &Target, pattern: &str) -> Result<Subscribed, ConnectError> {
+    let io: Box<dyn Io> = match target.info.addr() {
+        ConnectionAddr::Tcp(host, port) => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            stream.set_nodelay(true)?;
+            Box::new(stream)
+        }
+        ConnectionAddr::TcpTls { host, port, .. } => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            stream.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| ConnectError::Refused(format!("invalid TLS server name: {e}")))?;
+            let connector = target.tls.as_ref().ok_or_else(|| {
+                ConnectError::Refused("TLS is not set up for this URL".to_string())
+            })?;
+            Box::new(connector.connect(name, stream).await?)
+        }
+        #[cfg(unix)]
+        ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        #[allow(unreachable_patterns)]
+        _ => return Err(ConnectError::Refused("unsupported Redis address".into())),
+    };
+    let mut connection = Subscribed {
+        io,
+        buf: BytesMut::with_capacity(READ_BUFFER),
+    };
+    let settings = target.info.redis_settings();
+    if let Some(password) = settings.password() {
+        let mut auth = redis::cmd("AUTH");
+        if let Some(user) = settings.username() {
+            auth.arg(user);
+        }
+        auth.arg(password);
+        connection.command(&auth).await?;
+    }
+    connection
+        .command(redis::cmd("PSUBSCRIBE").arg(pattern))
+        .await?;
+    Ok(connection)
+}
+
+impl Subscribed {
+    /// Sends one command and reads its one reply (before anything else can
+    /// arrive: only during the handshake).
+    async fn command(&mut self, command: &redis::Cmd) -> Result<(), ConnectError> {
+        self.io.write_all(&command.get_packed_command()).await?;
+        loop {
+            if let Some((reply, used)) = resp::parse(&self.buf)? {
+                let result = match reply {
+                    Reply::Error(text) => Err(ConnectError::Refused(
+                        String::from_utf8_lossy(text).into_owned(),
+                    )),
+                    _ => Ok(()),
+                };
+                self.buf.advance(used);
+                return result;
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Err(ConnectError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Reads until the connection ends: wanted messages go to `inbox`, the
+    /// rest is dropped here. Pings after `quiet` without a byte from Redis and
+    /// gives up `timeout` later.
+    pub async fn run(
+        mut self,
+        sink: &Sink,
+        inbox: &Inbox,
+        stats: &ReadStats,
+        quiet: Duration,
+        timeout: Duration,
+    ) -> Lost {
+        let mut had_worked = false;
+        let mut last_read = Instant::now();
+        let mut pinged = false;
+        let lost = |reason, detail: String, had_worked| Lost {
+            reason,
+            detail,
+            had_worked,
+        };
+        loop {
+            let deadline = last_read + if pinged { quiet + timeout } else { quiet };
+            tokio::select! {
+                read = self.io.read_buf(&mut self.buf) => match read {
+                    Ok(0) => return lost(LostReason::Closed, "Redis closed the connection".into(), had_worked),
+                    Err(error) => return lost(LostReason::Io, error.to_string(), had_worked),
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        pinged = false;
+                        match self.take_replies(sink, inbox, stats) {
+                            Ok(any) => had_worked |= any,
+                            Err(lost_now) => return Lost { had_worked, ..lost_now },
+                        }
+                        if self.buf.capacity() - self.buf.len() < READ_BUFFER / 4 {
+                            self.buf.reserve(READ_BUFFER);
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    if pinged {
+                        return lost(LostReason::NoAnswer, format!("no answer from Redis within {timeout:?}"), had_worked);
+                    }
+                    // In subscribed mode PING answers ["pong", ""].
+                    if let Err(error) = self.io.write_all(b"*1\r\n$4\r\nPING\r\n").await {
+                        return lost(LostReason::Io, error.to_string(), had_worked);
+                    }
+                    pinged = true;
+                }
+            }
+        }
+    }
+
+    /// Parses every complete reply in the buffer. `Ok(true)` if Redis sent
+    /// something that shows it works (a message or a pong).
+    fn take_replies(
+        &mut self,
+        sink: &Sink,
+        inbox: &Inbox,
+        stats: &ReadStats,
+    ) -> Result<bool, Lost> {
+        let mut used = 0;
+        let mut batch = Vec::new();
+        let mut read = 0u64;
+        let mut worked = false;
+        let result = loop {
+            match resp::parse(&self.buf[used..]) {
+                Ok(Some((reply, size))) => {
+                    used += size;
+                    match reply {
+                        Reply::Array(items) => match items.as_slice() {
+                            [kind, _pattern, channel, payload] if *kind == b"pmessage" => {
+                                read += 1;
+                                worked = true;
+                                take_message(channel, payload, sink, &mut batch, stats);
+                            }
+                            [kind, ..] if *kind == b"pong" => worked = true,
+                            _ => {}
+                        },
+                        Reply::Error(text) => {
+                            break Err(Lost {
+                                reason: LostReason::ErrorReply,
+                                detail: String::from_utf8_lossy(text).into_owned(),
+                                had_worked: false,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(None) => break Ok(worked),
+                Err(error) => {
+                    break Err(Lost {
+                        reason: LostReason::Protocol,
+                        detail: error.to_string(),
+                        had_worked: false,
+                    });
+                }
+            }
+        };
+        self.buf.advance(used);
+        if read > 0 {
+            telemetry::messages_received(read);
+        }
+        inbox.push(batch);
+        result
+    }
+}
+
+/// One pmessage: copied into the batch if its channel is wanted.
+fn take_message(
+    channel: &[u8],
+    payload: &[u8],
+    sink: &Sink,
+    batch: &mut Vec<Received>,
+    stats: &ReadStats,
+) {
+    let Ok(channel) = std::str::from_utf8(channel) else {
+        // Room names are strings; a non-UTF-8 channel cannot name one.
+        // Logged on the 1st, 2nd, 4th, 8th... drop, not per message.
+        let dropped = stats.undeliverable.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(
+                dropped,
+                "redis: dropped message(s) whose channel name is not UTF-8"
+            );
+        }
+        return;
+    };
+    if sink.wants(channel) {
+        batch.push(Received::copy(channel, payload));
+    }
+}
+
+/// Counters of the read loop, kept across connections.
+#[derive(Default)]
+pub struct ReadStats {
+    /// pmessages dropped because their channel name is not UTF-8.
+    pub undeliverable: AtomicU64,
+}
