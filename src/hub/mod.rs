@@ -28,7 +28,7 @@ use crate::telemetry;
 use emit::Registry;
 pub use emit::{AppEvent, Target};
 use history::History;
-pub use outbox::{Frame, Outbox, OutboxLimits, PushError};
+pub use outbox::{Frame, Outbox, OutboxLimits, PushError, StallLimit};
 use rooms::Rooms;
 pub use rooms::{
     RoomChars, RoomError, RoomInfo, RoomNamePolicy, validate_room_name, validate_room_name_with,

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -58,6 +59,17 @@ impl Default for OutboxLimits {
     }
 }
 
+/// The stricter bound of a polling session: a client that stopped polling
+/// may hold at most `max_bytes`; one that keeps polling has the bounds of any
+/// client, so a burst does not drop it between two polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StallLimit {
+    pub max_bytes: usize,
+    /// How long queued frames may wait undrained before the client counts
+    /// as stopped.
+    pub after: Duration,
+}
+
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
@@ -91,8 +103,11 @@ struct State {
     /// In the state, not beside it, so a polling session that upgrades to a
     /// websocket can take the websocket's bounds ([`Outbox::set_bounds`]).
     limits: OutboxLimits,
-    /// The reason an overflow closes with.
-    overflow: DisconnectReason,
+    /// A polling session's stall bound (`None` for every other client).
+    stall: Option<StallLimit>,
+    /// When the frames now queued began to wait: the last drain, or the push
+    /// that found the queue empty.
+    waiting_since: Instant,
 }
 
 /// One frame in this many has its queue latency recorded: a clock read and a
@@ -101,12 +116,17 @@ const LATENCY_SAMPLE: u32 = 64;
 
 impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
-        Outbox::with_overflow(limits, DisconnectReason::SlowConsumer)
+        Outbox::build(limits, None)
     }
 
-    /// An outbox whose overflow closes it with `overflow` rather than
-    /// `SlowConsumer` (a polling session's buffer: `PollingBufferFull`).
-    pub fn with_overflow(limits: OutboxLimits, overflow: DisconnectReason) -> Self {
+    /// A polling session's outbox: besides `limits`, a client whose frames
+    /// have waited longer than `stall.after` is dropped with
+    /// `PollingBufferFull` once it holds more than `stall.max_bytes`.
+    pub fn polling(limits: OutboxLimits, stall: StallLimit) -> Self {
+        Outbox::build(limits, Some(stall))
+    }
+
+    fn build(limits: OutboxLimits, stall: Option<StallLimit>) -> Self {
         Outbox {
             state: Mutex::new(State {
                 frames: VecDeque::new(),
@@ -114,18 +134,17 @@ impl Outbox {
                 closed: None,
                 taken: 0,
                 limits,
-                overflow,
+                stall,
+                waiting_since: Instant::now(),
             }),
             wake: Notify::new(),
         }
     }
 
-    /// Replaces the bounds and overflow reason for later pushes (what is
-    /// queued stays). Used when a polling session upgrades to a websocket.
-    pub fn set_bounds(&self, limits: OutboxLimits, overflow: DisconnectReason) {
-        let mut state = self.lock();
-        state.limits = limits;
-        state.overflow = overflow;
+    /// Drops the stall bound: the session upgraded to a websocket, which
+    /// drains continuously.
+    pub fn end_polling(&self) {
+        self.lock().stall = None;
     }
 
     /// Queues a frame. Overflow closes the outbox as a slow consumer and wakes
@@ -141,14 +160,14 @@ impl Outbox {
         if let Some(reason) = state.closed {
             return Err(PushError::Closed(reason));
         }
-        if state.frames.len() >= state.limits.max_frames
-            || state.bytes + frame.len() > state.limits.max_bytes
-        {
-            let reason = state.overflow;
+        if let Some(reason) = state.overflow(frame.len(), queued_at) {
             state.close(reason);
             drop(state);
             self.wake.notify_one();
             return Err(PushError::Full(reason));
+        }
+        if state.frames.is_empty() {
+            state.waiting_since = queued_at;
         }
         state.bytes += frame.len();
         state.frames.push_back((frame, queued_at));
@@ -174,15 +193,32 @@ impl Outbox {
 
     /// Moves up to `max` queued frames into `out`; returns how many.
     pub fn drain_into(&self, out: &mut Vec<Frame>, max: usize) -> usize {
+        self.drain_up_to(out, max, usize::MAX)
+    }
+
+    /// Moves queued frames into `out` while they fit in `max_bytes` (at least
+    /// one), at most `max_frames`; returns how many. A GET's batch.
+    pub fn drain_up_to(&self, out: &mut Vec<Frame>, max_frames: usize, max_bytes: usize) -> usize {
         let mut state = self.lock();
-        let n = state.frames.len().min(max);
+        let mut n = 0;
+        let mut bytes = 0;
+        for (frame, _) in state.frames.iter().take(max_frames) {
+            if n > 0 && bytes + frame.len() > max_bytes {
+                break;
+            }
+            bytes += frame.len();
+            n += 1;
+        }
+        if state.stall.is_some() {
+            state.waiting_since = Instant::now();
+        }
         let mut taken = std::mem::take(&mut state.frames);
         for (frame, queued_at) in taken.drain(..n) {
             state.sample_latency(queued_at);
             out.push(frame);
         }
         state.frames = taken;
-        state.bytes = state.frames.iter().map(|(frame, _)| frame.len()).sum();
+        state.bytes -= bytes;
         if state.frames.is_empty() && state.frames.capacity() > SHRINK_ABOVE {
             state.frames = VecDeque::new();
         }
@@ -250,6 +286,18 @@ impl Outbox {
 }
 
 impl State {
+    /// Why a frame of `len` bytes pushed at `now` overflows, if it does.
+    fn overflow(&self, len: usize, now: Instant) -> Option<DisconnectReason> {
+        if self.frames.len() >= self.limits.max_frames || self.bytes + len > self.limits.max_bytes {
+            return Some(DisconnectReason::SlowConsumer);
+        }
+        let stall = self.stall?;
+        let stalled = self.bytes + len > stall.max_bytes
+            && !self.frames.is_empty()
+            && now.saturating_duration_since(self.waiting_since) > stall.after;
+        stalled.then_some(DisconnectReason::PollingBufferFull)
+    }
+
     fn sample_latency(&mut self, queued_at: Instant) {
         self.taken = self.taken.wrapping_add(1);
         if self.taken % LATENCY_SAMPLE == 1 {
@@ -308,33 +356,46 @@ mod tests {
     }
 
     #[test]
-    fn a_polling_buffer_overflows_with_its_own_reason_until_rebound() {
-        let small = OutboxLimits {
-            max_frames: 100,
+    fn a_polling_buffer_overflows_only_once_its_frames_have_waited() {
+        let stall = StallLimit {
             max_bytes: 5,
+            after: Duration::from_secs(5),
         };
-        let outbox = Outbox::with_overflow(small, DisconnectReason::PollingBufferFull);
-        assert_eq!(outbox.push(text("abc")), Ok(()));
+        let outbox = Outbox::polling(OutboxLimits::default(), stall);
+        let start = Instant::now();
+        // Over the stall bound, but the frames are fresh: the client polls.
+        assert_eq!(outbox.push_at(text("abc"), start), Ok(()));
+        assert_eq!(outbox.push_at(text("def"), start), Ok(()));
+        // A GET drains; new frames start a new wait.
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain_up_to(&mut out, 100, 100), 2);
+        let later = Instant::now();
+        assert_eq!(outbox.push_at(text("abc"), later), Ok(()));
         assert_eq!(
-            outbox.push(text("def")),
-            Err(PushError::Full(DisconnectReason::PollingBufferFull))
+            outbox.push_at(text("def"), later + Duration::from_secs(6)),
+            Err(PushError::Full(DisconnectReason::PollingBufferFull)),
+            "no poll for 6 s and over the bound"
         );
-        assert_eq!(outbox.closed(), Some(DisconnectReason::PollingBufferFull));
 
-        // After an upgrade: the websocket's bounds and reason apply.
-        let outbox = Outbox::with_overflow(small, DisconnectReason::PollingBufferFull);
-        outbox.push(text("abc")).unwrap();
-        outbox.set_bounds(OutboxLimits::default(), DisconnectReason::SlowConsumer);
-        assert_eq!(outbox.push(text("def")), Ok(()), "the larger bound holds");
-        let one = OutboxLimits {
-            max_frames: 1,
-            max_bytes: 100,
-        };
-        outbox.set_bounds(one, DisconnectReason::SlowConsumer);
-        assert_eq!(
-            outbox.push(text("g")),
-            Err(PushError::Full(DisconnectReason::SlowConsumer))
-        );
+        // After an upgrade only the client bounds apply.
+        let outbox = Outbox::polling(OutboxLimits::default(), stall);
+        outbox.end_polling();
+        outbox.push_at(text("abc"), start).unwrap();
+        let late = start + Duration::from_secs(60);
+        assert_eq!(outbox.push_at(text("def"), late), Ok(()));
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_byte_budget_but_takes_at_least_one_frame() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        for frame in ["abcdef", "gh", "ij", "kl"] {
+            outbox.push(Frame::Text(Bytes::from(frame))).unwrap();
+        }
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain_up_to(&mut out, 10, 4), 1, "one oversize frame");
+        assert_eq!(outbox.drain_up_to(&mut out, 10, 4), 2);
+        assert_eq!(outbox.drain_up_to(&mut out, 10, 4), 1);
+        assert_eq!(out.len(), 4);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::disconnect::DisconnectReason;
-use crate::hub::{Frame, Outbox, OutboxLimits};
+use crate::hub::{Frame, Outbox, OutboxLimits, StallLimit};
 use crate::security::Security;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -198,25 +198,35 @@ impl<U: Upper> Engine<U> {
         Arc::new(Outbox::new(self.config.outbox))
     }
 
-    /// A polling session's outbox: also bounded by `--max-polling-buffer`,
-    /// as a polling client holds everything sent between two polls; its
-    /// overflow is `PollingBufferFull` until the session upgrades
-    /// ([`Engine::upgraded_outbox`]).
+    /// A polling session's outbox: the bounds of any client, and
+    /// `--max-polling-buffer` for a client whose frames have waited
+    /// `POLL_STALL` undrained (it stopped polling): `PollingBufferFull`.
     fn new_polling_outbox(&self) -> Arc<Outbox> {
-        let mut limits = self.config.outbox;
-        if let Some(security) = &self.config.security {
-            limits.max_bytes = limits.max_bytes.min(security.max_polling_buffer);
-        }
-        Arc::new(Outbox::with_overflow(
-            limits,
-            DisconnectReason::PollingBufferFull,
-        ))
+        Arc::new(match &self.config.security {
+            Some(security) => Outbox::polling(
+                self.config.outbox,
+                StallLimit {
+                    max_bytes: security.max_polling_buffer,
+                    after: POLL_STALL,
+                },
+            ),
+            None => Outbox::new(self.config.outbox),
+        })
     }
 
-    /// A polling session's outbox, now drained by a websocket: the
-    /// websocket's bounds and the slow-consumer reason apply from here on.
+    /// Most bytes one GET answers with: the polling buffer bound, so a
+    /// response is never larger than what a stopped client may hold.
+    fn poll_batch_bytes(&self) -> usize {
+        match &self.config.security {
+            Some(security) => security.max_polling_buffer,
+            None => self.config.outbox.max_bytes,
+        }
+    }
+
+    /// A polling session's outbox, now drained by a websocket: only the
+    /// client bounds (and the slow-consumer reason) apply from here on.
     fn upgraded_outbox(&self, outbox: &Arc<Outbox>) -> Arc<Outbox> {
-        outbox.set_bounds(self.config.outbox, DisconnectReason::SlowConsumer);
+        outbox.end_polling();
         outbox.clone()
     }
 
@@ -260,6 +270,11 @@ impl<U: Upper> Drop for LiveGuard<U> {
         self.engine.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// How long frames may wait for a GET before the polling client counts as
+/// stopped (and `--max-polling-buffer` applies). Far above any network's
+/// round trip, far below the heartbeat deadline.
+const POLL_STALL: Duration = Duration::from_secs(5);
 
 /// The `transport` label of Socket.IO connections in metrics.
 const METRIC_TRANSPORT: &str = "socketio";

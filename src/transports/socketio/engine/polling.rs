@@ -23,8 +23,9 @@ use crate::disconnect::DisconnectReason;
 use crate::hub::Frame;
 use crate::security::Permit;
 
-/// Most frames one GET carries; the rest wait for the next poll.
-const MAX_FRAMES_PER_POLL: usize = 256;
+/// Most frames one GET carries (also bounded in bytes by
+/// `Engine::poll_batch_bytes`); the rest wait for the next poll.
+const MAX_FRAMES_PER_POLL: usize = 4096;
 /// Longest a GET waits for an upgrading websocket to catch up.
 const CATCH_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -139,7 +140,9 @@ pub async fn poll<U: Upper>(engine: &Arc<Engine<U>>, session: Arc<Session<U::Con
             session.close(engine, reason, Reply::Close);
             continue;
         }
-        session.outbox.drain_into(&mut frames, MAX_FRAMES_PER_POLL);
+        session
+            .outbox
+            .drain_up_to(&mut frames, MAX_FRAMES_PER_POLL, engine.poll_batch_bytes());
         if !frames.is_empty() {
             break;
         }
