@@ -143,7 +143,8 @@ fn ws_cases() -> Vec<(&'static str, Message, WsExpect)> {
                 OpCode::Data(Data::Text),
                 true,
             )),
-            Close(1011),
+            // RFC 6455 §7.4.1: inconsistent data (not UTF-8) is 1007.
+            Close(1007),
         ),
         (
             "10 MB frame",
@@ -169,6 +170,11 @@ fn sio_cases() -> Vec<(&'static str, Message, SioExpect)> {
             "channel is an object",
             text(r#"42["channel",{"a":1}]"#),
             Reply(r#"42["error",{"code":"bad_room""#),
+        ),
+        (
+            "room name with a lone UTF-16 surrogate",
+            text(r#"42["channel","\ud800"]"#),
+            Reply(r#"42["error",{"code":"bad_utf16""#),
         ),
         (
             "channel is a number (ack)",

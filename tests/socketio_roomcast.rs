@@ -38,6 +38,29 @@ async fn members(s: &Server, room: &str, n: usize) {
 }
 
 #[tokio::test]
+async fn a_lone_surrogate_in_a_room_name_gets_an_error_and_the_connection_stays() {
+    let s = server().await;
+    let mut a = connect(&s).await;
+    // JavaScript's JSON.stringify("\ud800") sends the lone surrogate escaped.
+    a.send(r#"421["channel","\ud800"]"#).await;
+    let reply = a.text().await;
+    assert!(reply.starts_with("431["), "{reply}");
+    let reply: Value = serde_json::from_str(&reply[3..]).unwrap();
+    assert_eq!(reply[0]["ok"], false);
+    assert_eq!(reply[0]["code"], "bad_utf16");
+    // Without an ack: an `error` event.
+    a.send(r#"42["channel","x\udc00"]"#).await;
+    let event = a.text().await;
+    assert!(
+        event.starts_with(r#"42["error",{"code":"bad_utf16""#),
+        "{event}"
+    );
+    // The connection is still there and works.
+    a.send(r#"422["channel","fine"]"#).await;
+    assert_eq!(a.text().await, r#"432[{"ok":true}]"#);
+}
+
+#[tokio::test]
 async fn channel_joins_with_ack_and_hello_goes_to_the_others() {
     let s = server().await;
     let mut a = connect(&s).await;

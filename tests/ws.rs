@@ -177,6 +177,32 @@ async fn oversize_frames_close_with_1009_and_abuse_with_1008() {
 }
 
 #[tokio::test]
+async fn protocol_errors_close_with_1002_and_invalid_utf8_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = Server::start(&[]).await;
+    let mut bystander = connect(&server).await;
+    subscribe(&mut bystander, "calm", 1).await;
+
+    // A reserved bit set without a negotiated extension: a protocol error.
+    let mut reserved = connect(&server).await;
+    let mut frame = Frame::message("{}", OpCode::Data(Data::Text), true);
+    frame.header_mut().rsv1 = true;
+    reserved.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(close_code(&mut reserved).await, 1002);
+
+    // A text frame that is not UTF-8.
+    let mut garbled = connect(&server).await;
+    let frame = Frame::message(vec![b'"', 0xff, 0xfe, b'"'], OpCode::Data(Data::Text), true);
+    garbled.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(close_code(&mut garbled).await, 1007);
+
+    // Neither harmed anyone else.
+    send(&mut bystander, json!({"op": "ping", "id": 2})).await;
+    assert_eq!(next(&mut bystander).await["id"], 2);
+}
+
+#[tokio::test]
 async fn a_slow_consumer_is_closed_while_others_receive_everything_in_order() {
     let server = Server::start(&[
         "--api-key",

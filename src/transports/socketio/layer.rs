@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::FORMAT;
 use super::engine::parse_query;
 use super::engine::{Link, Sid, Upper, Version};
-use super::protocol::{Kind, Packet};
+use super::protocol::{Kind, Packet, ProtocolError};
 use super::socket::{
     AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket, join_now,
 };
@@ -99,7 +99,13 @@ impl Upper for Layer {
                     return Err(bad(&"text packet while reassembling attachments"));
                 }
                 let text = std::str::from_utf8(&bytes).map_err(|e| bad(&e))?;
-                let packet = Packet::decode(text).map_err(|e| bad(&e))?;
+                let packet = match Packet::decode(text) {
+                    Ok(packet) => packet,
+                    Err(error @ ProtocolError::BadUtf16 { .. }) => {
+                        return self.unreadable(conn, link, error);
+                    }
+                    Err(error) => return Err(bad(&error)),
+                };
                 if packet.attachments > 0 {
                     let binary = Vec::with_capacity(packet.attachments);
                     conn.partial = Some(Box::new((packet, binary)));
@@ -225,6 +231,33 @@ impl Layer {
         if socket.disconnect {
             self.server_disconnect(conn, link, position);
         }
+        Ok(())
+    }
+
+    /// A packet for a joined namespace whose data cannot be read: the
+    /// handler tells the client, the connection stays. (For a namespace the
+    /// client has not joined, the connection closes as for any packet.)
+    fn unreadable(
+        &self,
+        conn: &mut Conn,
+        link: &Link<'_>,
+        error: ProtocolError,
+    ) -> Result<(), DisconnectReason> {
+        let ProtocolError::BadUtf16 { nsp, id } = &error else {
+            return Err(DisconnectReason::BadInput);
+        };
+        let Some(&(index, sid)) = conn
+            .sockets
+            .iter()
+            .find(|(index, _)| self.namespaces[*index] == *nsp)
+        else {
+            return Err(DisconnectReason::BadInput);
+        };
+        tracing::debug!(sid = link.sid, %error, "unreadable socket.io packet");
+        crate::telemetry::refused("input", "bad_utf16");
+        let mut socket = self.socket(&mut conn.core, link, index, &sid);
+        self.handler
+            .on_unreadable(&mut socket, id.map(AckId), "bad_utf16", &error.to_string());
         Ok(())
     }
 

@@ -72,7 +72,7 @@ pub struct Packet {
     pub data: Option<Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     #[error("empty packet")]
     Empty,
@@ -84,6 +84,11 @@ pub enum ProtocolError {
     BadId,
     #[error("data is not valid JSON")]
     BadJson,
+    /// Well-formed JSON but for a string escape that is not valid UTF-16
+    /// (a lone surrogate, which JavaScript's `JSON.stringify` emits): the
+    /// header is fine, so the sender can be told and the connection kept.
+    #[error("a string in the data is not valid UTF-16 (lone surrogate)")]
+    BadUtf16 { nsp: String, id: Option<u64> },
     #[error("data does not fit the packet type")]
     BadPayload,
 }
@@ -153,7 +158,16 @@ impl Packet {
         let data = if rest.is_empty() {
             None
         } else {
-            Some(serde_json::from_str::<Value>(rest).map_err(|_| ProtocolError::BadJson)?)
+            Some(serde_json::from_str::<Value>(rest).map_err(|_| {
+                if has_lone_surrogate(rest) {
+                    ProtocolError::BadUtf16 {
+                        nsp: nsp.to_owned(),
+                        id,
+                    }
+                } else {
+                    ProtocolError::BadJson
+                }
+            })?)
         };
         let valid = match (kind, &data) {
             (Kind::Connect, None | Some(Value::Object(_))) => true,
@@ -218,6 +232,37 @@ impl Packet {
     }
 }
 
+/// Whether `json` holds a `\uXXXX` escape of a UTF-16 surrogate that is not
+/// half of a high-low pair.
+fn has_lone_surrogate(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let unit = |at: usize| -> Option<u16> {
+        let hex = bytes.get(at..at + 6)?;
+        if &hex[..2] != b"\\u" {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match unit(i) {
+            Some(0xD800..=0xDBFF) => match unit(i + 6) {
+                Some(0xDC00..=0xDFFF) => i += 12,
+                _ => return true,
+            },
+            Some(0xDC00..=0xDFFF) => return true,
+            Some(_) => i += 6,
+            // Any other escape: skip the escaped character.
+            None => i += 2,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +273,28 @@ mod tests {
         let packet = Packet::decode(text).unwrap();
         assert_eq!(packet.encode(), text, "re-encodes to the same text");
         packet
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_told_apart_from_broken_json() {
+        assert_eq!(
+            Packet::decode(r#"2/chat,12["channel","\ud800"]"#),
+            Err(ProtocolError::BadUtf16 {
+                nsp: "/chat".into(),
+                id: Some(12)
+            })
+        );
+        assert!(matches!(
+            Packet::decode(r#"2["channel","\udc00x"]"#),
+            Err(ProtocolError::BadUtf16 { id: None, .. })
+        ));
+        // A valid pair, an escaped backslash before `u`, and broken JSON.
+        assert!(Packet::decode(r#"2["channel","\ud83d\ude00"]"#).is_ok());
+        assert!(Packet::decode(r#"2["channel","\\ud800"]"#).is_ok());
+        assert_eq!(
+            Packet::decode(r#"2["channel""#),
+            Err(ProtocolError::BadJson)
+        );
     }
 
     #[test]

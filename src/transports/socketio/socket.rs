@@ -38,6 +38,32 @@ pub trait Handler: Send + Sync + 'static {
     /// The client answered an [`Socket::emit_with_ack`].
     fn on_ack(&self, _socket: &mut Socket<'_>, _id: u64, _args: Args) {}
 
+    /// The client sent a packet whose header is fine but whose data cannot
+    /// be read (`code`, e.g. a string that is not valid UTF-16). The
+    /// connection stays; by default the client is told in the ack it asked
+    /// for, `[{ok: false, code, error}]`, or else in an `error` event
+    /// `{code, message}`.
+    fn on_unreadable(
+        &self,
+        socket: &mut Socket<'_>,
+        ack: Option<AckId>,
+        code: &str,
+        message: &str,
+    ) {
+        let _ = match ack {
+            Some(ack) => socket.ack(
+                ack,
+                Args::new(vec![
+                    serde_json::json!({"ok": false, "code": code, "error": message}),
+                ]),
+            ),
+            None => socket.emit(
+                "error",
+                Args::new(vec![serde_json::json!({"code": code, "message": message})]),
+            ),
+        };
+    }
+
     /// The socket left the namespace (client, server or transport).
     fn on_disconnect(&self, _socket: &mut Socket<'_>, _reason: DisconnectReason) {}
 }

@@ -465,15 +465,31 @@ fn refused(refusal: Refusal) -> ProtocolError {
     ProtocolError::new(refusal.code, refusal.message)
 }
 
-/// Maps a read error to how the connection ends: an oversize frame is 1009.
+/// Maps a read error to how the connection ends, with RFC 6455's codes: an
+/// oversize frame is 1009, a broken frame 1002, text that is not UTF-8 1007.
 fn read_error(error: axum::Error) -> Close {
     let inner = error.into_inner();
-    if let Some(tungstenite::Error::Capacity(_)) = inner.downcast_ref::<tungstenite::Error>() {
-        return Close {
-            reason: DisconnectReason::BadInput,
-            code: close_code::SIZE,
-            text: "frame too large",
-        };
+    let bad = |code, text| Close {
+        reason: DisconnectReason::BadInput,
+        code,
+        text,
+    };
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => {
+            return Close {
+                reason: DisconnectReason::TooLarge,
+                code: close_code::SIZE,
+                text: "frame too large",
+            };
+        }
+        Some(tungstenite::Error::Protocol(error)) => {
+            tracing::debug!(%error, "ws protocol error");
+            return bad(close_code::PROTOCOL, "websocket protocol error");
+        }
+        Some(tungstenite::Error::Utf8(_)) => {
+            return bad(close_code::INVALID, "text frame is not UTF-8");
+        }
+        _ => {}
     }
     // A read also flushes what waits to be written: the write deadline may
     // run out here.
