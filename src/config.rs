@@ -215,7 +215,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_MAX_PROTOCOL_ERRORS", default_value_t = 10)]
     pub max_protocol_errors: u32,
 
-    /// Seconds to wait for connections to drain on SIGTERM.
+    /// Seconds to wait for connections to drain on SIGTERM; past it the process exits with status 1.
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
 
@@ -491,7 +491,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_MAX_MESSAGES_PER_S", default_value_t = 100.0)]
     pub max_messages_per_s: f64,
 
-    /// Bytes queued for one Socket.IO polling session between two polls before it is dropped (`polling_buffer_full`).
+    /// Bytes a Socket.IO polling client that stopped polling (frames waiting 5 s) may hold before it is dropped (`polling_buffer_full`); also the most one poll answers with.
     #[arg(long, env = "ROOMCAST_MAX_POLLING_BUFFER", default_value_t = 1024 * 1024)]
     pub max_polling_buffer: usize,
 
