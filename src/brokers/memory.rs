@@ -1,5 +1,5 @@
 //! The embedded broker: publishing hands the message straight to this node's
-//! hub. The default when no Redis or NATS is configured; one node only.
+//! hub. The default when no Redis is configured; one node only.
 
 use bytes::Bytes;
 
