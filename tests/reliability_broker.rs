@@ -2,7 +2,8 @@
 //! `redis-server` killed and restarted, or frozen (SIGSTOP) and resumed, while
 //! the HTTP API is published to continuously and a raw `/ws` client listens.
 //! Every publish answered 200 must reach the client (counted by payload id);
-//! every other answer must be 503 `broker_unavailable`.
+//! every other answer must be 503 `broker_unavailable`, and so must a `/ws`
+//! publish while the node is not ready.
 //!
 //! And floods: `redis-benchmark` pipelining PUBLISH into a room nobody is in,
 //! against a Redis that cuts pub/sub clients over a small output buffer: the
@@ -136,10 +137,19 @@ async fn wait_ready(server: &Server, limit: Duration) {
 
 /// Runs `outage` against a ready server while publishing, then publishes on
 /// for a while after readiness returns, and checks the accounting.
-async fn publish_through(outage: impl AsyncFnOnce(&mut RedisServer)) {
+async fn publish_through(outage: impl AsyncFnOnce(&mut RedisServer, &Server)) {
     common::init_logs();
     let mut redis = RedisServer::start().await;
-    let server = Arc::new(Server::start(&["--api-key", "k", "--redis-url", &redis.url()]).await);
+    let server = Arc::new(
+        Server::start(&[
+            "--api-key",
+            "k",
+            "--ws-publish",
+            "--redis-url",
+            &redis.url(),
+        ])
+        .await,
+    );
     wait_ready(&server, Duration::from_secs(20)).await;
     let (listening, received) = listener(&server, ROOM).await;
     let publishing = Publishing::start(&server);
@@ -152,7 +162,7 @@ async fn publish_through(outage: impl AsyncFnOnce(&mut RedisServer)) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    outage(&mut redis).await;
+    outage(&mut redis, &server).await;
     // Publishing goes on until this node is ready again, and a little after.
     wait_ready(&server, Duration::from_secs(30)).await;
     let recovered = publishing.acknowledged_count().await;
@@ -198,12 +208,34 @@ async fn missing_after_a_while(
     still
 }
 
+/// A `/ws` publish while this node is not ready is refused with the same code.
+async fn ws_publish_is_refused(server: &Server) {
+    let url = server.url("/ws").replace("http://", "ws://");
+    let (mut ws, _) = connect_async(url).await.expect("websocket handshake");
+    let publish = json!({"op": "publish", "channel": ROOM, "data": "x", "id": 7});
+    ws.send(Message::text(publish.to_string()))
+        .await
+        .expect("send");
+    let reply = next_json(&mut ws).await;
+    assert_eq!(
+        (&reply["type"], &reply["id"], &reply["code"]),
+        (&json!("error"), &json!(7), &json!("broker_unavailable")),
+        "{reply}"
+    );
+}
+
 #[tokio::test]
 async fn redis_killed_and_restarted_every_acknowledged_publish_is_delivered() {
-    publish_through(async |redis: &mut RedisServer| {
+    publish_through(async |redis: &mut RedisServer, server: &Server| {
         redis.kill();
+        let down = tokio::time::Instant::now();
+        while ready(server).await {
+            assert!(down.elapsed() < Duration::from_secs(5), "still ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ws_publish_is_refused(server).await;
         // Down for a few seconds: the subscriber's backoff grows meanwhile.
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        tokio::time::sleep(Duration::from_secs(4).saturating_sub(down.elapsed())).await;
         redis.restart().await;
     })
     .await;
@@ -211,7 +243,7 @@ async fn redis_killed_and_restarted_every_acknowledged_publish_is_delivered() {
 
 #[tokio::test]
 async fn redis_frozen_and_resumed_every_acknowledged_publish_is_delivered() {
-    publish_through(async |redis: &mut RedisServer| {
+    publish_through(async |redis: &mut RedisServer, _: &Server| {
         redis.freeze(true);
         // Frozen long enough for the health checks to give up on both
         // connections (ping interval + timeout: 10 s by default).

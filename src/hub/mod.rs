@@ -499,6 +499,25 @@ mod tests {
     }
 
     #[test]
+    fn wants_exactly_rooms_with_members_or_a_live_history() {
+        for history_size in [0, 10] {
+            let hub = Hub::with_config(HubConfig {
+                history_size,
+                ..HubConfig::default()
+            });
+            assert!(!hub.wants("r"), "nobody ever joined");
+            let x = member(&hub, &B, Default::default());
+            hub.join("r", x.clone());
+            assert!(hub.wants("r"));
+            hub.deliver("r", Bytes::from_static(b"kept"));
+            hub.leave("r", x.client);
+            // Left: only a history still wants the room's messages.
+            assert_eq!(hub.wants("r"), history_size > 0, "history {history_size}");
+            assert!(!hub.wants("other"));
+        }
+    }
+
+    #[test]
     fn history_is_bounded_and_can_be_off() {
         let with_history = |history_size| {
             Hub::with_config(HubConfig {

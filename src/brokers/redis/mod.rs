@@ -395,7 +395,15 @@ impl Task {
                 Ok(subscribed) => {
                     self.state.subscription.set(true);
                     self.state.recheck.notify_one();
-                    if ever_connected {
+                    if ever_connected && failed_attempts == 0 {
+                        // Back at the first try: the loss's own line says enough
+                        // (a flood can cut many times a second).
+                        tracing::debug!(
+                            address = %self.address,
+                            down_ms = down_since.elapsed().as_millis() as u64,
+                            "redis: re-subscribed"
+                        );
+                    } else if ever_connected {
                         tracing::info!(
                             address = %self.address, pattern = %self.pattern,
                             attempts = failed_attempts + 1,
