@@ -1,11 +1,14 @@
 //! The Redis broker against a real `redis-server` (started per test on a free
 //! port): delivery byte for byte, the pattern, publishing through Redis,
-//! Redis absent at start, Redis killed and restarted while running, and
-//! `rediss://` with a private CA.
+//! Redis absent at start, Redis killed and restarted while running, Redis
+//! frozen and resumed (no acknowledged publish lost), and `rediss://` with a
+//! private CA.
 
 mod common;
 mod tls_support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -299,6 +302,74 @@ async fn a_redis_that_stops_answering_is_noticed_by_the_health_check() {
             break;
         }
     }
+    stop(shutdown).await;
+}
+
+/// Frozen long enough for the subscriber to be between two attempts when
+/// Redis thaws (short timings make its backoff the larger part of the time):
+/// the publishing connection is back first, and every publish it had
+/// acknowledged must still reach the sink.
+#[tokio::test]
+async fn a_frozen_then_resumed_redis_loses_no_acknowledged_publish() {
+    let redis = RedisServer::start().await;
+    let shutdown = Shutdown::new();
+    let (sink, mut rx) = collecting_sink();
+    let options = RedisOptions {
+        health_interval: Duration::from_millis(200),
+        op_timeout: Duration::from_millis(300),
+        ..RedisOptions::default()
+    };
+    let broker = Arc::new(start_with(&redis.url(), "*", options, sink, &shutdown).unwrap());
+    wait_until(READY_LIMIT, "the broker is ready", || broker.is_ready()).await;
+
+    let stop_publishing = Arc::new(AtomicBool::new(false));
+    let publishing = {
+        let (broker, stop) = (broker.clone(), stop_publishing.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for n in 0u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let payload = Bytes::from(n.to_string());
+                if broker.publish("frozen", payload).await.is_ok() {
+                    acknowledged.push(n);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.freeze(true);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    redis.freeze(false);
+    wait_until(READY_LIMIT, "the broker is ready again", || {
+        broker.is_ready()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_publishing.store(true, Ordering::Relaxed);
+    let acknowledged = publishing.await.unwrap();
+
+    let mut received = std::collections::BTreeSet::new();
+    while let Ok(Some((_, payload))) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await
+    {
+        if let Ok(n) = std::str::from_utf8(&payload).unwrap_or("").parse::<u64>() {
+            received.insert(n);
+        }
+    }
+    let lost: Vec<u64> = acknowledged
+        .iter()
+        .filter(|n| !received.contains(n))
+        .copied()
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged publishes never reached the sink: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
     stop(shutdown).await;
 }
 
