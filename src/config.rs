@@ -223,6 +223,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_WRITE_TIMEOUT_S", default_value_t = 10)]
     pub write_timeout_s: u64,
 
+    /// Seconds a new connection has to send its first complete request head (and a TLS client its handshake); at least 1.
+    #[arg(long, env = "ROOMCAST_HEADER_TIMEOUT_S", default_value_t = 10)]
+    pub header_timeout_s: u64,
+
     /// Seconds a kept-alive HTTP connection may wait for its next complete request head (idle time included) before it is closed; at least 1.
     #[arg(long, env = "ROOMCAST_KEEPALIVE_TIMEOUT_S", default_value_t = 60)]
     pub keepalive_timeout_s: u64,
@@ -812,6 +816,10 @@ impl ServeArgs {
 
     pub fn write_timeout(&self) -> Duration {
         Duration::from_secs(self.write_timeout_s.max(1))
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_s.max(1))
     }
 
     pub fn keepalive_timeout(&self) -> Duration {

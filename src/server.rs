@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use bytes::Bytes;
 
 use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, redis};
 use crate::config::{AuthMode, BrokerConfig, RoomCharsArg, ServeArgs};
 use crate::emitter::{self, Emitter};
-use crate::http::deadline::WithDeadlines;
+use crate::http::accept::Sockets;
 use crate::http::serve::serve as serve_http;
 use crate::http::{self, AppState};
 use crate::hub::{Hub, HubConfig, RoomChars, RoomNamePolicy};
@@ -195,21 +194,19 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         shutdown.clone(),
     );
     let readyz = http::readyz_router(state.clone());
+    let health = http::reserve_router(state.clone());
     let app = http::router(state, sse.clone(), ws, socketio.router());
 
     let listener = bind(args.listen).await?;
     let local_addr = listener.local_addr()?;
     let mut http_addr = None;
-    let keepalive = args.keepalive_timeout();
+    // Every socket of every listener counts in the limits from accept on.
+    let sockets = Sockets::new(security.clone(), args.write_timeout());
+    let health = Some((health, shutdown.clone()));
+    let (header, keepalive) = (args.header_timeout(), args.keepalive_timeout());
     let tls = match tls {
         None => {
-            // Small frames must leave at once: Nagle's algorithm with delayed
-            // ACKs adds tens of milliseconds per message otherwise.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let listener = WithDeadlines::new(listener, args.write_timeout());
-            let listener = sse::start_listener(listener, sse)?;
+            let listener = sse::start_listener(sockets.accept(listener, health), sse, header)?;
             serve_http(&shutdown, listener, app, keepalive, "http server");
             None
         }
@@ -218,12 +215,14 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 let plain = bind(addr).await?;
                 http_addr = Some(plain.local_addr()?);
                 let router = tls.redirect_router(local_addr.port()).merge(readyz);
-                let plain = WithDeadlines::new(plain, args.write_timeout());
-                serve_http(&shutdown, plain, router, keepalive, "plain-HTTP listener");
+                let plain = sockets.accept(plain, health);
+                serve_http(&shutdown, plain, router, header, "plain-HTTP listener");
             }
-            let listener =
-                tls::listener::start(listener, tls.acceptor(), args.write_timeout(), &shutdown);
-            let listener = sse::start_listener(listener, sse)?;
+            // No reserve here: a reserve socket would need a TLS handshake;
+            // health checks of an HTTPS server use `--http-listen`.
+            let listener = sockets.accept(listener, None);
+            let listener = tls::listener::start(listener, tls.acceptor(), header, &shutdown);
+            let listener = sse::start_listener(listener, sse, header)?;
             serve_http(&shutdown, listener, app, keepalive, "https server");
             Some(tls.run(&shutdown))
         }

@@ -1,6 +1,8 @@
 //! The write deadline every accepted socket carries: [`WriteDeadline`] fails
 //! a write (and every later one) with `TimedOut` once the peer has accepted
-//! no bytes for `--write-timeout-s`.
+//! no bytes for `--write-timeout-s`. It also holds the socket's slot in the
+//! connection limits (from `accept`), freed when the socket is dropped,
+//! whoever owns it then (hyper, a websocket task, an SSE stream).
 //!
 //! It sits directly on the TCP stream (under TLS, under hyper, under the
 //! websocket and SSE writers), so no transport can forget it and no peer that
@@ -21,6 +23,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::security::Permit;
+
 pub struct WriteDeadline<Io> {
     inner: Io,
     timeout: Duration,
@@ -30,6 +34,8 @@ pub struct WriteDeadline<Io> {
     waiting: bool,
     /// The deadline passed: the connection is dead for writing.
     expired: bool,
+    /// The socket's place in `--max-connections` and the per-IP limits.
+    _slot: Option<Permit>,
 }
 
 impl<Io> WriteDeadline<Io> {
@@ -40,7 +46,14 @@ impl<Io> WriteDeadline<Io> {
             stalled: None,
             waiting: false,
             expired: false,
+            _slot: None,
         }
+    }
+
+    /// Ties the socket's slot in the limits to the socket.
+    pub fn with_slot(mut self, slot: Permit) -> Self {
+        self._slot = Some(slot);
+        self
     }
 
     pub fn get_ref(&self) -> &Io {
@@ -139,33 +152,6 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<Io> {
             return Poll::Ready(Ok(()));
         }
         self.guarded(cx, |io, cx| io.poll_shutdown(cx))
-    }
-}
-
-/// Puts a write deadline on every connection a listener accepts (for
-/// `http::serve`).
-pub struct WithDeadlines<L> {
-    inner: L,
-    timeout: Duration,
-}
-
-impl<L> WithDeadlines<L> {
-    pub fn new(inner: L, timeout: Duration) -> Self {
-        WithDeadlines { inner, timeout }
-    }
-}
-
-impl<L: axum::serve::Listener> axum::serve::Listener for WithDeadlines<L> {
-    type Io = WriteDeadline<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = self.inner.accept().await;
-        (WriteDeadline::new(io, self.timeout), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }
 

@@ -5,6 +5,7 @@
 //! HTTP error uses. Never holds connections itself (the transports do) and
 //! never talks to a broker except through `Broker::publish`.
 
+pub mod accept;
 mod api;
 pub mod deadline;
 mod handoff;
@@ -72,6 +73,23 @@ pub fn readyz_router(state: AppState) -> Router {
     Router::new()
         .route("/readyz", get(api::readyz))
         .with_state(state)
+}
+
+/// What a socket past `--max-connections` may still ask (one of the
+/// reserve slots of `accept`): health checks; anything else is told why.
+pub fn reserve_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .with_state(state)
+        .fallback(|| async {
+            let refusal = crate::security::LimitRefusal::TooManyConnections;
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                refusal.code(),
+                refusal.message(),
+            )
+        })
 }
 
 /// An HTTP error answered as `{"error": code, "message": text}`.

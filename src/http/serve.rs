@@ -2,11 +2,12 @@
 //! connection, with hyper's HTTP/1 server (what `axum::serve` did, plus
 //! the timeouts it does not expose).
 //!
-//! Owns the per-connection HTTP settings: a kept-alive connection must
-//! complete its next request head within `--keepalive-timeout-s` of the
-//! previous response (hyper's header-read timer starts when it waits for a
-//! head), upgrades (websockets) are allowed, and on shutdown each connection
-//! finishes its request in flight and closes. Each request carries the
+//! Owns the per-connection HTTP settings: a connection must complete each
+//! request head within `header_read` of hyper starting to wait for it, idle
+//! time included (the server passes `--keepalive-timeout-s`: the first head
+//! of a connection was already read within `--header-timeout-s`, see
+//! `sse::direct`), upgrades (websockets) are allowed, and on shutdown each
+//! connection finishes its request in flight and closes. Each request carries the
 //! peer's address (`ConnectInfo<SocketAddr>`, for the per-IP limits) and the
 //! connection's [`WriteStall`]. Never routes, never reads bodies.
 
@@ -41,7 +42,7 @@ pub fn serve<L>(
     shutdown: &Shutdown,
     mut listener: L,
     app: Router,
-    keepalive_timeout: Duration,
+    header_read: Duration,
     what: &'static str,
 ) where
     L: axum::serve::Listener<Addr = SocketAddr>,
@@ -54,23 +55,17 @@ pub fn serve<L>(
                 accepted = listener.accept() => accepted,
             };
             let stop = tasks.clone();
-            tasks.spawn(connection(
-                io,
-                peer,
-                app.clone(),
-                keepalive_timeout,
-                stop,
-                what,
-            ));
+            tasks.spawn(connection(io, peer, app.clone(), header_read, stop, what));
         }
     });
 }
 
-async fn connection<Io>(
+/// Serves one connection until it closes (or shutdown has drained it).
+pub(crate) async fn connection<Io>(
     io: Io,
     peer: SocketAddr,
     app: Router,
-    keepalive_timeout: Duration,
+    header_read: Duration,
     shutdown: Shutdown,
     what: &'static str,
 ) where
@@ -87,7 +82,7 @@ async fn connection<Io>(
     };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(keepalive_timeout);
+        .header_read_timeout(header_read);
     let conn = http
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();

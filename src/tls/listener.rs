@@ -10,32 +10,33 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use axum::serve::Listener;
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::resolver::ACME_TLS_ALPN;
+use crate::http::accept::Accept;
 use crate::http::{Handoff, WriteDeadline};
 use crate::shutdown::Shutdown;
 
 /// Handshakes in progress at once; more wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 512;
-/// A client that has not finished its handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Finished handshakes waiting for `axum::serve` to pick them up.
 const READY_QUEUE: usize = 64;
 
 /// The HTTPS listener: TLS streams, handshaken.
 pub type TlsListener = Handoff<TlsStream<WriteDeadline<TcpStream>>>;
 
-/// Starts accepting on `listener`; handshakes stop on shutdown. Every
-/// socket gets `write_timeout` under its TLS layer.
+/// Starts accepting on `listener` (sockets already admitted, with their
+/// write deadline); a client that has not finished its handshake within
+/// `handshake_timeout` is dropped. Handshakes stop on shutdown.
 pub fn start(
-    listener: TcpListener,
+    listener: Accept,
     acceptor: TlsAcceptor,
-    write_timeout: Duration,
+    handshake_timeout: Duration,
     shutdown: &Shutdown,
 ) -> TlsListener {
     let local_addr = listener
@@ -43,14 +44,20 @@ pub fn start(
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (ready, handoff) = Handoff::channel(local_addr, READY_QUEUE);
     let tasks = shutdown.clone();
-    shutdown.spawn(accept_loop(listener, acceptor, write_timeout, ready, tasks));
+    shutdown.spawn(accept_loop(
+        listener,
+        acceptor,
+        handshake_timeout,
+        ready,
+        tasks,
+    ));
     handoff
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    mut listener: Accept,
     acceptor: TlsAcceptor,
-    write_timeout: Duration,
+    handshake_timeout: Duration,
     ready: mpsc::Sender<(TlsStream<WriteDeadline<TcpStream>>, SocketAddr)>,
     shutdown: Shutdown,
 ) {
@@ -65,26 +72,16 @@ async fn accept_loop(
         };
         let (tcp, peer) = tokio::select! {
             _ = shutdown.requested() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "HTTPS accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
         };
         let acceptor = acceptor.clone();
         let ready = ready.clone();
         let stop = shutdown.clone();
         shutdown.spawn(async move {
             let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            let tcp = WriteDeadline::new(tcp, write_timeout);
             let handshake = tokio::select! {
                 _ = stop.requested() => return,
-                done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => done,
+                done = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)) => done,
             };
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,

@@ -4,10 +4,11 @@
 //! hyper keeps its 8 KiB read buffer and its connection state for as long as a
 //! response streams, which made an idle SSE client cost ≈23 KiB of server
 //! memory (`scripts/bench --only idle`). [`SseListener`] sits between the
-//! listener and hyper: it reads each new connection's request line into a
-//! small buffer; a `GET /sse` has its head parsed by `httparse` and is
-//! streamed from here, holding only the socket and the [`Stream`]; anything
-//! else goes on to hyper with the bytes read so far replayed ([`Prefixed`]).
+//! listener and hyper: it reads each new connection's first request head
+//! into a small buffer, within `--header-timeout-s`; a `GET /sse` has its
+//! head parsed by `httparse` and is streamed from here, holding only the
+//! socket and the [`Stream`]; anything else goes on to hyper with the bytes
+//! read so far replayed ([`Prefixed`]).
 //! The response is close-delimited (`Connection: close`), so the events go
 //! out as they are, without chunked framing.
 
@@ -34,8 +35,6 @@ const HEAD_BUFFER: usize = 512;
 /// A longer request head is refused (431), as hyper would.
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
-/// A connection that sends no complete request head by then is dropped.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections on their way to hyper, waiting for its accept loop.
 const HANDOFF_QUEUE: usize = 64;
 /// How long a goodbye (FIN or TLS close_notify) may take.
@@ -45,8 +44,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// itself and passes every other connection on.
 pub type SseListener<Io> = Handoff<Prefixed<Io>>;
 
-/// Starts accepting from `inner`; stops on shutdown.
-pub fn start<L>(mut inner: L, sse: Sse) -> io::Result<SseListener<L::Io>>
+/// Starts accepting from `inner`; stops on shutdown. A connection whose
+/// first request head is not complete within `header_timeout` is closed
+/// (`--header-timeout-s`: slow heads hold sockets).
+pub fn start<L>(mut inner: L, sse: Sse, header_timeout: Duration) -> io::Result<SseListener<L::Io>>
 where
     L: Listener<Addr = SocketAddr>,
 {
@@ -58,17 +59,24 @@ where
                 _ = tasks.requested() => return,
                 accepted = inner.accept() => accepted,
             };
-            tasks.spawn(route(io, peer, sse.clone(), handoff.clone()));
+            tasks.spawn(route(
+                io,
+                peer,
+                sse.clone(),
+                header_timeout,
+                handoff.clone(),
+            ));
         }
     });
     Ok(listener)
 }
 
-/// Reads the request line and decides who serves the connection.
+/// Reads the first request head and decides who serves the connection.
 async fn route<Io>(
     mut io: Io,
     peer: SocketAddr,
     sse: Sse,
+    header_timeout: Duration,
     handoff: mpsc::Sender<(Prefixed<Io>, SocketAddr)>,
 ) where
     Io: AsyncRead + AsyncWrite + Unpin,
@@ -76,7 +84,7 @@ async fn route<Io>(
     let mut head = Vec::with_capacity(HEAD_BUFFER);
     let read = tokio::select! {
         _ = sse.shutdown.requested() => return,
-        read = timeout(HEAD_TIMEOUT, read_request_line(&mut io, &mut head)) => read,
+        read = timeout(header_timeout, read_whole_head(&mut io, &mut head)) => read,
     };
     match read {
         Ok(Ok(())) if is_sse_request(&head) => serve(io, peer, head, &sse).await,
@@ -84,20 +92,36 @@ async fn route<Io>(
             // Err only when hyper's accept loop has stopped (shutdown).
             let _ = handoff.send((Prefixed::new(head.into(), io), peer)).await;
         }
-        // Closed, failed or silent before a request line: nobody to answer.
+        // Closed, failed, or too slow (a trickled head holds a socket):
+        // nobody to answer.
         Ok(Err(_)) | Err(_) => {}
     }
 }
 
-/// Reads until `head` holds a whole request line (or `MAX_HEAD` bytes).
-async fn read_request_line<Io>(io: &mut Io, head: &mut Vec<u8>) -> io::Result<()>
+/// Reads until `head` holds a whole request head (or `MAX_HEAD` bytes).
+async fn read_whole_head<Io>(io: &mut Io, head: &mut Vec<u8>) -> io::Result<()>
 where
     Io: AsyncRead + Unpin,
 {
-    while !head.contains(&b'\n') && head.len() < MAX_HEAD {
+    let mut scanned = 0;
+    while head.len() < MAX_HEAD {
+        // Only the new bytes (and the three before them) are searched, so a
+        // head trickled byte by byte costs linear time.
+        if ends_head(&head[scanned..]) {
+            return Ok(());
+        }
+        scanned = head.len().saturating_sub(3);
         read_more(io, head).await?;
     }
     Ok(())
+}
+
+/// An empty line: `\r\n\r\n`, or bare `\n` line ends as httparse allows.
+fn ends_head(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .enumerate()
+        .any(|(i, pair)| pair == b"\n\n" || (pair == b"\n\r" && bytes.get(i + 2) == Some(&b'\n')))
 }
 
 /// One read into `head`, doubling its allocation when full.
@@ -119,24 +143,19 @@ fn is_sse_request(head: &[u8]) -> bool {
     head.starts_with(b"GET /sse") && matches!(head.get(8), Some(b' ' | b'?'))
 }
 
-/// Serves one SSE request: the rest of the head, the checks, the stream.
-async fn serve<Io>(mut io: Io, peer: SocketAddr, mut head: Vec<u8>, sse: &Sse)
+/// Serves one SSE request: the head, the checks, the stream.
+async fn serve<Io>(mut io: Io, peer: SocketAddr, head: Vec<u8>, sse: &Sse)
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
-    let read = tokio::select! {
-        _ = sse.shutdown.requested() => return,
-        read = timeout(HEAD_TIMEOUT, read_head(&mut io, &mut head)) => read,
-    };
+    let parsed = whole_head(&head);
     drop(head);
-    let request = match read {
-        Ok(Ok(Some(request))) => request,
-        Ok(Err(error)) => {
+    let request = match parsed {
+        Ok(request) => request,
+        Err(error) => {
             tracing::info!(%peer, code = error.code, message = %error.message, "sse request refused");
             return respond(&mut io, error.into_response()).await;
         }
-        // Closed or silent before the head was complete.
-        Ok(Ok(None)) | Err(_) => return,
     };
     match super::open(sse, &request.headers, &request.query, Some(peer.ip())) {
         Ok((stream, headers)) => {
@@ -156,26 +175,15 @@ struct Head {
     headers: HeaderMap,
 }
 
-/// Reads until the head is complete: `None` when the client went away.
-async fn read_head<Io>(io: &mut Io, head: &mut Vec<u8>) -> Result<Option<Head>, ApiError>
-where
-    Io: AsyncRead + Unpin,
-{
-    loop {
-        if let Some(parsed) = parse_head(head)? {
-            return Ok(Some(parsed));
-        }
-        if head.len() >= MAX_HEAD {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers_too_large",
-                format!("the request head exceeds {MAX_HEAD} bytes"),
-            ));
-        }
-        if read_more(io, head).await.is_err() {
-            return Ok(None);
-        }
-    }
+/// The head `route` read whole; still incomplete means over `MAX_HEAD`.
+fn whole_head(head: &[u8]) -> Result<Head, ApiError> {
+    parse_head(head)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request head exceeds {MAX_HEAD} bytes"),
+        )
+    })
 }
 
 /// Parses a request head: `None` while it is incomplete. Kept synchronous
@@ -335,6 +343,14 @@ mod tests {
         assert!(!is_sse_request(b"POST /sse HTTP/1.1\r\n"));
         assert!(!is_sse_request(b"GET / HTTP/1.1\r\n"));
         assert!(!is_sse_request(b"PRI * HTTP/2.0\r\n"));
+    }
+
+    #[test]
+    fn a_head_ends_at_its_empty_line() {
+        assert!(ends_head(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+        assert!(ends_head(b"GET / HTTP/1.1\nHost: h\n\n"));
+        assert!(!ends_head(b"GET / HTTP/1.1\r\nHost: h\r\n"));
+        assert!(!ends_head(b"GET / HTTP/1.1\r\n"));
     }
 
     #[test]

@@ -50,9 +50,9 @@ pub struct Sse {
     pub shutdown: Shutdown,
 }
 
-/// `GET /sse?channel=a&channel=b` on a connection hyper serves (HTTP/2, or
-/// after other requests on a kept-alive HTTP/1 connection; fresh HTTP/1
-/// connections are answered by [`direct`]).
+/// `GET /sse?channel=a&channel=b` on a connection hyper serves (after other
+/// requests on a kept-alive connection; fresh connections are answered by
+/// [`direct`]).
 pub async fn handler(
     State(sse): State<Sse>,
     RawQuery(query): RawQuery,
