@@ -88,11 +88,6 @@ impl Sockets {
         }
     }
 
-    /// Open sockets right now.
-    pub fn open(&self) -> usize {
-        self.guard.open()
-    }
-
     /// Accepts on `listener`; with `health`, sockets past the total limit
     /// may use a reserve slot to reach that router.
     pub fn accept(&self, listener: TcpListener, health: Option<(Router, Shutdown)>) -> Accept {

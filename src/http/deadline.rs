@@ -56,10 +56,6 @@ impl<Io> WriteDeadline<Io> {
         self
     }
 
-    pub fn get_ref(&self) -> &Io {
-        &self.inner
-    }
-
     /// Called when a write could not proceed: starts the timer if it was
     /// not running, and fails once it has run out.
     fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {

@@ -11,10 +11,11 @@ pub mod ws;
 
 use crate::disconnect::DisconnectReason;
 
-/// Why a websocket write failed: the socket's write deadline
-/// ([`crate::http::deadline`]) means the client stopped reading
-/// (`slow_consumer`); anything else is the transport's.
-pub fn write_failed(error: &axum::Error) -> DisconnectReason {
+/// Why a websocket write failed (or a read, which also flushes what waits
+/// to be written): the socket's write deadline ([`crate::http::deadline`])
+/// means the client stopped reading (`slow_consumer`); anything else is the
+/// transport's.
+pub fn write_failed(error: &(dyn std::error::Error + 'static)) -> DisconnectReason {
     if crate::http::deadline::is_write_timeout(error) {
         DisconnectReason::SlowConsumer
     } else {

@@ -493,7 +493,7 @@ fn read_error(error: axum::Error) -> Close {
     }
     // A read also flushes what waits to be written: the write deadline may
     // run out here.
-    if crate::http::deadline::is_write_timeout(&*inner) {
+    if crate::transports::write_failed(&*inner) == DisconnectReason::SlowConsumer {
         return Close::because(DisconnectReason::SlowConsumer);
     }
     tracing::debug!(error = %inner, "ws read failed");

@@ -272,7 +272,7 @@ fn read_error(error: axum::Error) -> DisconnectReason {
     let inner = error.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => DisconnectReason::TooLarge,
-        _ => DisconnectReason::TransportError,
+        _ => write_failed(&*inner),
     }
 }
 
