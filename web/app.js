@@ -1,5 +1,5 @@
-// roomcast web page: join rooms, list their messages live.
-// Plain JS, no framework, no third-party code. Transport: one EventSource on
+// roomcast web page: join rooms, list their messages live, chart their numeric fields
+// (charts.js). Plain JS, no framework, no third-party code. Transport: one EventSource on
 // GET /sse?channel=a&channel=b for all joined rooms, reopened when the set changes.
 // Payloads are untrusted: they are only ever written with textContent.
 'use strict';
@@ -22,6 +22,7 @@
     list: $('messages'), empty: $('empty'), count: $('count'), kept: $('kept'), clear: $('clear'),
   };
 
+  const charts = window.roomcastCharts.create($('charts-panel'));
   const rooms = [];               // joined rooms, in join order
   let es = null;                  // the one EventSource
   let retryTimer = 0;
@@ -106,6 +107,7 @@
     const i = rooms.indexOf(name);
     if (i < 0) return false;
     rooms.splice(i, 1);
+    charts.removeRoom(name);
     roomsChanged();
     return true;
   }
@@ -256,6 +258,12 @@
       msg = { channel: '', data: e.data };
     }
     if (!msg || typeof msg !== 'object') msg = { channel: '', data: msg };
+    if (msg.type === 'event') {
+      // A Socket.IO emitter's event: shown under the first of its rooms we are in.
+      const to = Array.isArray(msg.rooms) ? msg.rooms.filter((r) => rooms.includes(r)) : [];
+      if (!to.length) return;
+      msg = { ...msg, channel: to[0], data: { event: msg.event, args: msg.args } };
+    }
     const channel = typeof msg.channel === 'string' ? msg.channel : '';
     // A late event from a room we just left: drop it.
     if (channel && !rooms.includes(channel)) return;
@@ -263,6 +271,8 @@
     // after a restart), and resuming with Last-Event-ID is the server's job.
     const id = msg.id != null ? String(msg.id) : e.lastEventId;
     addMessage(channel, msg.data, typeof msg.ts === 'number' ? msg.ts : Date.now(), id);
+    // Charted at the time the page got it: the axis is this browser's clock.
+    if (channel && msg.type !== 'event') charts.add(channel, msg.data);
   }
 
   const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
@@ -347,6 +357,7 @@
 
   el.clear.addEventListener('click', () => {
     el.list.replaceChildren();
+    charts.clear();
     received = 0;
     renderCount();
   });

@@ -8,6 +8,7 @@ use axum::routing::get;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
+const CHARTS_JS: &str = include_str!("../../web/charts.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 const STATUS_HTML: &str = include_str!("../../web/status.html");
 const STATUS_JS: &str = include_str!("../../web/status.js");
@@ -18,6 +19,10 @@ pub fn router() -> Router {
         .route(
             "/app.js",
             get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/charts.js",
+            get(|| asset("text/javascript; charset=utf-8", CHARTS_JS)),
         )
         .route(
             "/style.css",

@@ -8,7 +8,9 @@ import { mkdtemp, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { startRoomcast, httpPublish } from './lib/server.mjs';
+import { createClient } from 'redis';
+import { Emitter } from '@socket.io/redis-emitter';
+import { startRoomcast, startRedis, httpPublish, publishRedis, waitFor } from './lib/server.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const KEY = 'page-test-key';
@@ -33,10 +35,12 @@ after(async () => {
 
 // A fresh roomcast (with an API key) and a fresh page for each test; both are
 // closed by the returned cleanup, and the page must not have thrown anything.
-async function setup(t, { path = '/', port, viewport } = {}) {
-  const server = await startRoomcast({ args: ['--api-key', KEY], port });
+async function setup(t, { path = '/', port, viewport, clock = false, args = [] } = {}) {
+  const server = await startRoomcast({ args: ['--api-key', KEY, ...args], port });
   const context = await browser.newContext({ viewport: viewport || { width: 1100, height: 800 } });
   const page = await context.newPage();
+  // a page clock the test can move forward (it ticks with real time otherwise)
+  if (clock) await page.clock.install();
   const pageErrors = [];
   const sseRequests = [];
   page.on('pageerror', (err) => pageErrors.push(String(err)));
@@ -260,5 +264,91 @@ test('screenshots (light, dark, narrow) render', { skip, timeout: 60_000 }, asyn
     assert.ok((await stat(file)).size > 5_000, `${name} screenshot is not blank`);
     t.diagnostic(`screenshot ${name}: ${file}`);
   }
+  assert.deepEqual(pageErrors, []);
+});
+
+test('numeric JSON fields draw one live chart each beside the messages; other messages draw none', { skip, timeout: 60_000 }, async (t) => {
+  const { page, state, pageErrors } = await setup(t, { path: '/?room=kitchen&room=notes', clock: true });
+  await waitStatus(page, 'live');
+  const cards = page.locator('#charts-panel .chart-card');
+
+  // nothing numeric: text, an object without numbers, an array of numbers, a number-like string
+  for (const payload of ['door opened', JSON.stringify({ event: 'motion', ok: true }), '[1,2,3]', JSON.stringify({ temp: '21' })]) {
+    await publish(state.server, 'notes', payload);
+  }
+  await page.waitForFunction(() => document.querySelectorAll('#messages > li').length === 4, null, { timeout: WAIT });
+  assert.equal(await cards.count(), 0, 'no chart for non-numeric messages');
+  assert.ok(await page.locator('#charts-panel').isHidden(), 'no charts panel while there is nothing to draw');
+
+  const readings = [{ temp: 21.5, hum: 40, label: 'k' }, { temp: 21.9, hum: 42 }, { temp: 22.4, hum: 41 }, { temp: 22.1 }];
+  // a reading every 20 s of page time (the page's clock moves; nothing sleeps)
+  for (const [i, r] of readings.entries()) {
+    await publish(state.server, 'kitchen', JSON.stringify(r));
+    await page.waitForFunction((n) => document.querySelectorAll('#messages > li').length === n, 5 + i, { timeout: WAIT });
+    if (i < readings.length - 1) await page.clock.fastForward(20_000);
+  }
+  await page.waitForFunction(() => document.querySelector('.chart-card[data-field="temp"] .chart-line')?.dataset.points === '4',
+    null, { timeout: WAIT });
+
+  assert.equal(await cards.count(), 2, 'one chart per numeric field');
+  assert.deepEqual(await texts(page, '#charts-panel .chart-field'), ['temp', 'hum'], 'field names label the charts');
+  assert.deepEqual(await texts(page, '#charts-panel .chart-room'), ['kitchen', 'kitchen']);
+  for (const [field, n, latest] of [['temp', 4, '22.1'], ['hum', 3, '41']]) {
+    const card = page.locator(`.chart-card[data-field="${field}"]`);
+    const line = card.locator('polyline.chart-line');
+    assert.equal(await line.getAttribute('data-points'), String(n), `${field}: points`);
+    const xs = (await line.getAttribute('points')).trim().split(/\s+/).map((p) => Number(p.split(',')[0]));
+    assert.equal(xs.length, n, `${field}: drawn points`);
+    assert.ok(xs.every((x, i) => i === 0 || x > xs[i - 1]), `${field}: later readings further right (${xs})`);
+    assert.equal((await card.locator('.chart-latest').textContent()).trim(), latest);
+    // accessible: an image named by its title and described by its readings
+    const svg = card.locator('svg');
+    assert.equal(await svg.getAttribute('role'), 'img');
+    const [titleId, descId] = (await svg.getAttribute('aria-labelledby')).split(' ');
+    assert.match(await page.locator(`[id="${titleId}"]`).textContent(), new RegExp(`^${field} in room kitchen, last 5 minutes$`));
+    assert.match(await page.locator(`[id="${descId}"]`).textContent(), new RegExp(`^${n} readings; latest ${latest}`));
+  }
+  assert.equal(await page.locator('.chart-card[data-room="notes"]').count(), 0, 'notes drew nothing');
+
+  // beside the message list on a wide screen
+  const chartsBox = await page.locator('#charts-panel').boundingBox();
+  const feedBox = await page.locator('section.feed').boundingBox();
+  assert.ok(chartsBox.x + chartsBox.width <= feedBox.x, `charts (${JSON.stringify(chartsBox)}) left of messages (${JSON.stringify(feedBox)})`);
+  assert.ok(Math.abs(chartsBox.y - feedBox.y) < 2, 'side by side');
+
+  const dir = await mkdtemp(join(tmpdir(), 'roomcast-charts-'));
+  for (const scheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme: scheme });
+    const file = join(dir, `charts-${scheme}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    t.diagnostic(`screenshot ${scheme}: ${file}`);
+  }
+
+  // leaving the room removes its charts
+  await page.click('#rooms li[data-room="kitchen"] .chip-leave');
+  assert.equal(await cards.count(), 0);
+  assert.ok(await page.locator('#charts-panel').isHidden());
+  assert.deepEqual(pageErrors, []);
+});
+
+test('events from the Socket.IO emitter are listed under their room, and chart nothing', { skip, timeout: 60_000 }, async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const { page, pageErrors } = await setup(t, { path: '/?room=kitchen', args: ['--redis-url', redis.url] });
+  await waitStatus(page, 'live');
+  await waitFor(async () => (await publishRedis(redis, 'probe', 'x')) >= 1, { message: 'roomcast PSUBSCRIBE' });
+  const publisher = createClient({ url: redis.url });
+  await publisher.connect();
+  try {
+    new Emitter(publisher).to(['elsewhere', 'kitchen']).emit('reading', { temp: 21.5 }, 'ok');
+    await messageWith(page, 'reading').waitFor({ timeout: WAIT });
+  } finally {
+    await publisher.quit(); // while redis still runs
+  }
+  assert.equal(await messages(page).count(), 1);
+  const event = messages(page).nth(0);
+  assert.equal(await event.locator('.room').textContent(), 'kitchen');
+  assert.deepEqual(JSON.parse(await event.locator('.payload').textContent()), { event: 'reading', args: [{ temp: 21.5 }, 'ok'] });
+  assert.equal(await page.locator('.chart-card').count(), 0);
   assert.deepEqual(pageErrors, []);
 });
