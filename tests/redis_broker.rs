@@ -1,8 +1,8 @@
 //! The Redis broker against a real `redis-server` (started per test on a free
 //! port): delivery byte for byte, the pattern, publishing through Redis,
 //! Redis absent at start, Redis killed and restarted while running, Redis
-//! frozen and resumed (no acknowledged publish lost), and `rediss://` with a
-//! private CA.
+//! frozen and resumed (no acknowledged publish lost), a password in the URL,
+//! and `rediss://` with a private CA.
 
 mod common;
 mod tls_support;
@@ -370,6 +370,41 @@ async fn a_frozen_then_resumed_redis_loses_no_acknowledged_publish() {
         lost.len(),
         acknowledged.len()
     );
+    stop(shutdown).await;
+}
+
+#[tokio::test]
+async fn a_password_in_the_url_authenticates_both_connections() {
+    let redis = RedisServer::start().await;
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let with_password = format!("redis://:s3cret@127.0.0.1:{}", redis.port);
+
+    let shutdown = Shutdown::new();
+    let (sink, mut rx) = collecting_sink();
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    let refused = start(&wrong, "*", sink.clone(), &shutdown).unwrap();
+    let broker = start(&with_password, "*", sink, &shutdown).unwrap();
+    wait_until(READY_LIMIT, "the broker is ready", || broker.is_ready()).await;
+    broker
+        .publish("room", Bytes::from_static(b"authenticated"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut rx).await,
+        ("room".to_string(), Bytes::from_static(b"authenticated"))
+    );
+    assert!(!refused.is_subscribed(), "a wrong password subscribed");
     stop(shutdown).await;
 }
 
