@@ -193,6 +193,8 @@ impl Subscribed {
     /// arrive: only during the handshake).
     async fn command(&mut self, command: &redis::Cmd) -> Result<(), ConnectError> {
         self.io.write_all(&command.get_packed_command()).await?;
+        // TLS may hold written bytes until flushed.
+        self.io.flush().await?;
         loop {
             if let Some((reply, used)) = resp::parse(&self.buf)? {
                 let result = match reply {
@@ -252,7 +254,11 @@ impl Subscribed {
                         return lost(LostReason::NoAnswer, format!("no answer from Redis within {timeout:?}"), had_worked);
                     }
                     // In subscribed mode PING answers ["pong", ""].
-                    if let Err(error) = self.io.write_all(b"*1\r\n$4\r\nPING\r\n").await {
+                    let ping = async {
+                        self.io.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
+                        self.io.flush().await
+                    };
+                    if let Err(error) = ping.await {
                         return lost(LostReason::Io, error.to_string(), had_worked);
                     }
                     pinged = true;
