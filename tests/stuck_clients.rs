@@ -30,13 +30,17 @@ const SIZE: usize = 60_000;
 /// A server whose client queues are large enough never to overflow here: a
 /// stuck client can only be caught by the write timeout.
 async fn server() -> Server {
+    server_with("100000000", "2").await
+}
+
+async fn server_with(queue_bytes: &str, write_timeout_s: &str) -> Server {
     Server::start(&[
         "--api-key",
         "k",
         "--write-timeout-s",
-        "2",
+        write_timeout_s,
         "--client-queue-bytes",
-        "100000000",
+        queue_bytes,
         "--client-queue-messages",
         "100000",
         "--max-payload",
@@ -82,20 +86,50 @@ async fn metric_reaches(server: &Server, series: &str, value: f64, limit: Durati
 /// slow consumers and only the normal member is left.
 async fn stuck_clients_are_closed(server: &Server, transport: &str, room: &str) {
     let open = format!("roomcast_connections{{transport=\"{transport}\"}}");
-    let slow =
-        format!("roomcast_disconnects_total{{transport=\"{transport}\",reason=\"slow_consumer\"}}");
     assert_eq!(server.metric(&open).await, (STUCK + 1) as f64);
-    assert_eq!(server.running.hub.room_size(room), STUCK + 1);
-    publish_all(server, room).await;
+    stuck_clients_leave(server, transport, room).await;
     // Main before the write deadline: 20 of 20 still open after 50 s.
     metric_reaches(server, &open, 1.0, Duration::from_secs(20)).await;
-    assert_eq!(server.metric(&slow).await, STUCK as f64);
+}
+
+/// Publishes into `room`; the stuck clients are counted as slow consumers
+/// and leave the room (their sockets may wait for the write deadline to
+/// give up on the close frame).
+async fn stuck_clients_leave(server: &Server, transport: &str, room: &str) {
+    let slow =
+        format!("roomcast_disconnects_total{{transport=\"{transport}\",reason=\"slow_consumer\"}}");
+    assert_eq!(server.running.hub.room_size(room), STUCK + 1);
+    let slow_before = server.metric(&slow).await;
+    publish_all(server, room).await;
+    metric_reaches(
+        server,
+        &slow,
+        slow_before + STUCK as f64,
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(server.running.hub.room_size(room), 1);
 }
 
 #[tokio::test]
 async fn ws_clients_that_stop_reading_are_closed() {
-    let server = server().await;
+    // By the write deadline.
+    ws_stuck_clients(&server().await, true).await;
+    metric_reaches(
+        &server().await,
+        "roomcast_connections{transport=\"ws\"}",
+        0.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    // By their queue overflowing while the write is blocked, long before
+    // the deadline (main noticed the overflow only once the write ended).
+    ws_stuck_clients(&server_with("1000000", "600").await, false).await;
+}
+
+/// `/ws` members that stop reading, and a normal one; `deadline`: the
+/// sockets are released (else only the clients closed).
+async fn ws_stuck_clients(server: &Server, deadline: bool) {
     let url = server.url("/ws").replace("http://", "ws://");
     let subscribe = |id: u64| json!({"op": "subscribe", "channel": "busy-ws", "id": id});
     let mut stuck = Vec::new();
@@ -123,7 +157,11 @@ async fn ws_clients_that_stop_reading_are_closed() {
         }
         normal
     });
-    stuck_clients_are_closed(&server, "ws", "busy-ws").await;
+    if deadline {
+        stuck_clients_are_closed(server, "ws", "busy-ws").await;
+    } else {
+        stuck_clients_leave(server, "ws", "busy-ws").await;
+    }
     let _normal = reader
         .await
         .expect("the normal member got every message in order");
