@@ -16,7 +16,7 @@ use crate::hub::{AppEvent, Event, Format, Frame};
 /// Socket.IO's hub format (id 0, see `transports::FORMAT_IDS`).
 pub static FORMAT: Format = Format {
     id: 0,
-    name: "socket.io",
+    name: "socketio",
     encode,
     separate_attachments: true,
 };

@@ -18,10 +18,11 @@ use super::packet::{Packet, Version};
 use super::payload::{self, Encoding};
 use super::request::EngineError;
 use super::session::{Reply, Session, Transport, run_timer};
-use super::{Engine, Link, Sid, Upper};
+use super::{Engine, Link, METRIC_TRANSPORT, Sid, Upper};
 use crate::disconnect::DisconnectReason;
 use crate::hub::Frame;
 use crate::security::Permit;
+use crate::telemetry;
 
 /// Most frames one GET carries (also bounded in bytes by
 /// `Engine::poll_batch_bytes`); the rest wait for the next poll.
@@ -213,6 +214,7 @@ pub async fn post<U: Upper>(
 fn payload_response<C>(session: &Session<C>, frames: &[Frame]) -> Response {
     let encoding = Encoding::choose(session.version, session.binary);
     let body = payload::encode(encoding, frames);
+    telemetry::bytes_out(METRIC_TRANSPORT, body.len());
     ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
 }
 

@@ -20,10 +20,11 @@ use tokio::time::Instant;
 use super::heartbeat::{Beat, Heartbeat};
 use super::packet::{Packet, Version};
 use super::session::Session;
-use super::{Engine, Link, Sid, Upper, log_close};
+use super::{Engine, Link, METRIC_TRANSPORT, Sid, Upper, log_close};
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox};
 use crate::security::Permit;
+use crate::telemetry;
 use crate::transports::write_failed;
 
 /// Read buffer per connection; tungstenite grows it for larger frames.
@@ -365,13 +366,16 @@ async fn write_batch(
     version: Version,
     outbox: &Outbox,
 ) -> Result<(), DisconnectReason> {
+    let mut bytes = 0;
     for _ in 0..BATCH {
         let Some(frame) = outbox.pop() else { break };
+        bytes += frame.len();
         let Some(message) = to_message(version, frame) else {
             continue;
         };
         socket.feed(message).await.map_err(|e| write_failed(&e))?;
     }
+    telemetry::bytes_out(METRIC_TRANSPORT, bytes);
     socket.flush().await.map_err(|e| write_failed(&e))
 }
 
