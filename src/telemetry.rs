@@ -52,6 +52,10 @@ fn describe() {
         "roomcast_connections",
         "Open client connections, by transport"
     );
+    describe_gauge!(
+        "roomcast_sockets",
+        "Open TCP sockets admitted by the accept loop (every listener; counted in the limits)"
+    );
     describe_counter!(
         "roomcast_connects_total",
         "Client connections opened, by transport"
@@ -205,6 +209,23 @@ impl Drop for ConnectionMetric {
         if let Some(slot) = connections_slot(self.transport) {
             slot.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Counts one admitted TCP socket while alive (zero-sized: an idle socket
+/// pays nothing for it).
+pub struct SocketMetric(());
+
+impl SocketMetric {
+    pub fn open() -> Self {
+        gauge!("roomcast_sockets").increment(1.0);
+        SocketMetric(())
+    }
+}
+
+impl Drop for SocketMetric {
+    fn drop(&mut self) {
+        gauge!("roomcast_sockets").decrement(1.0);
     }
 }
 

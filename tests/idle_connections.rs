@@ -270,6 +270,34 @@ async fn out_of_file_descriptors_healthz_and_admitted_clients_still_work() {
     publisher.write_all(request.as_bytes()).await.unwrap();
     assert_eq!(next_json(&mut ws).await["data"], "still here");
 
+    // The open sockets stayed under the open-file limit minus the headroom.
+    publisher
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let mut metrics = String::new();
+    let sockets = loop {
+        let mut buffer = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), publisher.read(&mut buffer))
+            .await
+            .expect("metrics in time")
+            .unwrap();
+        assert!(n > 0, "metrics answered");
+        metrics.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        // A whole line: the value may be split across reads.
+        let value = metrics
+            .split_once("\nroomcast_sockets ")
+            .and_then(|(_, rest)| rest.split_once('\n'))
+            .and_then(|(value, _)| value.trim().parse::<f64>().ok());
+        if let Some(value) = value {
+            break value;
+        }
+    };
+    assert!(
+        (100.0..=184.0).contains(&sockets),
+        "{sockets} sockets open with 256 files"
+    );
+
     // At most one line per second about refused or failed accepts.
     let seconds = started.elapsed().as_secs() as usize + 1;
     let lines = server.log_lines("accept") + server.log_lines("too_many_connections");

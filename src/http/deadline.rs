@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::security::Permit;
+use crate::telemetry::SocketMetric;
 
 pub struct WriteDeadline<Io> {
     inner: Io,
@@ -34,8 +35,9 @@ pub struct WriteDeadline<Io> {
     waiting: bool,
     /// The deadline passed: the connection is dead for writing.
     expired: bool,
-    /// The socket's place in `--max-connections` and the per-IP limits.
-    _slot: Option<Permit>,
+    /// The socket's place in `--max-connections` and the per-IP limits, and
+    /// in `roomcast_sockets`.
+    _slot: Option<(Permit, SocketMetric)>,
 }
 
 impl<Io> WriteDeadline<Io> {
@@ -52,7 +54,7 @@ impl<Io> WriteDeadline<Io> {
 
     /// Ties the socket's slot in the limits to the socket.
     pub fn with_slot(mut self, slot: Permit) -> Self {
-        self._slot = Some(slot);
+        self._slot = Some((slot, SocketMetric::open()));
         self
     }
 
