@@ -173,6 +173,87 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// MessagePack values as the Socket.IO emitter's notepack may write them,
+/// and some it never writes (extensions, odd map keys).
+fn msgpack_value() -> impl Strategy<Value = rmpv::Value> {
+    use rmpv::Value as M;
+    let leaf = prop_oneof![
+        Just(M::Nil),
+        any::<bool>().prop_map(M::Boolean),
+        any::<i64>().prop_map(M::from),
+        any::<u64>().prop_map(M::from),
+        any::<f64>().prop_map(M::F64),
+        "[a-z\"é\\\\]{0,8}".prop_map(|s| M::from(s.as_str())),
+        proptest::collection::vec(any::<u8>(), 0..6).prop_map(M::Binary),
+        (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..13))
+            .prop_map(|(t, d)| M::Ext(t, d)),
+    ];
+    leaf.prop_recursive(4, 32, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(M::Array),
+            proptest::collection::vec(
+                (prop_oneof![4 => "[a-z]{0,3}".prop_map(|k| M::from(k.as_str())), 1 => any::<i32>().prop_map(M::from), 1 => Just(M::Nil)], inner),
+                0..4
+            )
+            .prop_map(M::Map),
+        ]
+    })
+}
+
+/// The attachment numbers of the Socket.IO binary placeholders in `value`.
+fn placeholders(value: &serde_json::Value, nums: &mut Vec<u64>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => {
+            nums.extend(map.get("num").and_then(Value::as_u64));
+        }
+        Value::Object(map) => map.values().for_each(|v| placeholders(v, nums)),
+        Value::Array(items) => items.iter().for_each(|v| placeholders(v, nums)),
+        _ => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Anything on the emitter's channels: refused or decoded, never a panic.
+    #[test]
+    fn emitter_messages_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = roomcast::emitter::decode::broadcast(&bytes);
+        let _ = roomcast::emitter::decode::request(&bytes);
+    }
+
+    /// A decoded emitter event's arguments are one JSON array, one element per
+    /// argument, and its placeholders number its attachments in order.
+    #[test]
+    fn emitter_events_decode_to_json_with_numbered_attachments(
+        args in proptest::collection::vec(msgpack_value(), 0..4),
+        rooms in proptest::collection::vec("[a-z#]{0,4}", 0..3),
+    ) {
+        use rmpv::Value as M;
+        let mut data = vec![M::from("ev")];
+        data.extend(args.iter().cloned());
+        let room_list = M::Array(rooms.iter().map(|r| M::from(r.as_str())).collect());
+        let message = M::Array(vec![
+            M::from("emitter"),
+            M::Map(vec![(M::from("type"), M::from(2)), (M::from("data"), M::Array(data)), (M::from("nsp"), M::from("/"))]),
+            M::Map(vec![(M::from("rooms"), room_list), (M::from("except"), M::Array(vec![]))]),
+        ]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &message).unwrap();
+        if let Ok(event) = roomcast::emitter::decode::broadcast(&bytes) {
+            let parsed: serde_json::Value = serde_json::from_slice(&event.args).expect("arguments are JSON");
+            prop_assert_eq!(parsed.as_array().map(Vec::len), Some(args.len()));
+            // serde_json sorts object keys, so compare as sets: each attachment once.
+            let mut nums = Vec::new();
+            placeholders(&parsed, &mut nums);
+            nums.sort_unstable();
+            prop_assert_eq!(nums, (0..event.binary.len() as u64).collect::<Vec<_>>());
+            prop_assert_eq!(event.target.rooms.len(), rooms.len());
+        }
+    }
+}
+
 /// Inputs the libFuzzer targets (fuzz/) found, pinned.
 mod found_by_cargo_fuzz {
     use super::*;

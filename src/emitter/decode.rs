@@ -14,6 +14,7 @@
 //! Pure functions: no hub, no I/O; every refusal is a [`DecodeError`].
 //! Called by the `emitter` module.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -249,16 +250,11 @@ fn write_value(
         Value::Array(items) => write_array(items, out, binary, depth)?,
         Value::Map(entries) => {
             out.push(b'{');
-            for (i, (key, item)) in entries.iter().enumerate() {
+            for (i, (key, item)) in js_object(entries)?.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                match key {
-                    Value::String(s) => write_string(&String::from_utf8_lossy(s.as_bytes()), out),
-                    // A JavaScript object's numeric key is its decimal string.
-                    Value::Integer(n) => write_string(&n.to_string(), out),
-                    _ => return Err(shape("a map key is neither a string nor a number")),
-                }
+                write_string(&key, out);
                 out.push(b':');
                 write_value(item, out, binary, depth)?;
             }
@@ -269,6 +265,38 @@ fn write_value(
         Value::Ext(..) => return Err(shape("an extension type other than a timestamp")),
     }
     Ok(())
+}
+
+/// A map's entries as the JavaScript object notepack builds from it: keys
+/// are strings (a number key is its decimal string), a repeated key keeps
+/// its first place and its last value, and array-index keys ("0", "1", ...)
+/// come first in ascending order, as `JSON.stringify` writes them.
+fn js_object(entries: &[(Value, Value)]) -> Result<Vec<(String, &Value)>, DecodeError> {
+    let mut object: Vec<(String, &Value)> = Vec::with_capacity(entries.len());
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(entries.len());
+    for (key, item) in entries {
+        let key = match key {
+            Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            Value::Integer(n) => n.to_string(),
+            _ => return Err(shape("a map key is neither a string nor a number")),
+        };
+        match index.get(&key) {
+            Some(&at) => object[at].1 = item,
+            None => {
+                index.insert(key.clone(), object.len());
+                object.push((key, item));
+            }
+        }
+    }
+    // Stable: the other keys keep their order.
+    object.sort_by_key(|(key, _)| array_index(key).map_or((1, 0), |n| (0, n)));
+    Ok(object)
+}
+
+/// `key` as an array index (a canonical decimal below 2^32 - 1).
+fn array_index(key: &str) -> Option<u32> {
+    let n: u32 = key.parse().ok()?;
+    (n != u32::MAX && n.to_string() == key).then_some(n)
 }
 
 /// `JSON.stringify` writes NaN and the infinities as `null`.
@@ -404,6 +432,27 @@ mod tests {
         );
         assert_eq!(decoded.target.rooms, vec![Arc::from("r1")]);
         assert_eq!(decoded.target.except, vec![Arc::from("r2")]);
+    }
+
+    #[test]
+    fn maps_become_objects_as_javascript_orders_them() {
+        let object = Value::Map(vec![
+            (s("b"), Value::from(1)),
+            (Value::from(2), s("two")),
+            (s("a"), Value::Binary(vec![9])),
+            (s("1"), Value::Nil),
+            (s("01"), Value::from(3)),
+            (s("a"), Value::from(4)),
+        ]);
+        let decoded = broadcast(&emitted(vec![s("e"), object], &[], &[])).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&decoded.args).unwrap(),
+            r#"[{"1":null,"2":"two","b":1,"a":4,"01":3}]"#
+        );
+        assert!(
+            decoded.binary.is_empty(),
+            "the overwritten Buffer is not sent"
+        );
     }
 
     #[test]

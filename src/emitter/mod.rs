@@ -19,7 +19,7 @@
 //!
 //! Called by `server`, in the broker's sink, before the hub.
 
-mod decode;
+pub mod decode;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
