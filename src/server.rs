@@ -121,6 +121,12 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     let broker: Arc<dyn Broker> = match args.broker_config()? {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
         BrokerConfig::Redis { url, pattern } => {
+            if emitter::pattern_misses(&pattern, &args.emitter_key) {
+                tracing::warn!(
+                    %pattern, key = %args.emitter_key,
+                    "--pattern does not match the Socket.IO emitter's channels: its messages will not arrive (--emitter-key '' turns this check off)"
+                );
+            }
             let broker_error = |source| ServeError::Broker {
                 broker: "redis",
                 source,

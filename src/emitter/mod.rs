@@ -61,6 +61,15 @@ pub fn is_emitter_channel(key: &str, channel: &str) -> bool {
     !key.is_empty() && channel_kind(key, channel).is_some()
 }
 
+/// True when a Redis `PSUBSCRIBE` on `pattern` surely misses the emitter's
+/// broadcast channel `<key>#/#` (then its messages never arrive). Patterns
+/// with `?`, `[` or `\` are not judged.
+pub fn pattern_misses(pattern: &str, key: &str) -> bool {
+    !key.is_empty()
+        && !pattern.contains(['?', '[', '\\'])
+        && !crate::security::rules::glob_match(pattern, &format!("{key}#/#"))
+}
+
 /// Which emitter channel `channel` is, and its namespace: `<key>#<nsp>#…`,
 /// `<key>-request#<nsp>#` or `<key>-response#<nsp>#…`.
 fn channel_kind<'a>(key: &str, channel: &'a str) -> Option<(Kind, &'a str)> {
@@ -179,6 +188,11 @@ mod tests {
         assert!(socket.outbox.pop().is_none(), "nothing for a bad message");
         assert!(is_emitter_channel("socket.io", "socket.io-request#/#"));
         assert!(!is_emitter_channel("", "socket.io#/#"));
+        assert!(!pattern_misses("*", "socket.io"));
+        assert!(!pattern_misses("socket.io*", "socket.io"));
+        assert!(pattern_misses("device*", "socket.io"));
+        assert!(!pattern_misses("dev?ce*", "socket.io"), "not judged");
+        assert!(!pattern_misses("device*", ""), "emitter off");
         assert!(Emitter::new("", hub).is_none());
     }
 }

@@ -50,43 +50,41 @@ pub struct Target {
 /// Registered clients, sharded by id.
 #[derive(Debug)]
 pub(super) struct Registry {
-    shards: Box<[Mutex<HashMap<ClientId, Registered>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
 
-#[derive(Debug)]
-struct Registered {
-    member: Member,
-    /// Rooms joined by a request rather than by the client itself; the
-    /// transport does not know them, so unregistering leaves them.
-    joined: Vec<Arc<str>>,
+#[derive(Debug, Default)]
+struct Shard {
+    /// Every registered client: one entry per Socket.IO connection, so
+    /// nothing rarely used lives in it.
+    members: HashMap<ClientId, Member>,
+    /// Rooms joined by a request rather than by the client itself, for the
+    /// few clients that have some; the transport does not know them, so
+    /// unregistering leaves them.
+    joined: HashMap<ClientId, Vec<Arc<str>>>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 }
 
 impl Registry {
-    fn shard(&self, client: ClientId) -> MutexGuard<'_, HashMap<ClientId, Registered>> {
+    fn shard(&self, client: ClientId) -> MutexGuard<'_, Shard> {
         lock(&self.shards[client.0 as usize % SHARDS])
     }
 
     fn is_registered(&self, client: ClientId) -> bool {
-        self.shard(client).contains_key(&client)
+        self.shard(client).members.contains_key(&client)
     }
 
     fn snapshot(&self) -> Vec<Member> {
         self.shards
             .iter()
-            .flat_map(|shard| {
-                lock(shard)
-                    .values()
-                    .map(|r| r.member.clone())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|shard| lock(shard).members.values().cloned().collect::<Vec<_>>())
             .collect()
     }
 }
@@ -101,20 +99,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Hub {
     /// Makes `member` one of "everyone" for room-less events and requests.
     pub fn register(&self, member: Member) {
-        let client = member.client;
-        self.registry.shard(client).insert(
-            client,
-            Registered {
-                member,
-                joined: Vec::new(),
-            },
-        );
+        self.registry
+            .shard(member.client)
+            .members
+            .insert(member.client, member);
     }
 
     /// Forgets `client` and leaves the rooms requests made it join.
     pub fn unregister(&self, client: ClientId) {
-        let removed = self.registry.shard(client).remove(&client);
-        for room in removed.map(|r| r.joined).unwrap_or_default() {
+        let joined = {
+            let mut shard = self.registry.shard(client);
+            shard.members.remove(&client);
+            shard.joined.remove(&client)
+        };
+        for room in joined.unwrap_or_default() {
             self.rooms.remove(&room, client);
         }
     }
@@ -144,14 +142,14 @@ impl Hub {
             for room in rooms {
                 if self.join(room, member.clone()) {
                     let mut shard = self.registry.shard(member.client);
-                    match shard.get_mut(&member.client) {
-                        Some(registered) => registered.joined.push(room.clone()),
+                    if shard.members.contains_key(&member.client) {
+                        let joined = shard.joined.entry(member.client).or_default();
+                        joined.push(room.clone());
+                    } else {
                         // Unregistered meanwhile: its transport will not
                         // leave this room, so undo the join.
-                        None => {
-                            drop(shard);
-                            self.rooms.remove(room, member.client);
-                        }
+                        drop(shard);
+                        self.rooms.remove(room, member.client);
                     }
                 }
             }
@@ -166,8 +164,12 @@ impl Hub {
             for room in rooms {
                 self.rooms.remove(room, member.client);
             }
-            if let Some(registered) = self.registry.shard(member.client).get_mut(&member.client) {
-                registered.joined.retain(|r| !rooms.contains(r));
+            let mut shard = self.registry.shard(member.client);
+            if let Some(joined) = shard.joined.get_mut(&member.client) {
+                joined.retain(|r| !rooms.contains(r));
+                if joined.is_empty() {
+                    shard.joined.remove(&member.client);
+                }
             }
         }
         members.len()
