@@ -17,7 +17,9 @@
 //! namespace, so events and requests for other namespaces reach no one and
 //! are counted as `ignored`.
 //!
-//! Called by `server`, in the broker's sink, before the hub.
+//! Called by `server`, in the broker's sink, before the hub (and for the
+//! sink's early "is anyone interested" filter and a start-up check of
+//! `--pattern`); `/ws` asks [`is_emitter_channel`] before a client publishes.
 
 pub mod decode;
 
