@@ -259,6 +259,28 @@ impl Security {
         ))
     }
 
+    /// The room limit (`--max-rooms-per-connection`): a connection that holds
+    /// `held` rooms may join `adding` more. One refusal, the same code and
+    /// message on every transport.
+    pub fn room_limit(
+        &self,
+        transport: &'static str,
+        held: usize,
+        adding: usize,
+    ) -> Result<(), Refusal> {
+        let max = self.limits().max_rooms_per_connection;
+        if held + adding <= max {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            "limit",
+            transport,
+            StatusCode::BAD_REQUEST,
+            "too_many_channels",
+            format!("at most {max} rooms per connection"),
+        ))
+    }
+
     /// Join checks in one: a valid name, then permission to subscribe.
     pub fn may_subscribe(
         &self,

@@ -99,19 +99,14 @@ impl Handler for RoomcastHandler {
                 .map_err(refusal)?;
             }
             if op == Op::Join {
-                let max = security.limits().max_rooms_per_connection;
                 let mut new: Vec<&String> = rooms
                     .iter()
                     .filter(|room| !socket.rooms().iter().any(|r| &**r == room.as_str()))
                     .collect();
                 new.dedup();
-                if socket.rooms().len() + new.len() > max {
-                    crate::telemetry::refused("limit", "too_many_channels");
-                    return Err((
-                        "too_many_channels",
-                        format!("at most {max} rooms per connection"),
-                    ));
-                }
+                security
+                    .room_limit(TRANSPORT, socket.rooms().len(), new.len())
+                    .map_err(|refusal| (refusal.code, refusal.message))?;
             }
             Ok(rooms)
         });

@@ -142,7 +142,7 @@ fn admit(
     peer: Option<IpAddr>,
 ) -> Result<(Vec<String>, Identity, Permit), ApiError> {
     let security = &sse.security;
-    let channels = channels(security, query, security.limits().max_rooms_per_connection)?;
+    let channels = channels(security, query)?;
     let permit = security.admit_connection(FORMAT.name, security.client_ip(peer, headers))?;
     let token = security::request_token(headers, Some(query));
     let identity = security.authenticate(FORMAT.name, token.as_deref())?;
@@ -167,7 +167,7 @@ fn add_cors(headers: &mut HeaderMap, origin: Option<&str>) {
 }
 
 /// The requested rooms, validated, without duplicates.
-fn channels(security: &Security, query: &str, max: usize) -> Result<Vec<String>, ApiError> {
+fn channels(security: &Security, query: &str) -> Result<Vec<String>, ApiError> {
     let mut channels: Vec<String> = Vec::new();
     for (key, value) in form_urlencoded(query) {
         if key != "channel" {
@@ -177,14 +177,7 @@ fn channels(security: &Security, query: &str, max: usize) -> Result<Vec<String>,
             .check_room(FORMAT.name, &value)
             .map_err(ApiError::from)?;
         if !channels.contains(&value) {
-            if channels.len() >= max {
-                crate::telemetry::refused("limit", "too_many_channels");
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "too_many_channels",
-                    format!("at most {max} channels per stream"),
-                ));
-            }
+            security.room_limit(FORMAT.name, channels.len(), 1)?;
             channels.push(value);
         }
     }
@@ -393,7 +386,7 @@ mod tests {
     #[test]
     fn channels_are_validated() {
         let security = Security::default();
-        let channels = |q: &str| channels(&security, q, 64);
+        let channels = |q: &str| channels(&security, q);
         assert_eq!(
             channels("channel=a&channel=b&channel=a&x=1").unwrap(),
             vec!["a", "b"]

@@ -387,14 +387,9 @@ impl Connection {
                 if self.rooms.contains(&channel) {
                     return Ok("ok");
                 }
-                let max = security.limits().max_rooms_per_connection;
-                if self.rooms.len() >= max {
-                    crate::telemetry::refused("limit", "too_many_channels");
-                    return Err(ProtocolError::new(
-                        "too_many_channels",
-                        format!("at most {max} channels per connection"),
-                    ));
-                }
+                security
+                    .room_limit(FORMAT.name, self.rooms.len(), 1)
+                    .map_err(refused)?;
                 let member = Member {
                     client: self.client,
                     outbox: self.outbox.clone(),
