@@ -404,7 +404,7 @@ pub struct ServeArgs {
     )]
     pub rfc2136_tsig_algorithm: TsigAlgorithmKind,
 
-    // ---- security (issue 6): auth, origins, limits. Keep these together. ----
+    // ---- security: auth, origins, limits. Keep these together. ----
     /// Connection authentication: none (rooms are public) or jwt (connection tokens).
     #[arg(long, env = "ROOMCAST_AUTH", value_enum, default_value = "none")]
     pub auth: AuthMode,

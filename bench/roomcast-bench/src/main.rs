@@ -1,4 +1,5 @@
-//! roomcast-bench: the load generator and measurer of issue 8.
+//! roomcast-bench: roomcast's load generator and measurer (idle memory,
+//! fan-out, rooms, churn, scale), run by `scripts/bench`.
 //!
 //! `roomcast-bench run …` measures one server (or several nodes) in one
 //! scenario and writes a JSON result; `roomcast-bench report …` turns the

@@ -1,7 +1,7 @@
 //! The `report` subcommand: reads the result JSON of a `scripts/bench` run,
 //! pairs roomcast with the peer per scenario, and writes the generated part
 //! of `docs/BENCHMARKS.md` (command, machine facts, the table with ratios,
-//! the goals of issue 8 §5) and the SVG chart (`chart.rs`).
+//! the benchmark goals) and the SVG chart (`chart.rs`).
 //!
 //! Only the text between the `generated` markers is replaced, so the
 //! hand-written analysis around it survives a rerun.
@@ -338,7 +338,7 @@ fn markdown(args: &ReportArgs, results: &[RunResult], rows: &[Row], chart: &str)
     out
 }
 
-/// Issue 8 §5, checked against the numbers.
+/// The benchmark goals, checked against the numbers.
 fn goals(results: &[RunResult]) -> String {
     let by = |scenario: &str, transport: &str, server: &str| {
         results
@@ -353,8 +353,7 @@ fn goals(results: &[RunResult]) -> String {
         Some(false) => "**missed**",
         None => "not measured",
     };
-    let mut out =
-        String::from("### Goals (issue 8 §5)\n\n| goal | measured | verdict |\n|---|---|---|\n");
+    let mut out = String::from("### Goals\n\n| goal | measured | verdict |\n|---|---|---|\n");
     let fan = (
         by("fanout", "sio4", "roomcast"),
         by("fanout", "sio4", "peer"),

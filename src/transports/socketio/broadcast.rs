@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::hub::{AppEvent, Event, Format, Frame};
 
-/// Socket.IO's hub format (id 0, see `transports::FORMAT_IDS`).
+/// Socket.IO's hub format (id 0; SSE is 1, `/ws` 2).
 pub static FORMAT: Format = Format {
     id: 0,
     name: "socketio",

@@ -1,5 +1,6 @@
 //! Socket.IO for roomcast: our own Engine.IO v3/v4 + Socket.IO v4/v5 server,
-//! built for fan-out and small memory (see issue 2 and DESIGN.md §3–4).
+//! built for fan-out and small memory (one task and a few hundred bytes of
+//! buffers per connection; each message encoded once for every client).
 //!
 //! Layers, bottom up, one file or folder each:
 //! - `engine/`: Engine.IO — packets, polling payloads, sessions and

@@ -1,4 +1,4 @@
-//! roomcast's own Socket.IO events (issue 3 §2): `channel` joins rooms,
+//! roomcast's own Socket.IO events: `channel` joins rooms,
 //! `leave` leaves them. A room is a string or an array of strings; an
 //! invalid name gets a specific error (in the ack, or as an `error` event
 //! when the client asked for none) and the connection stays up. Joining

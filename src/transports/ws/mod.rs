@@ -72,7 +72,7 @@ pub struct Ws {
 
 /// `GET /ws`: checks the origin, the connection limits and the token (401
 /// JSON before the upgrade when refused), then upgrades with small buffers
-/// (DESIGN §4: tungstenite's defaults are 128 KiB per connection).
+/// (tungstenite's default read buffer is 128 KiB per connection).
 pub async fn handler(
     State(ws): State<Ws>,
     upgrade: WebSocketUpgrade,
