@@ -119,7 +119,19 @@ impl Hub {
 
     /// Sends an event to `target`; returns what the fan-out did.
     pub fn emit(&self, target: &Target, name: &str, args: Bytes, binary: Vec<Bytes>) -> FanOut {
-        let members = self.targeted(target);
+        // The common case, one room and no except: the room's shared
+        // snapshot, as `deliver` uses it (no copy of the member list).
+        let (shared, picked);
+        let members: &[Member] = match (target.rooms.as_slice(), target.except.is_empty()) {
+            ([room], true) => {
+                shared = self.rooms.members(room).unwrap_or_default();
+                &shared
+            }
+            _ => {
+                picked = self.targeted(target);
+                &picked
+            }
+        };
         if members.is_empty() {
             return FanOut::default();
         }
@@ -131,7 +143,7 @@ impl Hub {
             id: self.message_id(),
             ts: now_millis(),
         };
-        fan_out(&members, &Event::App(&event))
+        fan_out(members, &Event::App(&event))
     }
 
     /// Makes the registered clients of `target` join `rooms`; returns how
