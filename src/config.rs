@@ -503,6 +503,98 @@ pub struct ServeArgs {
     #[arg(skip)]
     pub rules: Vec<RuleConfig>,
     // ---- end of security ----
+    // ---- MQTT ingest (issue 16). Keep these together. ----
+    /// MQTT broker to ingest device messages from: mqtt://host[:1883] or mqtts://host[:8883] (TLS).
+    /// Each message is published to roomcast's broker, payload unchanged.
+    #[arg(long, env = "MQTT_URL", help_heading = "MQTT ingest")]
+    pub mqtt_url: Option<String>,
+
+    /// MQTT topic filter to subscribe to (repeatable; `+` and `#` wildcards).
+    #[arg(
+        long = "mqtt-topic",
+        env = "ROOMCAST_MQTT_TOPIC",
+        default_value = "#",
+        value_name = "FILTER",
+        help_heading = "MQTT ingest"
+    )]
+    pub mqtt_topics: Vec<String>,
+
+    /// Room of an MQTT message: text with {1}, {2}… for the levels matched by the filter's `+`
+    /// wildcards, in order (filter devices/+/telemetry with device-{1}: devices/42/telemetry →
+    /// device-42). Default: the topic itself.
+    #[arg(
+        long,
+        env = "ROOMCAST_MQTT_ROOM",
+        value_name = "TEMPLATE",
+        help_heading = "MQTT ingest"
+    )]
+    pub mqtt_room: Option<String>,
+
+    /// MQTT subscription QoS: 0 (at most once) or 1 (at least once; acknowledged only once
+    /// published to roomcast's broker).
+    #[arg(
+        long,
+        env = "ROOMCAST_MQTT_QOS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(0..=1),
+        help_heading = "MQTT ingest"
+    )]
+    pub mqtt_qos: u8,
+
+    /// MQTT user name.
+    #[arg(long, env = "MQTT_USERNAME", help_heading = "MQTT ingest")]
+    pub mqtt_username: Option<String>,
+
+    /// MQTT password.
+    #[arg(
+        long,
+        env = "MQTT_PASSWORD",
+        hide_env_values = true,
+        help_heading = "MQTT ingest"
+    )]
+    pub mqtt_password: Option<Secret>,
+
+    /// MQTT client id; keep it stable per node, as the persistent session is keyed by it.
+    /// Default: roomcast-$HOSTNAME, else roomcast-<random>.
+    #[arg(long, env = "MQTT_CLIENT_ID", help_heading = "MQTT ingest")]
+    pub mqtt_client_id: Option<String>,
+
+    /// Host name, for the default MQTT client id.
+    #[arg(long, env = "HOSTNAME", hide = true)]
+    pub hostname: Option<String>,
+
+    /// PEM file of the CA(s) that alone are trusted for an mqtts:// broker; default: the
+    /// Mozilla roots.
+    #[arg(
+        long,
+        env = "ROOMCAST_MQTT_CA_FILE",
+        value_name = "PEM",
+        help_heading = "MQTT ingest"
+    )]
+    pub mqtt_ca_file: Option<PathBuf>,
+
+    /// MQTT 5 shared-subscription group: nodes subscribe to $share/GROUP/FILTER, so the MQTT
+    /// broker hands each message to one node. Empty: plain subscriptions (one node only, or
+    /// every node ingests every message).
+    #[arg(
+        long,
+        env = "ROOMCAST_MQTT_SHARE_GROUP",
+        default_value = "roomcast",
+        value_name = "GROUP",
+        help_heading = "MQTT ingest"
+    )]
+    pub mqtt_share_group: String,
+
+    /// Seconds the MQTT broker keeps roomcast's session (subscriptions, queued QoS 1
+    /// messages) while roomcast is disconnected.
+    #[arg(
+        long,
+        env = "ROOMCAST_MQTT_SESSION_EXPIRY_S",
+        default_value_t = 300,
+        help_heading = "MQTT ingest"
+    )]
+    pub mqtt_session_expiry_s: u32,
+    // ---- end of MQTT ingest ----
     /// Log format.
     #[arg(long, env = "ROOMCAST_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,

@@ -14,6 +14,7 @@ use crate::http::accept::Sockets;
 use crate::http::serve::serve as serve_http;
 use crate::http::{self, AppState};
 use crate::hub::{Hub, HubConfig, RoomChars, RoomNamePolicy};
+use crate::ingest::mqtt;
 use crate::security::{
     self, JwtSettings, Limits, Origins, Rules, Security, TrustedProxies, Verifier,
 };
@@ -41,6 +42,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("--auth jwt: {0}")]
     Keys(#[from] security::jwt::KeyError),
+    #[error("MQTT ingest: {0}")]
+    Mqtt(#[from] crate::ingest::mqtt::MqttConfigError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
     #[error("the drain deadline (--shutdown-timeout-s) passed: {0}")]
@@ -60,6 +63,7 @@ pub async fn serve(args: ServeArgs, shutdown: Shutdown) -> Result<(), ServeError
         listen = %running.local_addr,
         http_listen = ?running.http_addr,
         broker = running.broker.name(),
+        mqtt = running.mqtt.is_some(),
         "roomcast listening; web page at {scheme}://{}/",
         running.local_addr
     );
@@ -81,11 +85,14 @@ pub struct Running {
     pub tls: Option<tls::TlsHandle>,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
+    /// The MQTT ingest's connection state, when `--mqtt-url` is set.
+    pub mqtt: Option<mqtt::Readiness>,
 }
 
 /// Binds, starts the broker and the HTTP server; returns once accepting.
 pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, ServeError> {
     args.validate()?;
+    let mqtt_settings = mqtt::MqttSettings::from_args(args)?;
     let tls = match TlsSettings::from_args(args).map_err(tls::TlsError::from)? {
         Some(settings) => Some(Tls::prepare(settings).await?),
         None => None,
@@ -150,6 +157,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             )
         }
     };
+    let mqtt = mqtt_settings.map(|settings| mqtt::start(settings, broker.clone(), &shutdown));
     let state = AppState {
         hub: hub.clone(),
         broker: broker.clone(),
@@ -165,6 +173,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         shutdown: shutdown.clone(),
         metrics: telemetry::install(),
         tls: tls_readiness,
+        mqtt: mqtt.clone(),
     };
     let sse = sse::Sse {
         security: security.clone(),
@@ -239,6 +248,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         tls,
         hub,
         broker,
+        mqtt,
     })
 }
 

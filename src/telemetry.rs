@@ -116,6 +116,18 @@ fn describe() {
         "roomcast_refusals_total",
         "Requests and connections refused, by kind (auth, origin, limit, room, forbidden, rate) and code"
     );
+    describe_counter!(
+        "roomcast_mqtt_messages_total",
+        "MQTT messages received by the ingest, by outcome (published, bad_topic, bad_room, too_large, refused)"
+    );
+    describe_counter!(
+        "roomcast_mqtt_reconnects_total",
+        "MQTT ingest reconnections after a lost connection"
+    );
+    describe_gauge!(
+        "roomcast_mqtt_up",
+        "1 while the MQTT ingest is connected and subscribed"
+    );
     describe_histogram!(
         "roomcast_fanout_duration_seconds",
         Unit::Seconds,
@@ -295,6 +307,19 @@ pub fn broker_disconnected(broker: &'static str, reason: &'static str) {
 /// Messages received but dropped because the fan-out was too far behind.
 pub fn broker_dropped(broker: &'static str, count: usize) {
     counter!("roomcast_broker_dropped_total", "broker" => broker).increment(count as u64);
+}
+
+/// One MQTT message handled by the ingest (`outcome`: published, or why not).
+pub fn mqtt_message(outcome: &'static str) {
+    counter!("roomcast_mqtt_messages_total", "outcome" => outcome).increment(1);
+}
+
+pub fn mqtt_reconnected() {
+    counter!("roomcast_mqtt_reconnects_total").increment(1);
+}
+
+pub fn mqtt_up(up: bool) {
+    gauge!("roomcast_mqtt_up").set(if up { 1.0 } else { 0.0 });
 }
 
 /// The served certificate's expiry, as a Unix timestamp (alert on

@@ -167,22 +167,29 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 while the broker is connected and we are not draining.
+/// `GET /readyz`: 200 while the broker (and the MQTT ingest, when
+/// configured) is connected and we are not draining.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let broker = state.broker.name();
     let tls = state.tls.as_ref().map(|tls| tls.check());
+    let mqtt_up = state.mqtt.as_ref().map(|mqtt| mqtt.is_up());
     let (status, text) = if state.shutdown.is_requested() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if !state.broker.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "broker_disconnected")
     } else if let Some(Err(_)) = &tls {
         (StatusCode::SERVICE_UNAVAILABLE, "tls_certificate_missing")
+    } else if mqtt_up == Some(false) {
+        (StatusCode::SERVICE_UNAVAILABLE, "mqtt_disconnected")
     } else {
         (StatusCode::OK, "ready")
     };
     let mut body = serde_json::json!({ "status": text, "broker": broker });
     if let Some(Err(reason)) = tls {
         body["tls"] = serde_json::Value::String(reason);
+    }
+    if let Some(up) = mqtt_up {
+        body["mqtt"] = serde_json::Value::from(if up { "up" } else { "down" });
     }
     (status, Json(body)).into_response()
 }

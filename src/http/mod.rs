@@ -43,6 +43,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// HTTPS certificate availability, when TLS is on.
     pub tls: Option<crate::tls::Readiness>,
+    /// The MQTT ingest's connection, when configured.
+    pub mqtt: Option<crate::ingest::mqtt::Readiness>,
 }
 
 /// The whole application: `transports` (Socket.IO) is merged in as is.

@@ -52,6 +52,27 @@ pub fn client_config(
     for root in extra {
         roots.add(root.clone())?;
     }
+    client_config_from(roots)
+}
+
+/// A rustls client config trusting only the certificates of `pem` (a
+/// private CA), for `--mqtt-ca-file`.
+pub fn client_config_trusting(pem: &[u8]) -> Result<rustls::ClientConfig, rustls::Error> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for root in CertificateDer::pem_slice_iter(pem) {
+        let root = root.map_err(|e| rustls::Error::General(format!("bad PEM: {e}")))?;
+        roots.add(root)?;
+    }
+    if roots.is_empty() {
+        return Err(rustls::Error::General(
+            "no certificate in the PEM file".into(),
+        ));
+    }
+    client_config_from(roots)
+}
+
+fn client_config_from(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
     Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

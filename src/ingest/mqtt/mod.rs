@@ -1,0 +1,471 @@
+//! MQTT ingest: roomcast subscribes to an MQTT broker (Mosquitto, EMQX,
+//! HiveMQ, AWS IoT…) as an MQTT 5 client and publishes every message it
+//! receives into roomcast's broker, on the room the topic maps to
+//! ([`topics`]), payload bytes unchanged.
+//!
+//! Owns one MQTT connection (rumqttc) in two tasks spawned on the server's
+//! `Shutdown`: the *connection* task polls the connection, (re)subscribes
+//! after each CONNACK and reconnects with backoff; the *publisher* task
+//! publishes each message with `Broker::publish` and only then acknowledges
+//! it (QoS 1, manual acks), so a roomcast-broker outage holds messages at the
+//! MQTT broker instead of losing them. The session is persistent (clean start
+//! off, session expiry), so QoS 1 messages published while roomcast
+//! reconnects wait for it. Nodes subscribe to `$share/<group>/<filter>`: the
+//! MQTT broker hands each message to one node, which publishes it to every
+//! node through roomcast's broker.
+//!
+//! Never: panics or exits on an MQTT failure (it shows on `/readyz` and in
+//! `roomcast_mqtt_up`); logs the password; touches the hub or clients.
+//! Called by `server`: [`MqttSettings::from_args`] at start (bad settings are
+//! errors there), then [`start`].
+
+mod topics;
+
+pub use topics::{Filter, Mapping, TopicError};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{
+    Filter as SubscriptionFilter, Packet, Publish, SubscribeReasonCode,
+};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+
+use crate::backoff::Backoff;
+use crate::brokers::{Broker, BrokerError};
+use crate::config::ServeArgs;
+use crate::shutdown::Shutdown;
+use crate::{hub, telemetry};
+
+/// QoS 1 messages the MQTT broker may have in flight to us unacknowledged
+/// (MQTT 5 Receive Maximum); also the depth of the queue between the tasks.
+const RECEIVE_MAXIMUM: u16 = 64;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// At most one warning per this period for dropped messages.
+const DROP_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// Bad MQTT settings, reported at start.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttConfigError {
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    #[error("--mqtt-url `{0}`: {1}")]
+    Url(String, &'static str),
+    #[error("cannot read --mqtt-ca-file {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--mqtt-ca-file {path}: {source}")]
+    Tls {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("--mqtt-ca-file needs an mqtts:// URL")]
+    CaWithoutTls,
+}
+
+/// The resolved MQTT settings.
+#[derive(Clone)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    /// `Some` for mqtts://.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub client_id: String,
+    pub mapping: Mapping,
+    pub qos: QoS,
+    /// `None`: plain subscriptions.
+    pub share_group: Option<String>,
+    pub session_expiry_s: u32,
+    /// Larger messages are not ingested (`--max-payload`).
+    pub max_payload: usize,
+}
+
+impl std::fmt::Debug for MqttSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No credentials here: settings may end up in a log line.
+        f.debug_struct("MqttSettings")
+            .field("broker", &format_args!("{}:{}", self.host, self.port))
+            .field("tls", &self.tls.is_some())
+            .field("client_id", &self.client_id)
+            .field("filters", &self.mapping.filters())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttSettings {
+    /// `None` without `--mqtt-url`; an error for any setting that cannot work.
+    pub fn from_args(args: &ServeArgs) -> Result<Option<MqttSettings>, MqttConfigError> {
+        let Some(url) = &args.mqtt_url else {
+            return Ok(None);
+        };
+        let mapping = Mapping::new(&args.mqtt_topics, args.mqtt_room.as_deref())?;
+        let bad_url = |why| MqttConfigError::Url(url.clone(), why);
+        let parsed = url::Url::parse(url).map_err(|_| bad_url("not a URL"))?;
+        let (tls, default_port) = match parsed.scheme() {
+            "mqtt" => (false, 1883),
+            "mqtts" => (true, 8883),
+            _ => return Err(bad_url("the scheme must be mqtt:// or mqtts://")),
+        };
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(bad_url(
+                "give credentials with --mqtt-username/--mqtt-password (MQTT_USERNAME/MQTT_PASSWORD), not in the URL",
+            ));
+        }
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad_url("no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let tls = match (&args.mqtt_ca_file, tls) {
+            (Some(_), false) => return Err(MqttConfigError::CaWithoutTls),
+            (Some(path), true) => {
+                let pem = std::fs::read(path).map_err(|source| MqttConfigError::CaFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                let config = crate::tls::client_config_trusting(&pem).map_err(|source| {
+                    MqttConfigError::Tls {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                Some(Arc::new(config))
+            }
+            (None, true) => Some(Arc::new(crate::tls::client_config(&[]).map_err(
+                |source| MqttConfigError::Tls {
+                    path: PathBuf::from("(Mozilla roots)"),
+                    source,
+                },
+            )?)),
+            (None, false) => None,
+        };
+        let client_id = args.mqtt_client_id.clone().unwrap_or_else(|| {
+            match args.hostname.as_deref().filter(|h| !h.is_empty()) {
+                Some(host) => format!("roomcast-{host}"),
+                None => format!("roomcast-{:08x}", rand::random::<u32>()),
+            }
+        });
+        Ok(Some(MqttSettings {
+            host,
+            port: parsed.port().unwrap_or(default_port),
+            tls,
+            username: args.mqtt_username.clone(),
+            password: args.mqtt_password.as_ref().map(|p| p.expose().to_owned()),
+            client_id,
+            mapping,
+            qos: if args.mqtt_qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            },
+            share_group: Some(args.mqtt_share_group.clone()).filter(|g| !g.is_empty()),
+            session_expiry_s: args.mqtt_session_expiry_s,
+            max_payload: args.max_payload,
+        }))
+    }
+
+    /// What we subscribe to for `filter`.
+    fn subscription(&self, filter: &Filter) -> String {
+        match &self.share_group {
+            Some(group) => format!("$share/{group}/{filter}"),
+            None => filter.to_string(),
+        }
+    }
+
+    fn options(&self) -> MqttOptions {
+        let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(self.session_expiry_s))
+            .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+            // The topic and properties come on top of the payload; the MQTT
+            // broker drops (for us) what exceeds this, rumqttc refuses it.
+            .set_max_packet_size(Some(
+                u32::try_from(self.max_payload.saturating_add(70_000)).unwrap_or(u32::MAX),
+            ))
+            .set_manual_acks(true);
+        if let (Some(user), password) = (&self.username, &self.password) {
+            options.set_credentials(user, password.as_deref().unwrap_or(""));
+        }
+        if let Some(tls) = &self.tls {
+            options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())));
+        }
+        options
+    }
+}
+
+/// Whether the ingest is connected and subscribed, for `/readyz`.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Records the state; true if it changed.
+    fn set(&self, up: bool) -> bool {
+        let changed = self.0.swap(up, Ordering::Relaxed) != up;
+        if changed {
+            telemetry::mqtt_up(up);
+        }
+        changed
+    }
+}
+
+/// Starts the ingest tasks on `shutdown`; returns its readiness.
+pub fn start(settings: MqttSettings, broker: Arc<dyn Broker>, shutdown: &Shutdown) -> Readiness {
+    let readiness = Readiness::default();
+    telemetry::mqtt_up(false);
+    // Capacity: every ack the publisher may owe (RECEIVE_MAXIMUM) plus the
+    // subscriptions, so the publisher never waits on a connection task that
+    // waits on it.
+    let requests = usize::from(RECEIVE_MAXIMUM) * 2 + settings.mapping.filters().len() + 8;
+    let (client, eventloop) = AsyncClient::new(settings.options(), requests);
+    let (queue, received) = mpsc::channel(usize::from(RECEIVE_MAXIMUM));
+    let settings = Arc::new(settings);
+    let connection = Connection {
+        settings: settings.clone(),
+        client: client.clone(),
+        readiness: readiness.clone(),
+        queue,
+        shutdown: shutdown.clone(),
+    };
+    shutdown.spawn(connection.run(eventloop));
+    let publisher = Publisher {
+        settings,
+        client,
+        broker,
+        shutdown: shutdown.clone(),
+        last_drop_log: None,
+    };
+    shutdown.spawn(publisher.run(received));
+    readiness
+}
+
+/// The connection task's state.
+struct Connection {
+    settings: Arc<MqttSettings>,
+    client: AsyncClient,
+    readiness: Readiness,
+    queue: mpsc::Sender<Publish>,
+    shutdown: Shutdown,
+}
+
+impl Connection {
+    async fn run(self, mut eventloop: EventLoop) {
+        let address = format!("{}:{}", self.settings.host, self.settings.port);
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut ever_connected = false;
+        // Whether the current outage was logged (one line per state change).
+        let mut outage_logged = false;
+        loop {
+            let polled = tokio::select! {
+                _ = self.shutdown.requested() => break,
+                polled = eventloop.poll() => polled,
+            };
+            match polled {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    backoff.reset();
+                    if ever_connected {
+                        telemetry::mqtt_reconnected();
+                    }
+                    ever_connected = true;
+                    outage_logged = false;
+                    tracing::debug!(%address, session_present = ack.session_present, "mqtt: connected");
+                    self.subscribe().await;
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    self.subscribed(&address, &ack.return_codes)
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let queued = tokio::select! {
+                        _ = self.shutdown.requested() => break,
+                        queued = self.queue.send(publish) => queued,
+                    };
+                    if queued.is_err() {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Disconnect(disconnect))) => {
+                    tracing::warn!(%address, reason = ?disconnect.reason_code, "mqtt: the broker closed the session");
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    let was_up = self.readiness.set(false);
+                    if !outage_logged {
+                        outage_logged = true;
+                        log_outage(&address, &error, was_up || ever_connected);
+                    } else {
+                        tracing::debug!(%address, %error, "mqtt: reconnect attempt failed");
+                    }
+                    tokio::select! {
+                        _ = self.shutdown.requested() => break,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+        // A clean DISCONNECT keeps the session (it has an expiry), so the
+        // messages queued for this node wait for it.
+        if self.readiness.set(false) || ever_connected {
+            let _ = self.client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Ok(event) = eventloop.poll().await {
+                    if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        tracing::debug!("mqtt: ingest stopped");
+    }
+
+    /// Subscribes every filter (again after a reconnect: harmless with a
+    /// present session, needed after one expired).
+    async fn subscribe(&self) {
+        let filters = self.settings.mapping.filters().iter().map(|filter| {
+            SubscriptionFilter::new(self.settings.subscription(filter), self.settings.qos)
+        });
+        if let Err(error) = self.client.subscribe_many(filters).await {
+            tracing::warn!(%error, "mqtt: cannot queue the subscription");
+        }
+    }
+
+    fn subscribed(&self, address: &str, codes: &[SubscribeReasonCode]) {
+        let refused: Vec<_> = codes
+            .iter()
+            .filter(|code| !matches!(code, SubscribeReasonCode::Success(_)))
+            .collect();
+        if refused.is_empty() {
+            if self.readiness.set(true) {
+                let filters: Vec<String> = (self.settings.mapping.filters().iter())
+                    .map(|f| self.settings.subscription(f))
+                    .collect();
+                tracing::info!(%address, client_id = %self.settings.client_id, ?filters, "mqtt: connected and subscribed");
+            }
+        } else {
+            self.readiness.set(false);
+            tracing::error!(%address, ?refused, "mqtt: the broker refused the subscription (ACL? shared subscriptions unsupported?)");
+        }
+    }
+}
+
+fn log_outage(address: &str, error: &ConnectionError, was_connected: bool) {
+    if was_connected {
+        tracing::warn!(%address, %error, "mqtt: connection lost; reconnecting with backoff");
+    } else {
+        tracing::warn!(%address, %error, "mqtt: cannot connect; retrying with backoff");
+    }
+}
+
+/// What became of one MQTT message.
+enum Outcome {
+    /// Published, or dropped for good (counted): acknowledge it.
+    Done,
+    /// Shutting down before it could be published: leave it unacknowledged,
+    /// the MQTT broker delivers it again.
+    Stopped,
+}
+
+/// The publisher task's state.
+struct Publisher {
+    settings: Arc<MqttSettings>,
+    client: AsyncClient,
+    broker: Arc<dyn Broker>,
+    shutdown: Shutdown,
+    last_drop_log: Option<Instant>,
+}
+
+impl Publisher {
+    async fn run(mut self, mut received: mpsc::Receiver<Publish>) {
+        loop {
+            let publish = tokio::select! {
+                _ = self.shutdown.requested() => break,
+                publish = received.recv() => publish,
+            };
+            let Some(publish) = publish else { break };
+            match self.ingest(&publish).await {
+                // Err: the connection task is gone (shutdown); the message is
+                // redelivered to the session.
+                Outcome::Done => {
+                    let _ = self.client.ack(&publish).await;
+                }
+                Outcome::Stopped => break,
+            }
+        }
+    }
+
+    /// Publishes one message to roomcast's broker, waiting out an outage.
+    async fn ingest(&mut self, publish: &Publish) -> Outcome {
+        let Some(room) = std::str::from_utf8(&publish.topic)
+            .ok()
+            .and_then(|topic| self.settings.mapping.room(topic))
+        else {
+            return self.drop_message(publish, "bad_topic", "no --mqtt-topic filter matches");
+        };
+        if let Err(error) = hub::validate_room_name(&room) {
+            return self.drop_message(publish, "bad_room", &error.to_string());
+        }
+        if publish.payload.len() > self.settings.max_payload {
+            return self.drop_message(publish, "too_large", "payload over --max-payload");
+        }
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut waiting = false;
+        loop {
+            match self.broker.publish(&room, publish.payload.clone()).await {
+                Ok(()) => {
+                    if waiting {
+                        tracing::info!("mqtt: roomcast's broker is back; ingest resumed");
+                    }
+                    telemetry::mqtt_message("published");
+                    telemetry::message_published("mqtt");
+                    return Outcome::Done;
+                }
+                Err(BrokerError::Unavailable(reason)) => {
+                    if !waiting {
+                        waiting = true;
+                        tracing::warn!(%reason, "mqtt: roomcast's broker is unavailable; holding MQTT messages unacknowledged until it is back");
+                    }
+                    tokio::select! {
+                        _ = self.shutdown.requested() => return Outcome::Stopped,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+                Err(error) => return self.drop_message(publish, "refused", &error.to_string()),
+            }
+        }
+    }
+
+    /// Counts a message that cannot be ingested; logs at most one warning per
+    /// [`DROP_LOG_PERIOD`] so a misconfigured device cannot flood the log.
+    fn drop_message(&mut self, publish: &Publish, outcome: &'static str, why: &str) -> Outcome {
+        telemetry::mqtt_message(outcome);
+        let topic = String::from_utf8_lossy(&publish.topic);
+        if self
+            .last_drop_log
+            .is_none_or(|at| at.elapsed() >= DROP_LOG_PERIOD)
+        {
+            self.last_drop_log = Some(Instant::now());
+            tracing::warn!(%topic, outcome, why, "mqtt: message not ingested (counted in roomcast_mqtt_messages_total; further ones logged at debug for 10 s)");
+        } else {
+            tracing::debug!(%topic, outcome, why, "mqtt: message not ingested");
+        }
+        Outcome::Done
+    }
+}
