@@ -503,7 +503,7 @@ pub struct ServeArgs {
     #[arg(skip)]
     pub rules: Vec<RuleConfig>,
     // ---- end of security ----
-    // ---- MQTT ingest (issue 16). Keep these together. ----
+    // ---- MQTT ingest. Keep these together. ----
     /// MQTT broker to ingest device messages from: mqtt://host[:1883] or mqtts://host[:8883] (TLS).
     /// Each message is published to roomcast's broker, payload unchanged.
     #[arg(long, env = "MQTT_URL", help_heading = "MQTT ingest")]
