@@ -45,8 +45,21 @@ pub enum Command {
 pub enum BrokerKind {
     /// In-process: one node, no dependencies.
     Memory,
-    /// Redis Pub/Sub (PSUBSCRIBE on --pattern).
+    /// Redis Pub/Sub: SUBSCRIBE per room with members here, or PSUBSCRIBE on --pattern
+    /// (--redis-subscribe).
     Redis,
+}
+
+/// `--redis-subscribe`: how a Redis node receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisSubscribe {
+    /// SUBSCRIBE each room that has members on this node (joins are acknowledged once
+    /// Redis confirmed); --pattern restricts which rooms may be joined.
+    #[default]
+    Rooms,
+    /// The seed's PSUBSCRIBE --pattern: every node receives every message.
+    Pattern,
 }
 
 /// `--auth`.
@@ -152,9 +165,20 @@ pub struct ServeArgs {
     #[arg(long, env = "REDISHOST", hide_short_help = true)]
     pub redishost: Option<String>,
 
-    /// Redis channel pattern to PSUBSCRIBE to; each channel is a room.
+    /// Redis channel pattern (glob): what to PSUBSCRIBE to with --redis-subscribe pattern;
+    /// in per-room mode, which rooms may be joined.
     #[arg(long, env = "ROOMCAST_PATTERN", default_value = "*")]
     pub pattern: String,
+
+    /// How a Redis node receives: `rooms` SUBSCRIBEs each room with members here (only
+    /// its rooms' messages reach it); `pattern` PSUBSCRIBEs --pattern (every message).
+    #[arg(
+        long,
+        env = "ROOMCAST_REDIS_SUBSCRIBE",
+        value_enum,
+        default_value = "rooms"
+    )]
+    pub redis_subscribe: RedisSubscribe,
 
     /// Channel prefix of the Socket.IO Redis emitter (its `key` option): messages on
     /// <KEY>#/#... and <KEY>-request#/# are emitter events and requests, not rooms.
@@ -658,7 +682,11 @@ impl ServerUrl {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerConfig {
     Memory,
-    Redis { url: String, pattern: String },
+    Redis {
+        url: String,
+        pattern: String,
+        subscribe: RedisSubscribe,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -887,6 +915,7 @@ impl ServeArgs {
             (Some(BrokerKind::Redis) | None, Some(url)) => Ok(BrokerConfig::Redis {
                 url,
                 pattern: self.pattern.clone(),
+                subscribe: self.redis_subscribe,
             }),
         }
     }
@@ -1020,7 +1049,8 @@ mod tests {
             cli.serve.broker_config().unwrap(),
             BrokerConfig::Redis {
                 url: "redis://10.0.0.1:6379".into(),
-                pattern: "*".into()
+                pattern: "*".into(),
+                subscribe: RedisSubscribe::Rooms,
             }
         );
         let cli = parse_with(&["--config", path, "--listen", "127.0.0.1:9001"], &[]).unwrap();
@@ -1126,7 +1156,8 @@ mod tests {
             cli.serve.broker_config().unwrap(),
             BrokerConfig::Redis {
                 url: "redis://redis:6379".into(),
-                pattern: "*".into()
+                pattern: "*".into(),
+                subscribe: RedisSubscribe::Rooms,
             }
         );
         let cli = parse_with(&["--broker", "redis"], &[]).unwrap();

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::brokers::interest::Interest;
 use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, redis};
-use crate::config::{AuthMode, BrokerConfig, RoomCharsArg, ServeArgs};
+use crate::config::{AuthMode, BrokerConfig, RedisSubscribe, RoomCharsArg, ServeArgs};
 use crate::emitter::{self, Emitter};
 use crate::http::accept::Sockets;
 use crate::http::serve::serve as serve_http;
 use crate::http::{self, AppState};
-use crate::hub::{Hub, HubConfig, RoomChars, RoomNamePolicy};
+use crate::hub::{Hub, HubConfig, Ready, RoomChars, RoomInterest, RoomNamePolicy};
 use crate::ingest::mqtt;
 use crate::security::{
     self, JwtSettings, Limits, Origins, Rules, Security, TrustedProxies, Verifier,
@@ -127,8 +128,14 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     };
     let broker: Arc<dyn Broker> = match args.broker_config()? {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
-        BrokerConfig::Redis { url, pattern } => {
-            if emitter::pattern_misses(&pattern, &args.emitter_key) {
+        BrokerConfig::Redis {
+            url,
+            pattern,
+            subscribe,
+        } => {
+            if subscribe == RedisSubscribe::Pattern
+                && emitter::pattern_misses(&pattern, &args.emitter_key)
+            {
                 tracing::warn!(
                     %pattern, key = %args.emitter_key,
                     "--pattern does not match the Socket.IO emitter's channels: its messages will not arrive (--emitter-key '' turns this check off)"
@@ -151,9 +158,28 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 tls_roots,
                 ..redis::RedisOptions::default()
             };
+            let receive = match subscribe {
+                RedisSubscribe::Pattern => redis::Receive::Pattern(pattern),
+                RedisSubscribe::Rooms => {
+                    let allowed = move |room: &str| {
+                        if security::rules::glob_match(&pattern, room) {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "room {room:?} is not served by this cluster (--pattern {pattern})"
+                            ))
+                        }
+                    };
+                    // The emitter's channels come through its patterns.
+                    let key = args.emitter_key.clone();
+                    let covered = move |room: &str| emitter::covered_by_patterns(&key, room);
+                    let interest = Interest::new("redis", hub_linger(args), allowed, covered);
+                    hub.set_interest(Arc::new(HubInterest(interest.clone())));
+                    redis::Receive::rooms(interest, emitter::patterns(&args.emitter_key))
+                }
+            };
             Arc::new(
-                redis::start_with(&url, &pattern, options, sink, &shutdown)
-                    .map_err(broker_error)?,
+                redis::start_with(&url, receive, options, sink, &shutdown).map_err(broker_error)?,
             )
         }
     };
@@ -205,7 +231,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             ..SocketIoConfig::default()
         },
         hub.clone(),
-        Arc::new(RoomcastHandler::new(security.clone())),
+        Arc::new(RoomcastHandler::new(security.clone(), shutdown.clone())),
         shutdown.clone(),
     );
     let readyz = http::readyz_router(state.clone());
@@ -250,6 +276,31 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         broker,
         mqtt,
     })
+}
+
+/// How long a room stays subscribed after its last member left: as long
+/// as its history is kept (`--history-ttl-s`).
+fn hub_linger(args: &ServeArgs) -> Duration {
+    Duration::from_secs(args.history_ttl_s)
+}
+
+/// The hub's interest signal, carried to a broker's tracker: the hub never
+/// imports a broker, so the glue lives here.
+#[derive(Debug)]
+struct HubInterest(Interest);
+
+impl RoomInterest for HubInterest {
+    fn first_member(&self, room: &str) {
+        self.0.want(room);
+    }
+
+    fn last_member_left(&self, room: &str) {
+        self.0.unwant(room);
+    }
+
+    fn ready(&self, room: &str) -> Ready {
+        self.0.ready(room)
+    }
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {

@@ -90,6 +90,15 @@ fn describe() {
         "Bytes written to clients, by transport"
     );
     describe_gauge!("roomcast_broker_up", "1 while the broker is connected");
+    describe_gauge!(
+        "roomcast_broker_subscriptions",
+        "Rooms this node's broker connection is subscribed to (per-room modes), by broker"
+    );
+    describe_histogram!(
+        "roomcast_broker_subscribe_seconds",
+        Unit::Seconds,
+        "Time from a room's first join on this node to the broker confirming its subscription"
+    );
     describe_counter!(
         "roomcast_broker_reconnects_total",
         "Broker reconnections after a lost connection"
@@ -274,8 +283,8 @@ pub fn emitter_message(kind: &'static str, result: &'static str) {
 }
 
 /// Messages a broker received (wanted here or not), counted per batch.
-pub fn messages_received(count: u64) {
-    counter!("roomcast_messages_received_total").increment(count);
+pub fn messages_received(broker: &'static str, count: u64) {
+    counter!("roomcast_messages_received_total", "broker" => broker).increment(count);
     STATS.received.fetch_add(count, Ordering::Relaxed);
 }
 
@@ -287,6 +296,16 @@ pub fn message_published(source: &'static str) {
 pub fn rooms_changed(delta: f64) {
     gauge!("roomcast_rooms").increment(delta);
     STATS.rooms.fetch_add(delta as i64, Ordering::Relaxed);
+}
+
+/// Rooms this node's broker connection subscribed (confirmed) changed by `delta`.
+pub fn broker_subscriptions(broker: &'static str, delta: f64) {
+    gauge!("roomcast_broker_subscriptions", "broker" => broker).increment(delta);
+}
+
+/// A room's subscription was confirmed `seconds` after it was asked for.
+pub fn broker_subscribe_seconds(broker: &'static str, seconds: f64) {
+    histogram!("roomcast_broker_subscribe_seconds", "broker" => broker).record(seconds);
 }
 
 pub fn broker_up(broker: &'static str, up: bool) {

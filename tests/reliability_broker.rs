@@ -137,7 +137,8 @@ async fn wait_ready(server: &Server, limit: Duration) {
 
 /// Runs `outage` against a ready server while publishing, then publishes on
 /// for a while after readiness returns, and checks the accounting.
-async fn publish_through(outage: impl AsyncFnOnce(&mut RedisServer, &Server)) {
+/// `subscribe` is `--redis-subscribe`: both modes keep the same guarantees.
+async fn publish_through(subscribe: &str, outage: impl AsyncFnOnce(&mut RedisServer, &Server)) {
     common::init_logs();
     let mut redis = RedisServer::start().await;
     let server = Arc::new(
@@ -147,6 +148,8 @@ async fn publish_through(outage: impl AsyncFnOnce(&mut RedisServer, &Server)) {
             "--ws-publish",
             "--redis-url",
             &redis.url(),
+            "--redis-subscribe",
+            subscribe,
         ])
         .await,
     );
@@ -226,24 +229,45 @@ async fn ws_publish_is_refused(server: &Server) {
 
 #[tokio::test]
 async fn redis_killed_and_restarted_every_acknowledged_publish_is_delivered() {
-    publish_through(async |redis: &mut RedisServer, server: &Server| {
-        redis.kill();
-        let down = tokio::time::Instant::now();
-        while ready(server).await {
-            assert!(down.elapsed() < Duration::from_secs(5), "still ready");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        ws_publish_is_refused(server).await;
-        // Down for a few seconds: the subscriber's backoff grows meanwhile.
-        tokio::time::sleep(Duration::from_secs(4).saturating_sub(down.elapsed())).await;
-        redis.restart().await;
-    })
+    killed_and_restarted("rooms").await;
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_every_acknowledged_publish_is_delivered_pattern_mode() {
+    killed_and_restarted("pattern").await;
+}
+
+async fn killed_and_restarted(subscribe: &str) {
+    publish_through(
+        subscribe,
+        async |redis: &mut RedisServer, server: &Server| {
+            redis.kill();
+            let down = tokio::time::Instant::now();
+            while ready(server).await {
+                assert!(down.elapsed() < Duration::from_secs(5), "still ready");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ws_publish_is_refused(server).await;
+            // Down for a few seconds: the subscriber's backoff grows meanwhile.
+            tokio::time::sleep(Duration::from_secs(4).saturating_sub(down.elapsed())).await;
+            redis.restart().await;
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn redis_frozen_and_resumed_every_acknowledged_publish_is_delivered() {
-    publish_through(async |redis: &mut RedisServer, _: &Server| {
+    frozen_and_resumed("rooms").await;
+}
+
+#[tokio::test]
+async fn redis_frozen_and_resumed_every_acknowledged_publish_is_delivered_pattern_mode() {
+    frozen_and_resumed("pattern").await;
+}
+
+async fn frozen_and_resumed(subscribe: &str) {
+    publish_through(subscribe, async |redis: &mut RedisServer, _: &Server| {
         redis.freeze(true);
         // Frozen long enough for the health checks to give up on both
         // connections (ping interval + timeout: 10 s by default).
@@ -283,7 +307,19 @@ async fn a_flood_cut_by_redis_reconnects_at_once_and_a_quiet_room_loses_nothing_
     common::init_logs();
     let redis =
         RedisServer::start_with(&["--client-output-buffer-limit", "pubsub 256kb 128kb 1"]).await;
-    let server = Arc::new(Server::start(&["--api-key", "k", "--redis-url", &redis.url()]).await);
+    // Pattern mode: the flood's room has no member, so per room it would
+    // not even be read; the seed's PSUBSCRIBE * reads all of it.
+    let server = Arc::new(
+        Server::start(&[
+            "--api-key",
+            "k",
+            "--redis-url",
+            &redis.url(),
+            "--redis-subscribe",
+            "pattern",
+        ])
+        .await,
+    );
     wait_ready(&server, Duration::from_secs(20)).await;
     let (listening, received) = listener(&server, "quiet").await;
     let cuts_before = server.metric(DISCONNECTS_CLOSED).await;

@@ -21,7 +21,7 @@ impl Broker for MemoryBroker {
         channel: &'a str,
         payload: Bytes,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        crate::telemetry::messages_received(1);
+        crate::telemetry::messages_received("memory", 1);
         self.sink.deliver(channel, payload);
         Box::pin(std::future::ready(Ok(())))
     }

@@ -7,6 +7,7 @@
 //! is connected for `/readyz`. One file per engine.
 
 pub mod inbox;
+pub mod interest;
 pub mod memory;
 pub mod redis;
 

@@ -59,6 +59,26 @@ impl Kind {
 
 /// True when the emitter (under `key`, empty: off) takes `channel`: a
 /// client must not publish there, or it could act as the back end.
+/// What follows the key in each kind of emitter channel.
+const KINDS: [&str; 3] = ["#", "-request#", "-response#"];
+
+/// The patterns that cover every emitter channel of `key` (none when the
+/// emitter is off), for a broker that subscribes per room.
+pub fn patterns(key: &str) -> Vec<String> {
+    if key.is_empty() {
+        return Vec::new();
+    }
+    KINDS.iter().map(|kind| format!("{key}{kind}*")).collect()
+}
+
+/// Whether [`patterns`] match `channel` (so it needs no subscription of its own).
+pub fn covered_by_patterns(key: &str, channel: &str) -> bool {
+    !key.is_empty()
+        && channel
+            .strip_prefix(key)
+            .is_some_and(|rest| KINDS.iter().any(|kind| rest.starts_with(kind)))
+}
+
 pub fn is_emitter_channel(key: &str, channel: &str) -> bool {
     !key.is_empty() && channel_kind(key, channel).is_some()
 }

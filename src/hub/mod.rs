@@ -9,11 +9,15 @@
 //!   format gets the same shared `Bytes`.
 //! - The hub never awaits and never holds a room lock while pushing: fan-out
 //!   iterates a copy-on-write snapshot of the member list.
+//! - A room's first member and its last leaving are told to the broker side
+//!   through [`RoomInterest`] (`interest.rs`); a join's [`Ready`] says when
+//!   the broker confirmed the room's subscription.
 //! - Events an application emits to rooms (the Socket.IO emitter) and its
 //!   requests go through `emit.rs`.
 
 mod emit;
 mod history;
+mod interest;
 mod outbox;
 mod rooms;
 
@@ -28,6 +32,7 @@ use crate::telemetry;
 use emit::Registry;
 pub use emit::{AppEvent, Target};
 use history::History;
+pub use interest::{JoinRefused, Ready, RoomInterest};
 pub use outbox::{Frame, Outbox, OutboxLimits, PushError, StallLimit};
 use rooms::Rooms;
 pub use rooms::{
@@ -171,6 +176,21 @@ impl Hub {
             fan_out(&others, &Event::Joined { room });
         }
         true
+    }
+
+    /// Plugs in the broker side of interest-based subscriptions (once, before
+    /// the first join; `server` does it). Returns false if one was set.
+    pub fn set_interest(&self, interest: std::sync::Arc<dyn RoomInterest>) -> bool {
+        self.rooms.interest.set(interest).is_ok()
+    }
+
+    /// The confirmation a join of `room` waits for before it is
+    /// acknowledged: ready at once unless a broker tracks interest.
+    pub fn ready(&self, room: &str) -> Ready {
+        match self.rooms.interest.get() {
+            Some(interest) => interest.ready(room),
+            None => Ready::now(),
+        }
     }
 
     /// Removes `client` from `room`. Returns false if it was not a member.

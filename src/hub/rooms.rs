@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use super::interest::RoomInterest;
 use super::{ClientId, Member};
 use crate::telemetry;
 
@@ -19,6 +20,9 @@ type Shard = HashMap<Arc<str>, Arc<Vec<Member>>>;
 pub(super) struct Rooms {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
+    /// Told of a room's first member and of its last leaving, under the
+    /// shard's lock so that it hears them in order.
+    pub(super) interest: OnceLock<Arc<dyn RoomInterest>>,
 }
 
 /// A room and how many members it has on this node.
@@ -113,6 +117,7 @@ impl Default for Rooms {
         Rooms {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
+            interest: OnceLock::new(),
         }
     }
 }
@@ -124,6 +129,9 @@ impl Rooms {
         let mut shard = self.shard(room);
         let members = shard.entry(Arc::from(room)).or_insert_with(|| {
             telemetry::rooms_changed(1.0);
+            if let Some(interest) = self.interest.get() {
+                interest.first_member(room);
+            }
             Arc::default()
         });
         if members.iter().any(|m| m.client == member.client) {
@@ -146,6 +154,9 @@ impl Rooms {
         if members.is_empty() {
             shard.remove(room);
             telemetry::rooms_changed(-1.0);
+            if let Some(interest) = self.interest.get() {
+                interest.last_member_left(room);
+            }
         }
         true
     }

@@ -1,5 +1,12 @@
-//! The Redis broker: `PSUBSCRIBE <pattern>` feeds the hub, `PUBLISH` carries
-//! this node's messages to every node (itself included).
+//! The Redis broker: `SUBSCRIBE` per room with members here (per-room mode,
+//! the default: a node receives only its rooms' messages) or the seed's
+//! `PSUBSCRIBE <pattern>` feeds the hub; `PUBLISH` carries this node's
+//! messages to every node subscribed (itself included when it has members).
+//!
+//! Per room, the [`Interest`] tracker says which rooms to subscribe; the
+//! subscriber sends them in batches and reports each confirmation, which the
+//! joins wait for; after a reconnect every room is subscribed again before
+//! the broker is ready.
 //!
 //! Owns: one dedicated pub/sub connection (`subscriber`: read by hand into
 //! the [`Inbox`], pinged when quiet, and re-dialled and re-subscribed after
@@ -37,11 +44,41 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError};
 
 use super::inbox::{Inbox, InboxLimits};
+use super::interest::Interest;
 use super::{BoxFuture, Broker, BrokerError, Sink};
 use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
-use subscriber::{ReadStats, Target};
+pub use subscriber::Receive;
+use subscriber::{ReadStats, Reader, Target};
+
+impl From<&str> for Receive {
+    /// A pattern: the seed's `PSUBSCRIBE`.
+    fn from(pattern: &str) -> Receive {
+        Receive::Pattern(pattern.to_string())
+    }
+}
+
+impl Receive {
+    /// Per room: what `interest` lists, plus the emitter's patterns.
+    pub fn rooms(interest: Interest, patterns: Vec<String>) -> Receive {
+        Receive::Rooms { interest, patterns }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Receive::Pattern(pattern) => format!("PSUBSCRIBE {pattern}"),
+            Receive::Rooms { .. } => "SUBSCRIBE per room".to_string(),
+        }
+    }
+
+    fn interest(&self) -> Option<&Interest> {
+        match self {
+            Receive::Pattern(_) => None,
+            Receive::Rooms { interest, .. } => Some(interest),
+        }
+    }
+}
 
 /// Timings of the Redis broker. The defaults suit production; tests shorten them.
 #[derive(Debug, Clone)]
@@ -178,17 +215,17 @@ impl State {
 /// Must be called inside a Tokio runtime.
 pub fn start(
     url: &str,
-    pattern: &str,
+    receive: impl Into<Receive>,
     sink: Sink,
     shutdown: &Shutdown,
 ) -> Result<RedisBroker, BrokerError> {
-    start_with(url, pattern, RedisOptions::default(), sink, shutdown)
+    start_with(url, receive, RedisOptions::default(), sink, shutdown)
 }
 
 /// [`start`] with explicit timings.
 pub fn start_with(
     url: &str,
-    pattern: &str,
+    receive: impl Into<Receive>,
     options: RedisOptions,
     sink: Sink,
     shutdown: &Shutdown,
@@ -224,7 +261,7 @@ pub fn start_with(
     let task = Task {
         address: client.get_connection_info().addr().to_string(),
         target,
-        pattern: pattern.to_string(),
+        receive: receive.into(),
         sink,
         inbox: Inbox::new("redis", options.inbox),
         state: state.clone(),
@@ -362,7 +399,7 @@ struct Task {
     target: Target,
     /// host:port for logs (the URL may carry a password).
     address: String,
-    pattern: String,
+    receive: Receive,
     sink: Sink,
     inbox: Inbox,
     state: Arc<State>,
@@ -379,7 +416,7 @@ impl Task {
         let mut down_since = Instant::now();
         let mut ever_connected = false;
         loop {
-            match subscriber::subscribe(&self.target, &self.pattern, self.options.op_timeout).await
+            match subscriber::subscribe(&self.target, &self.receive, self.options.op_timeout).await
             {
                 Err(error) => {
                     if failed_attempts == 0 && !ever_connected {
@@ -394,8 +431,6 @@ impl Task {
                     self.wait_to_retry(backoff.next_delay()).await;
                 }
                 Ok(subscribed) => {
-                    self.state.subscription.set(true);
-                    self.state.recheck.notify_one();
                     if ever_connected && failed_attempts == 0 {
                         // Back at the first try: the loss's own line says enough
                         // (a flood can cut many times a second).
@@ -406,30 +441,45 @@ impl Task {
                         );
                     } else if ever_connected {
                         tracing::info!(
-                            address = %self.address, pattern = %self.pattern,
+                            address = %self.address, receive = %self.receive.describe(),
                             attempts = failed_attempts + 1,
                             down_ms = down_since.elapsed().as_millis() as u64,
                             "redis: reconnected and re-subscribed"
                         );
                     } else {
                         tracing::info!(
-                            address = %self.address, pattern = %self.pattern,
+                            address = %self.address, receive = %self.receive.describe(),
                             attempts = failed_attempts + 1,
                             "redis: connected and subscribed"
                         );
                     }
                     ever_connected = true;
                     let connected_at = Instant::now();
+                    let reader = Reader {
+                        sink: &self.sink,
+                        inbox: &self.inbox,
+                        stats: &self.stats,
+                        interest: self.receive.interest(),
+                    };
+                    // Live once the first subscriptions are confirmed (per
+                    // room: every room this node has, again after a reconnect).
+                    let live = || {
+                        self.state.subscription.set(true);
+                        self.state.recheck.notify_one();
+                    };
                     let lost = subscribed
                         .run(
-                            &self.sink,
-                            &self.inbox,
-                            &self.stats,
+                            reader,
+                            &live,
                             self.options.health_interval,
                             self.options.op_timeout,
                         )
                         .await;
                     self.state.subscription.set(false);
+                    if let Some(interest) = self.receive.interest() {
+                        // Joins wait again until the rooms are re-subscribed.
+                        interest.lost();
+                    }
                     self.state.recheck.notify_one();
                     telemetry::broker_disconnected("redis", lost.reason.code());
                     tracing::warn!(

@@ -1,11 +1,15 @@
 //! The subscribed connection, read by hand: as fast as the socket delivers.
 //!
 //! Owns: dialling Redis (TCP, TLS or a Unix socket, as the URL says; AUTH when
-//! it carries credentials), the `PSUBSCRIBE`, and the read loop: one large
-//! buffer, replies parsed in place (`resp`), each `pmessage` whose channel the
-//! sink wants copied once into the [`Inbox`], everything else discarded
+//! it carries credentials), the subscriptions ([`Receive`]: the seed's
+//! `PSUBSCRIBE <pattern>`, or per room: every room the [`Interest`] tracker
+//! lists, `SUBSCRIBE`d and `UNSUBSCRIBE`d in batches as rooms come and go,
+//! each confirmation reported back), and the read loop: one large buffer,
+//! replies parsed in place (`resp`), each `message`/`pmessage` whose channel
+//! the sink wants copied once into the [`Inbox`], everything else discarded
 //! without a copy. It pings when the socket has been quiet for a while and
-//! reports why the connection ended ([`Lost`]).
+//! reports why the connection ended ([`Lost`]). The connection is live (the
+//! broker's `live` callback) once its first subscriptions are confirmed.
 //!
 //! Never: delivers to the hub itself (the inbox's fan-out task does, so a
 //! slow fan-out never slows reading), waits on anything but the socket and
@@ -25,6 +29,7 @@ use tokio::time::Instant;
 use super::resp::{self, Reply};
 use crate::brokers::Sink;
 use crate::brokers::inbox::{Inbox, Received};
+use crate::brokers::interest::{Batch, Interest};
 use crate::telemetry;
 
 /// Bytes asked of the socket per read. Large, so a flood is read in few
@@ -116,10 +121,30 @@ pub struct Lost {
     pub had_worked: bool,
 }
 
-/// A connection whose `PSUBSCRIBE` Redis confirmed.
+/// What the subscribed connection listens to.
+pub enum Receive {
+    /// `PSUBSCRIBE` one pattern: every matching message reaches this node.
+    Pattern(String),
+    /// `SUBSCRIBE` each room the tracker lists, and `PSUBSCRIBE` these few
+    /// patterns besides (the Socket.IO emitter's channels).
+    Rooms {
+        interest: Interest,
+        patterns: Vec<String>,
+    },
+}
+
+/// Rooms per SUBSCRIBE/UNSUBSCRIBE command: many joins cost one round trip,
+/// and no command grows without bound.
+const ROOMS_PER_COMMAND: usize = 1024;
+
+/// A connection that is subscribing (per room: its first batch is sent and
+/// may not be confirmed yet).
 pub struct Subscribed {
     io: Box<dyn Io>,
     buf: BytesMut,
+    /// Confirmations still due for the connection's first subscriptions;
+    /// the connection is live once there are none.
+    first_unconfirmed: usize,
 }
 
 /// Why a connection attempt failed.
@@ -135,19 +160,20 @@ pub enum ConnectError {
     Timeout(Duration),
 }
 
-/// Dials, authenticates and subscribes, all within `timeout`.
+/// Dials, authenticates and subscribes, all within `timeout` (per room: sends
+/// the first batch, whose confirmations `run` reads).
 pub async fn subscribe(
     target: &Target,
-    pattern: &str,
+    receive: &Receive,
     timeout: Duration,
 ) -> Result<Subscribed, ConnectError> {
-    match tokio::time::timeout(timeout, try_subscribe(target, pattern)).await {
+    match tokio::time::timeout(timeout, try_subscribe(target, receive)).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Timeout(timeout)),
     }
 }
 
-async fn try_subscribe(target: &Target, pattern: &str) -> Result<Subscribed, ConnectError> {
+async fn try_subscribe(target: &Target, receive: &Receive) -> Result<Subscribed, ConnectError> {
     let io: Box<dyn Io> = match target.info.addr() {
         ConnectionAddr::Tcp(host, port) => {
             let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
@@ -172,6 +198,7 @@ async fn try_subscribe(target: &Target, pattern: &str) -> Result<Subscribed, Con
     let mut connection = Subscribed {
         io,
         buf: BytesMut::with_capacity(READ_BUFFER),
+        first_unconfirmed: 0,
     };
     let settings = target.info.redis_settings();
     if let Some(password) = settings.password() {
@@ -182,19 +209,51 @@ async fn try_subscribe(target: &Target, pattern: &str) -> Result<Subscribed, Con
         auth.arg(password);
         connection.command(&auth).await?;
     }
-    connection
-        .command(redis::cmd("PSUBSCRIBE").arg(pattern))
-        .await?;
+    match receive {
+        Receive::Pattern(pattern) => {
+            connection
+                .command(redis::cmd("PSUBSCRIBE").arg(pattern))
+                .await?;
+        }
+        Receive::Rooms { interest, patterns } => {
+            // Everything the tracker holds is sent again: this is a new connection.
+            interest.lost();
+            let batch = interest.batch();
+            connection.first_unconfirmed = batch.subscribe.len() + patterns.len();
+            let mut commands = packed(&batch);
+            if !patterns.is_empty() {
+                commands.extend(redis::cmd("PSUBSCRIBE").arg(patterns).get_packed_command());
+            }
+            connection.write(&commands).await?;
+        }
+    }
     Ok(connection)
+}
+
+/// The commands of a batch, packed: SUBSCRIBE and UNSUBSCRIBE of up to
+/// [`ROOMS_PER_COMMAND`] rooms each.
+fn packed(batch: &Batch) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (command, rooms) in [
+        ("SUBSCRIBE", &batch.subscribe),
+        ("UNSUBSCRIBE", &batch.unsubscribe),
+    ] {
+        for chunk in rooms.chunks(ROOMS_PER_COMMAND) {
+            let mut cmd = redis::cmd(command);
+            for room in chunk {
+                cmd.arg(room.as_bytes());
+            }
+            bytes.extend(cmd.get_packed_command());
+        }
+    }
+    bytes
 }
 
 impl Subscribed {
     /// Sends one command and reads its one reply (before anything else can
     /// arrive: only during the handshake).
     async fn command(&mut self, command: &redis::Cmd) -> Result<(), ConnectError> {
-        self.io.write_all(&command.get_packed_command()).await?;
-        // TLS may hold written bytes until flushed.
-        self.io.flush().await?;
+        self.write(&command.get_packed_command()).await?;
         loop {
             if let Some((reply, used)) = resp::parse(&self.buf)? {
                 let result = match reply {
@@ -212,17 +271,33 @@ impl Subscribed {
         }
     }
 
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(bytes).await?;
+        // TLS may hold written bytes until flushed.
+        self.io.flush().await
+    }
+
     /// Reads until the connection ends: wanted messages go to `inbox`, the
-    /// rest is dropped here. Pings after `quiet` without a byte from Redis and
-    /// gives up `timeout` later.
+    /// rest is dropped here; per room, sends the tracker's batches as rooms
+    /// come and go. Calls `live` once the first subscriptions are confirmed.
+    /// Pings after `quiet` without a byte from Redis and gives up `timeout`
+    /// later.
     pub async fn run(
         mut self,
-        sink: &Sink,
-        inbox: &Inbox,
-        stats: &ReadStats,
+        reader: Reader<'_>,
+        live: &(dyn Fn() + Sync),
         quiet: Duration,
         timeout: Duration,
     ) -> Lost {
+        let Reader {
+            sink,
+            inbox,
+            stats,
+            interest,
+        } = reader;
+        if self.first_unconfirmed == 0 {
+            live();
+        }
         let mut had_worked = false;
         let mut last_read = Instant::now();
         let mut pinged = false;
@@ -233,14 +308,32 @@ impl Subscribed {
         };
         loop {
             let deadline = last_read + if pinged { quiet + timeout } else { quiet };
+            let linger_ends = interest
+                .and_then(Interest::next_expiry)
+                .map_or(deadline + timeout, Instant::from_std);
             tokio::select! {
+                _ = async {
+                    match interest {
+                        Some(interest) => interest.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Err(error) = self.send_batch(interest).await {
+                        return lost(LostReason::Io, error.to_string(), had_worked);
+                    }
+                }
+                _ = tokio::time::sleep_until(linger_ends), if interest.is_some() => {
+                    if let Err(error) = self.send_batch(interest).await {
+                        return lost(LostReason::Io, error.to_string(), had_worked);
+                    }
+                }
                 read = self.io.read_buf(&mut self.buf) => match read {
                     Ok(0) => return lost(LostReason::Closed, "Redis closed the connection".into(), had_worked),
                     Err(error) => return lost(LostReason::Io, error.to_string(), had_worked),
                     Ok(_) => {
                         last_read = Instant::now();
                         pinged = false;
-                        match self.take_replies(sink, inbox, stats) {
+                        match self.take_replies(sink, inbox, stats, interest, live) {
                             Ok(any) => had_worked |= any,
                             Err(lost_now) => return Lost { had_worked, ..lost_now },
                         }
@@ -267,6 +360,18 @@ impl Subscribed {
         }
     }
 
+    /// Sends what the tracker has for Redis now, if anything.
+    async fn send_batch(&mut self, interest: Option<&Interest>) -> std::io::Result<()> {
+        let Some(interest) = interest else {
+            return Ok(());
+        };
+        let batch = interest.batch();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(&packed(&batch)).await
+    }
+
     /// Parses every complete reply in the buffer. `Ok(true)` if Redis sent
     /// something that shows it works (a message or a pong).
     fn take_replies(
@@ -274,6 +379,8 @@ impl Subscribed {
         sink: &Sink,
         inbox: &Inbox,
         stats: &ReadStats,
+        interest: Option<&Interest>,
+        live: &(dyn Fn() + Sync),
     ) -> Result<bool, Lost> {
         let mut used = 0;
         let mut batch = Vec::new();
@@ -290,9 +397,32 @@ impl Subscribed {
                                 worked = true;
                                 take_message(channel, payload, sink, &mut batch, stats);
                             }
+                            [kind, channel, payload] if *kind == b"message" => {
+                                read += 1;
+                                worked = true;
+                                take_message(channel, payload, sink, &mut batch, stats);
+                            }
+                            [kind, channel, _count]
+                                if *kind == b"subscribe" || *kind == b"psubscribe" =>
+                            {
+                                worked = true;
+                                if *kind == b"subscribe"
+                                    && let Some(interest) = interest
+                                {
+                                    interest.confirmed(channel);
+                                }
+                                if self.first_unconfirmed > 0 {
+                                    self.first_unconfirmed -= 1;
+                                    if self.first_unconfirmed == 0 {
+                                        live();
+                                    }
+                                }
+                            }
                             [kind, ..] if *kind == b"pong" => worked = true,
                             _ => {}
                         },
+                        // PING outside subscribed mode (no room subscribed).
+                        Reply::Simple(b"PONG") => worked = true,
                         Reply::Error(text) => {
                             break Err(Lost {
                                 reason: LostReason::ErrorReply,
@@ -315,7 +445,7 @@ impl Subscribed {
         };
         self.buf.advance(used);
         if read > 0 {
-            telemetry::messages_received(read);
+            telemetry::messages_received("redis", read);
         }
         inbox.push(batch);
         result
@@ -345,6 +475,16 @@ fn take_message(
     if sink.wants(channel) {
         batch.push(Received::copy(channel, payload));
     }
+}
+
+/// What the read loop hands messages to and learns rooms from.
+#[derive(Clone, Copy)]
+pub struct Reader<'a> {
+    pub sink: &'a Sink,
+    pub inbox: &'a Inbox,
+    pub stats: &'a ReadStats,
+    /// Per-room mode's tracker.
+    pub interest: Option<&'a Interest>,
 }
 
 /// Counters of the read loop, kept across connections.

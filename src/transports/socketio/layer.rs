@@ -388,7 +388,7 @@ mod tests {
     fn layer() -> Layer {
         Layer {
             hub: Arc::new(Hub::new()),
-            handler: Arc::new(RoomcastHandler::new(Arc::default())),
+            handler: Arc::new(RoomcastHandler::new(Arc::default(), Default::default())),
             namespaces: vec!["/".into(), "/custom".into()],
             message_rate: 0.0,
         }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 pub use broadcast::FORMAT;
 pub use roomcast::RoomcastHandler;
-pub use socket::{AckId, Args, ConnectError, Handler, Handshake, SendError, Socket};
+pub use socket::{AckId, Args, ConnectError, Handler, Handshake, Later, SendError, Socket};
 
 use crate::hub::{Hub, OutboxLimits};
 use crate::security::Security;

@@ -4,29 +4,48 @@
 //! when the client asked for none) and the connection stays up. Joining
 //! makes the hub say `hello` to the room's other members.
 //!
+//! A join is acknowledged once the broker confirmed the rooms' subscriptions
+//! (`transports::confirm_joins`): at once when they are (memory broker,
+//! pattern mode, rooms already subscribed), else from a task spawned on the
+//! server's `Shutdown` that answers through [`Socket::later`].
+//!
 //! Owns only this event vocabulary; joins and leaves go through [`Socket`].
 //! Never closes a connection for bad input of its own events.
 
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use serde_json::{Value, json};
 
-use super::socket::{AckId, Args, ConnectError, Handler, Handshake, Socket};
+use super::socket::{AckId, Args, ConnectError, Handler, Handshake, Later, Socket};
+use crate::hub::JoinRefused;
 use crate::security::{Refusal, Security};
+use crate::shutdown::Shutdown;
 
 /// The transport name in logs and metrics.
 const TRANSPORT: &str = "socketio";
 
 /// The product's handler (the seed system's `channel` event, and more):
 /// authenticates on connect and checks every join against the rules.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RoomcastHandler {
     security: Arc<Security>,
+    /// Where acks that wait for the broker run.
+    tasks: Shutdown,
+}
+
+impl std::fmt::Debug for RoomcastHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomcastHandler").finish_non_exhaustive()
+    }
 }
 
 impl RoomcastHandler {
-    pub fn new(security: Arc<Security>) -> Self {
-        RoomcastHandler { security }
+    pub fn new(security: Arc<Security>, shutdown: Shutdown) -> Self {
+        RoomcastHandler {
+            security,
+            tasks: shutdown,
+        }
     }
 }
 
@@ -110,31 +129,74 @@ impl Handler for RoomcastHandler {
             }
             Ok(rooms)
         });
-        let reply = match outcome {
-            Ok(rooms) => {
-                for room in rooms {
-                    match op {
-                        Op::Join => socket.join(&room),
-                        Op::Leave => socket.leave(&room),
-                    };
-                }
-                json!({"ok": true})
-            }
+        let rooms = match outcome {
+            Ok(rooms) => rooms,
             Err((code, message)) => {
                 tracing::debug!(sid = socket.sid(), event, code, "refused room request");
-                if ack.is_none() {
-                    let _ = socket.emit(
-                        "error",
-                        Args::new(vec![json!({"code": code, "message": message})]),
-                    );
-                    return;
-                }
-                json!({"ok": false, "error": message, "code": code})
+                return answer_sync(socket, ack, Err(JoinRefused { code, message }));
             }
         };
-        if let Some(ack) = ack {
-            let _ = socket.ack(ack, Args::new(vec![reply]));
+        if op == Op::Leave {
+            for room in &rooms {
+                socket.leave(room);
+            }
+            return answer_sync(socket, ack, Ok(()));
         }
+        let joined: Vec<String> = rooms.into_iter().filter(|room| socket.join(room)).collect();
+        let (hub, client) = (socket.hub().clone(), socket.client());
+        let mut confirm = Box::pin(async move {
+            let names: Vec<&str> = joined.iter().map(String::as_str).collect();
+            let result = crate::transports::confirm_joins(&hub, client, &names).await;
+            (result, joined)
+        });
+        match (&mut confirm).now_or_never() {
+            Some((result, joined)) => {
+                if result.is_err() {
+                    // confirm_joins left them in the hub; forget them here too.
+                    for room in &joined {
+                        socket.leave(room);
+                    }
+                }
+                answer_sync(socket, ack, result)
+            }
+            None => {
+                let later = socket.later();
+                self.tasks.spawn(async move {
+                    let (result, _) = confirm.await;
+                    answer(&later, ack, result);
+                });
+            }
+        }
+    }
+}
+
+/// The answer to a `channel`/`leave` request: the ack the client asked for
+/// (`{ok:true}` or `{ok:false,error,code}`), or else an `error` event on failure.
+fn answer_sync(socket: &mut Socket<'_>, ack: Option<AckId>, result: Result<(), JoinRefused>) {
+    let _ = match (ack, reply(result)) {
+        (Some(ack), (reply, _)) => socket.ack(ack, Args::new(vec![reply])),
+        (None, (_, Some(error))) => socket.emit("error", Args::new(vec![error])),
+        (None, (_, None)) => Ok(()),
+    };
+}
+
+/// [`answer_sync`] from another task.
+fn answer(later: &Later, ack: Option<AckId>, result: Result<(), JoinRefused>) {
+    let _ = match (ack, reply(result)) {
+        (Some(ack), (reply, _)) => later.ack(ack, Args::new(vec![reply])),
+        (None, (_, Some(error))) => later.emit("error", Args::new(vec![error])),
+        (None, (_, None)) => Ok(()),
+    };
+}
+
+/// The ack's value, and the `error` event's when it failed.
+fn reply(result: Result<(), JoinRefused>) -> (Value, Option<Value>) {
+    match result {
+        Ok(()) => (json!({"ok": true}), None),
+        Err(JoinRefused { code, message }) => (
+            json!({"ok": false, "error": message, "code": code}),
+            Some(json!({"code": code, "message": message})),
+        ),
     }
 }
 

@@ -140,7 +140,7 @@ pub(super) enum Deferred {
 
 /// One connected socket (a client in one namespace), lent to a callback.
 pub struct Socket<'a> {
-    pub(super) hub: &'a Hub,
+    pub(super) hub: &'a Arc<Hub>,
     pub(super) link: &'a Link<'a>,
     pub(super) core: &'a mut Core,
     pub(super) nsp: &'a str,
@@ -193,24 +193,25 @@ impl Socket<'_> {
         event: Option<&str>,
         args: Args,
     ) -> Result<(), SendError> {
-        let mut values = args.values;
-        if let Some(event) = event {
-            values.insert(0, Value::String(event.to_owned()));
-        }
-        let binary = !args.binary.is_empty();
-        let kind = match (kind, binary) {
-            (Kind::Event, true) => Kind::BinaryEvent,
-            (Kind::Ack, true) => Kind::BinaryAck,
-            (kind, _) => kind,
-        };
-        let mut packet = Packet::new(kind, self.nsp, Some(Value::Array(values)));
-        packet.id = id;
-        packet.attachments = args.binary.len();
-        self.push(packet.to_frame())?;
-        for data in args.binary {
-            self.push(Frame::Binary(data))?;
+        for frame in frames(self.nsp, kind, id, event, args) {
+            self.push(frame)?;
         }
         Ok(())
+    }
+
+    /// A handle that answers this socket later, from another task (an ack
+    /// that waits for the broker to confirm a join). Not for `on_connect`,
+    /// whose sends are deferred until the connect acknowledgement.
+    pub fn later(&self) -> Later {
+        Later {
+            outbox: self.link.outbox.clone(),
+            nsp: self.nsp.to_owned(),
+        }
+    }
+
+    /// The hub, shared, for work that outlives the callback.
+    pub fn hub(&self) -> &Arc<Hub> {
+        self.hub
     }
 
     pub(super) fn push(&mut self, frame: Frame) -> Result<(), SendError> {
@@ -262,6 +263,57 @@ impl Socket<'_> {
     /// client gets a DISCONNECT packet and does not reconnect by itself.
     pub fn disconnect(&mut self) {
         self.disconnect = true;
+    }
+}
+
+/// The frames of one packet: the packet, then its binary attachments.
+fn frames(nsp: &str, kind: Kind, id: Option<u64>, event: Option<&str>, args: Args) -> Vec<Frame> {
+    let mut values = args.values;
+    if let Some(event) = event {
+        values.insert(0, Value::String(event.to_owned()));
+    }
+    let binary = !args.binary.is_empty();
+    let kind = match (kind, binary) {
+        (Kind::Event, true) => Kind::BinaryEvent,
+        (Kind::Ack, true) => Kind::BinaryAck,
+        (kind, _) => kind,
+    };
+    let mut packet = Packet::new(kind, nsp, Some(Value::Array(values)));
+    packet.id = id;
+    packet.attachments = args.binary.len();
+    let mut frames = vec![packet.to_frame()];
+    frames.extend(args.binary.into_iter().map(Frame::Binary));
+    frames
+}
+
+/// Answers a socket after its callback returned (see [`Socket::later`]).
+pub struct Later {
+    outbox: Arc<crate::hub::Outbox>,
+    nsp: String,
+}
+
+impl Later {
+    pub fn ack(&self, ack: AckId, args: Args) -> Result<(), SendError> {
+        self.send(Kind::Ack, Some(ack.0), None, args)
+    }
+
+    pub fn emit(&self, event: &str, args: Args) -> Result<(), SendError> {
+        self.send(Kind::Event, None, Some(event), args)
+    }
+
+    fn send(
+        &self,
+        kind: Kind,
+        id: Option<u64>,
+        event: Option<&str>,
+        args: Args,
+    ) -> Result<(), SendError> {
+        for frame in frames(&self.nsp, kind, id, event, args) {
+            self.outbox.push(frame).map_err(|error| match error {
+                PushError::Full(reason) | PushError::Closed(reason) => SendError(reason),
+            })?;
+        }
+        Ok(())
     }
 }
 

@@ -157,7 +157,7 @@ where
             return respond(&mut io, error.into_response()).await;
         }
     };
-    match super::open(sse, &request.headers, &request.query, Some(peer.ip())) {
+    match super::open(sse, &request.headers, &request.query, Some(peer.ip())).await {
         Ok((stream, headers)) => {
             // Nothing of the request or the header map outlives the head.
             drop(request);

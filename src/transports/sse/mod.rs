@@ -60,7 +60,7 @@ pub async fn handler(
     extensions: Extensions,
 ) -> Response {
     let query = query.unwrap_or_default();
-    match open(&sse, &headers, &query, security::peer_ip(&extensions)) {
+    match open(&sse, &headers, &query, security::peer_ip(&extensions)).await {
         Ok((mut stream, headers)) => {
             stream.stall = extensions.get::<WriteStall>().cloned();
             let chunks = futures_util::stream::unfold(stream, |mut stream| async move {
@@ -78,7 +78,7 @@ pub async fn handler(
 /// response headers, or the error response. A client resuming after a
 /// reconnect sends `Last-Event-ID` (EventSource does it by itself); the rooms'
 /// recent messages after it are replayed.
-fn open(
+async fn open(
     sse: &Sse,
     headers: &HeaderMap,
     query: &str,
@@ -103,6 +103,19 @@ fn open(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let stream = Stream::open(sse, channels, since, permit);
+    let rooms: Vec<&str> = stream.rooms.iter().map(String::as_str).collect();
+    if let Err(refused) = crate::transports::confirm_joins(&sse.hub, stream.client, &rooms).await {
+        // Dropping the stream leaves its rooms.
+        let status = if refused.code == "broker_unavailable" {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        return Err(Refused {
+            error: ApiError::new(status, refused.code, refused.message),
+            origin,
+        });
+    }
     tracing::debug!(client = stream.client.0, sub = identity.sub(), rooms = ?stream.rooms, "sse client connected");
     let mut headers = HeaderMap::new();
     headers.insert(

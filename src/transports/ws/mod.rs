@@ -399,6 +399,9 @@ impl Connection {
                     Some(since) => self.ws.hub.join_since(&channel, member, since),
                     None => usize::from(self.ws.hub.join(&channel, member)),
                 };
+                crate::transports::confirm_joins(&self.ws.hub, self.client, &[&channel])
+                    .await
+                    .map_err(|refused| ProtocolError::new(refused.code, refused.message))?;
                 self.rooms.push(channel);
                 Ok("ok")
             }

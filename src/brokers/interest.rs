@@ -1,0 +1,386 @@
+//! Which rooms this node's broker connection must be subscribed to, for the
+//! engines that subscribe per room (Redis per-room mode, NATS).
+//!
+//! Owns: per room, whether it has members here, whether the subscription was
+//! sent on the current connection, and its confirmation (a `watch` the joins
+//! await); the linger (`--history-ttl-s`) after a room's last member left,
+//! before it is unsubscribed, so a room that comes back, or whose history
+//! still fills, does not churn; and the batches the engine sends.
+//!
+//! Never: talks to an engine or awaits (the engine's connection task asks for
+//! [`Interest::batch`] when [`Interest::changed`] fires, sends it, and reports
+//! confirmations and losses back); knows clients.
+//!
+//! Called by the hub through `server`'s [`RoomInterest`](crate::hub::RoomInterest)
+//! adapter (first member, last member, ready), and by the engines.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+
+use crate::telemetry;
+
+/// A room's state on this node.
+struct Room {
+    /// It has members here.
+    wanted: bool,
+    /// The engine was asked to subscribe on the current connection (and not
+    /// to unsubscribe since).
+    sent: bool,
+    /// True once the engine confirmed the subscription; joins wait for it.
+    confirmed: watch::Sender<bool>,
+    /// When the subscription was asked for, for the subscribe-time histogram.
+    asked: Instant,
+    /// When its last member left (`None` while it has members): the linger
+    /// entry that matches this one is the live one.
+    left_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Rooms {
+    rooms: HashMap<Arc<str>, Room>,
+    /// Rooms whose state changed since the last batch.
+    dirty: Vec<Arc<str>>,
+    /// Rooms whose last member left, oldest first (the linger is one
+    /// duration, so this stays in time order).
+    lingering: VecDeque<(Instant, Arc<str>)>,
+}
+
+/// Subscribe and unsubscribe commands to send, many rooms per command.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub subscribe: Vec<Arc<str>>,
+    pub unsubscribe: Vec<Arc<str>>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.subscribe.is_empty() && self.unsubscribe.is_empty()
+    }
+}
+
+/// The tracker, shared by the hub's adapter and the engine (cheap clones).
+#[derive(Clone)]
+pub struct Interest {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rooms: Mutex<Rooms>,
+    changed: Notify,
+    linger: Duration,
+    broker: &'static str,
+    /// Only rooms this accepts may be subscribed (`--pattern` in Redis
+    /// per-room mode, the subject rules of NATS): the reason otherwise.
+    allowed: Box<Allowed>,
+    /// Rooms another subscription of the connection already receives (the
+    /// emitter's patterns): never subscribed on their own, or Redis would
+    /// send their messages twice.
+    covered: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+type Allowed = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
+impl Interest {
+    /// `allowed`: why a room may not be subscribed, if it may not;
+    /// `covered`: rooms another subscription already receives.
+    pub fn new(
+        broker: &'static str,
+        linger: Duration,
+        allowed: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+        covered: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Interest {
+        Interest {
+            inner: Arc::new(Inner {
+                rooms: Mutex::new(Rooms::default()),
+                changed: Notify::new(),
+                linger,
+                broker,
+                allowed: Box::new(allowed),
+                covered: Box::new(covered),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Rooms> {
+        // Every update is small and leaves the map consistent.
+        self.inner
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Why `room` cannot be subscribed, if it cannot.
+    pub fn check(&self, room: &str) -> Result<(), String> {
+        (self.inner.allowed)(room)
+    }
+
+    /// `room` has a member here: subscribe it (unless it still is).
+    pub fn want(&self, room: &str) {
+        if self.check(room).is_err() || (self.inner.covered)(room) {
+            return;
+        }
+        let mut state = self.lock();
+        let state = &mut *state;
+        match state.rooms.get_mut(room) {
+            Some(existing) => {
+                existing.wanted = true;
+                existing.left_at = None;
+            }
+            None => {
+                let name: Arc<str> = Arc::from(room);
+                state.rooms.insert(
+                    name.clone(),
+                    Room {
+                        wanted: true,
+                        sent: false,
+                        confirmed: watch::Sender::new(false),
+                        asked: Instant::now(),
+                        left_at: None,
+                    },
+                );
+                state.dirty.push(name);
+                self.inner.changed.notify_one();
+            }
+        }
+    }
+
+    /// `room` has no member here any more: unsubscribe it after the linger.
+    pub fn unwant(&self, room: &str) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(name) = state
+            .rooms
+            .get_key_value(room)
+            .map(|(name, _)| name.clone())
+        else {
+            return;
+        };
+        if let Some(existing) = state.rooms.get_mut(room)
+            && existing.wanted
+        {
+            let now = Instant::now();
+            existing.wanted = false;
+            existing.left_at = Some(now);
+            state.lingering.push_back((now, name));
+        }
+    }
+
+    /// Resolves once `room` is subscribed on a live connection, or refuses a
+    /// room that may not be subscribed. A room nobody here is in (its member
+    /// left meanwhile) is ready: there is nothing to wait for.
+    pub fn ready(&self, room: &str) -> crate::hub::Ready {
+        if let Err(message) = self.check(room) {
+            return crate::hub::Ready::refused("room_not_served", message);
+        }
+        let mut confirmed = match self.lock().rooms.get(room) {
+            Some(existing) => existing.confirmed.subscribe(),
+            None => return crate::hub::Ready::now(),
+        };
+        if *confirmed.borrow_and_update() {
+            return crate::hub::Ready::now();
+        }
+        crate::hub::Ready::later(async move {
+            // Err: the room was dropped (its members left): nothing to wait for.
+            let _ = confirmed.wait_for(|confirmed| *confirmed).await;
+            Ok(())
+        })
+    }
+
+    /// Fires when a batch may have something to send (a new room, or the
+    /// linger of one ran out: see [`Interest::next_expiry`]).
+    pub async fn changed(&self) {
+        self.inner.changed.notified().await
+    }
+
+    /// When the oldest lingering room's linger runs out.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.lock()
+            .lingering
+            .front()
+            .map(|(left, _)| *left + self.inner.linger)
+    }
+
+    /// What to send now: rooms wanted and not yet sent; rooms whose linger
+    /// ran out while nobody came back. Marks them sent / forgets them.
+    pub fn batch(&self) -> Batch {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut batch = Batch::default();
+        for name in std::mem::take(&mut state.dirty) {
+            // Wanted, or lingering after a lost connection.
+            if let Some(room) = state.rooms.get_mut(&name)
+                && !room.sent
+            {
+                room.sent = true;
+                room.asked = now;
+                batch.subscribe.push(name);
+            }
+        }
+        while let Some((left, _)) = state.lingering.front() {
+            if now.duration_since(*left) < self.inner.linger {
+                break;
+            }
+            let Some((left, name)) = state.lingering.pop_front() else {
+                break;
+            };
+            // A room that came back (and maybe left again later) is not this entry's.
+            let expired = state
+                .rooms
+                .get(&name)
+                .is_some_and(|room| room.left_at == Some(left));
+            if expired
+                && let Some(room) = state.rooms.remove(&name)
+                && room.sent
+            {
+                if *room.confirmed.borrow() {
+                    telemetry::broker_subscriptions(self.inner.broker, -1.0);
+                }
+                batch.unsubscribe.push(name);
+            }
+        }
+        batch
+    }
+
+    /// The engine confirmed the subscription of `room` (a channel name as
+    /// the engine returned it).
+    pub fn confirmed(&self, room: &[u8]) {
+        let Ok(room) = std::str::from_utf8(room) else {
+            return;
+        };
+        let state = self.lock();
+        if let Some(existing) = state.rooms.get(room)
+            && existing.sent
+            && !*existing.confirmed.borrow()
+        {
+            existing.confirmed.send_replace(true);
+            telemetry::broker_subscriptions(self.inner.broker, 1.0);
+            telemetry::broker_subscribe_seconds(
+                self.inner.broker,
+                existing.asked.elapsed().as_secs_f64(),
+            );
+        }
+    }
+
+    /// The connection was lost: nothing is subscribed any more. Every room
+    /// still wanted (or lingering) is sent again by the next [`Interest::batch`].
+    pub fn lost(&self) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut was_confirmed = 0;
+        for (name, room) in state.rooms.iter_mut() {
+            if *room.confirmed.borrow() {
+                was_confirmed += 1;
+            }
+            room.confirmed.send_replace(false);
+            // Lingering rooms are subscribed again too: their history is
+            // still filling; their linger goes on and ends as usual.
+            if room.sent {
+                room.sent = false;
+                state.dirty.push(name.clone());
+            }
+        }
+        telemetry::broker_subscriptions(self.inner.broker, -(was_confirmed as f64));
+        self.inner.changed.notify_one();
+    }
+}
+
+impl std::fmt::Debug for Interest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interest")
+            .field("broker", &self.inner.broker)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Ready;
+
+    fn tracker(linger: Duration) -> Interest {
+        Interest::new(
+            "test",
+            linger,
+            |room: &str| {
+                if room.starts_with("no") {
+                    Err("not here".into())
+                } else {
+                    Ok(())
+                }
+            },
+            |room: &str| room.starts_with("emitter#"),
+        )
+    }
+
+    fn names(rooms: &[Arc<str>]) -> Vec<&str> {
+        rooms.iter().map(|r| &**r).collect()
+    }
+
+    #[tokio::test]
+    async fn joins_are_batched_and_ready_once_confirmed() {
+        let interest = tracker(Duration::from_secs(60));
+        for room in ["a", "b", "a", "no-way", "emitter#/#"] {
+            interest.want(room);
+        }
+        let batch = interest.batch();
+        assert_eq!(
+            names(&batch.subscribe),
+            ["a", "b"],
+            "once each, allowed only"
+        );
+        assert!(interest.batch().is_empty(), "sent already");
+        let Ready::Later(pending) = interest.ready("a") else {
+            panic!("a is not confirmed yet");
+        };
+        assert!(matches!(interest.ready("emitter#/#"), Ready::Now(Ok(()))));
+        assert!(matches!(interest.ready("no-way"), Ready::Now(Err(_))));
+        interest.confirmed(b"a");
+        tokio::time::timeout(Duration::from_secs(1), pending)
+            .await
+            .expect("confirmed")
+            .unwrap();
+        assert!(matches!(interest.ready("a"), Ready::Now(Ok(()))));
+    }
+
+    #[test]
+    fn a_room_is_unsubscribed_after_the_linger_unless_it_comes_back() {
+        let interest = tracker(Duration::from_millis(50));
+        interest.want("a");
+        interest.want("b");
+        interest.batch();
+        interest.unwant("a");
+        interest.unwant("b");
+        interest.want("b");
+        assert!(interest.batch().is_empty(), "lingering");
+        std::thread::sleep(Duration::from_millis(60));
+        let batch = interest.batch();
+        assert_eq!(names(&batch.unsubscribe), ["a"], "b came back");
+        assert!(batch.subscribe.is_empty());
+        assert!(interest.next_expiry().is_none());
+    }
+
+    #[test]
+    fn after_a_lost_connection_every_room_is_sent_again() {
+        let interest = tracker(Duration::from_secs(60));
+        interest.want("a");
+        interest.want("b");
+        interest.batch();
+        interest.confirmed(b"a");
+        interest.unwant("b");
+        interest.lost();
+        assert!(
+            matches!(interest.ready("a"), Ready::Later(_)),
+            "a waits again"
+        );
+        let mut again = names(&interest.batch().subscribe)
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        again.sort();
+        assert_eq!(again, ["a", "b"], "lingering b too");
+    }
+}
