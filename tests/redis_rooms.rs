@@ -231,3 +231,75 @@ async fn the_pattern_restricts_the_rooms_that_may_be_joined() {
     let mut conn = redis_conn(&redis).await;
     assert_eq!(channels(&mut conn).await, vec!["device01"]);
 }
+
+/// A Socket.IO (EIO4 websocket) client's `channel` ack and the start of an
+/// SSE stream come only once the room is subscribed, like `/ws`'s `ok`.
+#[tokio::test]
+async fn socketio_ack_and_sse_stream_start_wait_for_the_subscription() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start().await;
+    let node = start(&redis, &["--max-messages-per-s", "0"]).await;
+    let mut conn = redis_conn(&redis).await;
+
+    let url = format!(
+        "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket",
+        node.port
+    );
+    let (mut sio, _) = connect_async(url).await.expect("connect");
+    let text = async |sio: &mut Ws| loop {
+        use futures_util::StreamExt;
+        let frame = tokio::time::timeout(Duration::from_secs(10), sio.next())
+            .await
+            .expect("a frame within 10 s");
+        match frame {
+            Some(Ok(Message::Text(text))) if text.as_str() != "2" => return text.to_string(),
+            Some(Ok(_)) => {}
+            other => panic!("socket ended: {other:?}"),
+        }
+    };
+    assert!(text(&mut sio).await.starts_with('0'));
+    sio.send(Message::text("40")).await.unwrap();
+    assert!(text(&mut sio).await.starts_with("40"));
+    // At most 64 rooms per connection by default.
+    for i in 0..60 {
+        let room = format!("sio-{i}");
+        let join = format!(r#"42{i}["channel","{room}"]"#);
+        sio.send(Message::text(join)).await.unwrap();
+        assert_eq!(text(&mut sio).await, format!(r#"43{i}[{{"ok":true}}]"#));
+        assert_eq!(publish(&mut conn, &room, "hi").await, 1, "{room}");
+        let message = text(&mut sio).await;
+        assert!(
+            message.starts_with(&format!(r#"42["message","hi",{{"room":"{room}""#)),
+            "{message}"
+        );
+    }
+
+    for i in 0..100 {
+        let room = format!("sse-{i}");
+        let mut sse = tokio::net::TcpStream::connect(("127.0.0.1", node.port))
+            .await
+            .unwrap();
+        let request = format!("GET /sse?channel={room} HTTP/1.1\r\nHost: x\r\n\r\n");
+        sse.write_all(request.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The head and the stream's first chunk: the join is confirmed.
+        while !String::from_utf8_lossy(&seen).contains(": connected") {
+            let n = tokio::time::timeout(Duration::from_secs(10), sse.read(&mut buf))
+                .await
+                .expect("stream start within 10 s")
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(publish(&mut conn, &room, "hi").await, 1, "{room}");
+        while !String::from_utf8_lossy(&seen).contains("data: ") {
+            let n = tokio::time::timeout(Duration::from_secs(10), sse.read(&mut buf))
+                .await
+                .expect("the message within 10 s")
+                .unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+}
