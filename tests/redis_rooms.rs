@@ -62,16 +62,23 @@ async fn get(port: u16, path: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// `roomcast_messages_received_total{broker="redis"}` of a node.
-async fn received(port: u16) -> f64 {
+/// A series of a node's `/metrics` (0 when absent).
+async fn metric(port: u16, series: &str) -> f64 {
     let (_, text) = get(port, "/metrics").await;
     text.lines()
         .find_map(|line| {
-            line.strip_prefix(r#"roomcast_messages_received_total{broker="redis"} "#)
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(0.0)
 }
+
+async fn received(port: u16) -> f64 {
+    metric(port, r#"roomcast_messages_received_total{broker="redis"}"#).await
+}
+
+const SUBSCRIPTIONS: &str = r#"roomcast_broker_subscriptions{broker="redis"}"#;
 
 async fn wait_ready(port: u16) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -130,6 +137,17 @@ async fn nodes_receive_only_their_rooms_unsubscribe_after_the_linger_and_resubsc
         json!({"type": "ok", "id": 1})
     );
     assert_eq!(channels(&mut conn).await, vec!["x"], "only the joined room");
+    assert_eq!(metric(a.port, SUBSCRIPTIONS).await, 1.0);
+    assert_eq!(metric(b.port, SUBSCRIPTIONS).await, 0.0);
+    assert_eq!(
+        metric(
+            a.port,
+            r#"roomcast_broker_subscribe_seconds_count{broker="redis"}"#
+        )
+        .await,
+        1.0,
+        "one subscription timed"
+    );
 
     let before = (received(a.port).await, received(b.port).await);
     assert_eq!(
@@ -185,6 +203,7 @@ async fn nodes_receive_only_their_rooms_unsubscribe_after_the_linger_and_resubsc
         "unsubscribed before the 1 s linger: {:?}",
         left.elapsed()
     );
+    assert_eq!(metric(a.port, SUBSCRIPTIONS).await, 0.0);
 }
 
 #[tokio::test]
