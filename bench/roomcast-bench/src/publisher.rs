@@ -1,5 +1,6 @@
 //! Publishes numbered, timestamped payloads to the rooms of a run, through
-//! Redis `PUBLISH` or roomcast's `POST /api/publish`, either at a fixed rate
+//! Redis `PUBLISH`, roomcast's `POST /api/publish` or an MQTT broker (QoS 1,
+//! topic = room) that roomcast ingests from, either at a fixed rate
 //! or saturating with a bounded window.
 //!
 //! Rooms are spread over a few *lanes*, each one connection publishing in
@@ -27,6 +28,7 @@ use crate::protocol::room_name;
 pub enum Via {
     Redis { url: String },
     Http { server: SocketAddr, key: String },
+    Mqtt { broker: SocketAddr },
 }
 
 impl Via {
@@ -34,6 +36,7 @@ impl Via {
         match self {
             Via::Redis { .. } => "redis",
             Via::Http { .. } => "http",
+            Via::Mqtt { .. } => "mqtt",
         }
     }
 }
@@ -80,6 +83,8 @@ pub enum PublishError {
     Redis(#[from] redis::RedisError),
     #[error("http publish to {server}: {error}")]
     Http { server: SocketAddr, error: String },
+    #[error("mqtt publish: {0}")]
+    Mqtt(String),
 }
 
 /// Rooms per lane grow beyond this; one ordered connection each.
@@ -219,6 +224,8 @@ async fn lane(
 enum Publisher {
     Redis(redis::aio::MultiplexedConnection),
     Http(HttpPublisher),
+    /// The client; its event loop runs in a task of its own.
+    Mqtt(rumqttc::v5::AsyncClient),
 }
 
 impl Publisher {
@@ -240,6 +247,18 @@ impl Publisher {
                     buffer: Vec::with_capacity(1024),
                 })
             }
+            Via::Mqtt { broker } => {
+                use rumqttc::v5::{AsyncClient, MqttOptions};
+                let id = format!("roomcast-bench-{}", std::process::id());
+                let mut options = MqttOptions::new(id, broker.ip().to_string(), broker.port());
+                options.set_keep_alive(Duration::from_secs(30));
+                let mut network = rumqttc::NetworkOptions::new();
+                network.set_tcp_nodelay(true);
+                options.set_network_options(network);
+                let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+                tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+                Publisher::Mqtt(client)
+            }
         })
     }
 
@@ -252,6 +271,14 @@ impl Publisher {
                     .query_async::<i64>(connection)
                     .await?;
                 Ok(())
+            }
+            Publisher::Mqtt(client) => {
+                use rumqttc::v5::mqttbytes::QoS;
+                let body = body.to_owned();
+                client
+                    .publish(channel, QoS::AtLeastOnce, false, body)
+                    .await
+                    .map_err(|e| PublishError::Mqtt(e.to_string()))
             }
             Publisher::Http(http) => http.publish(channel, body).await.map_err(|error| {
                 http.stream = None; // reconnect on the next message

@@ -57,8 +57,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 3.0)]
     pub settle_s: f64,
     /// Publish through Redis PUBLISH at this URL (loopback).
-    #[arg(long, conflicts_with = "publish_http")]
+    #[arg(long, conflicts_with_all = ["publish_http", "publish_mqtt"])]
     pub publish_redis: Option<String>,
+    /// Publish to this MQTT broker (QoS 1, topic = room), for a server started with
+    /// --mqtt-url on the same broker: measures MQTT → client.
+    #[arg(long, conflicts_with = "publish_http", value_name = "HOST:PORT")]
+    pub publish_mqtt: Option<SocketAddr>,
     /// Publish through POST /api/publish of this server.
     #[arg(long)]
     pub publish_http: Option<SocketAddr>,
@@ -258,6 +262,9 @@ async fn hold_phases(
 
     let via = match (&args.publish_redis, args.publish_http) {
         (Some(url), _) => Via::Redis { url: url.clone() },
+        (None, None) if args.publish_mqtt.is_some() => Via::Mqtt {
+            broker: args.publish_mqtt.unwrap_or_else(|| unreachable!()),
+        },
         (None, Some(server)) => Via::Http {
             server,
             key: args.api_key.clone(),

@@ -33,7 +33,7 @@ use rumqttc::v5::mqttbytes::v5::{
     Filter as SubscriptionFilter, Packet, Publish, SubscribeReasonCode,
 };
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
-use rumqttc::{TlsConfiguration, Transport};
+use rumqttc::{NetworkOptions, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
@@ -198,6 +198,12 @@ impl MqttSettings {
                 u32::try_from(self.max_payload.saturating_add(70_000)).unwrap_or(u32::MAX),
             ))
             .set_manual_acks(true);
+        // Small PUBACKs must leave at once: with Nagle's algorithm and the
+        // peer's delayed ACKs each would wait tens of ms, and with few
+        // messages in flight that caps the rate.
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
         if let (Some(user), password) = (&self.username, &self.password) {
             options.set_credentials(user, password.as_deref().unwrap_or(""));
         }
