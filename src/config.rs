@@ -48,6 +48,8 @@ pub enum BrokerKind {
     /// Redis Pub/Sub: SUBSCRIBE per room with members here, or PSUBSCRIBE on --pattern
     /// (--redis-subscribe).
     Redis,
+    /// NATS: room R is subject <--nats-prefix>.R, subscribed per room with members here.
+    Nats,
 }
 
 /// `--redis-subscribe`: how a Redis node receives.
@@ -179,6 +181,18 @@ pub struct ServeArgs {
         default_value = "rooms"
     )]
     pub redis_subscribe: RedisSubscribe,
+
+    /// NATS server URL(s), comma-separated for a cluster, e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222.
+    #[arg(long, env = "NATS_URL", value_delimiter = ',')]
+    pub nats_url: Vec<String>,
+
+    /// NATS subject prefix: room R is subject <PREFIX>.R.
+    #[arg(long, env = "ROOMCAST_NATS_PREFIX", default_value = "roomcast")]
+    pub nats_prefix: String,
+
+    /// PEM file of the CA(s) trusted for TLS NATS servers (TLS then required).
+    #[arg(long, env = "ROOMCAST_NATS_CA_FILE", value_name = "PEM")]
+    pub nats_ca_file: Option<PathBuf>,
 
     /// Channel prefix of the Socket.IO Redis emitter (its `key` option): messages on
     /// <KEY>#/#... and <KEY>-request#/# are emitter events and requests, not rooms.
@@ -687,6 +701,9 @@ pub enum BrokerConfig {
         pattern: String,
         subscribe: RedisSubscribe,
     },
+    Nats {
+        urls: Vec<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -713,6 +730,8 @@ pub enum ConfigError {
     BadRules { path: PathBuf, message: String },
     #[error("--broker redis needs --redis-url (or REDIS_URL, or REDISHOST=host:port)")]
     MissingRedisUrl,
+    #[error("--broker nats needs --nats-url (or NATS_URL)")]
+    MissingNatsUrl,
     #[error("--socketio-path must start with `/`, got `{0}`")]
     BadPath(String),
     /// Bad flags or file values, `--help` or `--version`: clap's own report.
@@ -909,7 +928,15 @@ impl ServeArgs {
             .redis_url
             .clone()
             .or_else(|| self.redishost.as_ref().map(|h| format!("redis://{h}")));
+        let nats = || match self.nats_url.is_empty() {
+            true => Err(ConfigError::MissingNatsUrl),
+            false => Ok(BrokerConfig::Nats {
+                urls: self.nats_url.clone(),
+            }),
+        };
         match (self.broker, url) {
+            (Some(BrokerKind::Nats), _) => nats(),
+            (None, None) if !self.nats_url.is_empty() => nats(),
             (Some(BrokerKind::Memory), _) | (None, None) => Ok(BrokerConfig::Memory),
             (Some(BrokerKind::Redis), None) => Err(ConfigError::MissingRedisUrl),
             (Some(BrokerKind::Redis) | None, Some(url)) => Ok(BrokerConfig::Redis {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::brokers::interest::Interest;
-use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, redis};
+use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, nats, redis};
 use crate::config::{AuthMode, BrokerConfig, RedisSubscribe, RoomCharsArg, ServeArgs};
 use crate::emitter::{self, Emitter};
 use crate::http::accept::Sockets;
@@ -128,6 +128,24 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     };
     let broker: Arc<dyn Broker> = match args.broker_config()? {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
+        BrokerConfig::Nats { urls } => {
+            let interest =
+                Interest::new("nats", hub_linger(args), nats::check_room, |_: &str| false);
+            hub.set_interest(Arc::new(HubInterest(interest.clone())));
+            let options = nats::NatsOptions {
+                urls,
+                prefix: args.nats_prefix.clone(),
+                ca_file: args.nats_ca_file.clone(),
+            };
+            Arc::new(
+                nats::start(options, interest, sink, &shutdown)
+                    .await
+                    .map_err(|source| ServeError::Broker {
+                        broker: "nats",
+                        source,
+                    })?,
+            )
+        }
         BrokerConfig::Redis {
             url,
             pattern,

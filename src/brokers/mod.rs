@@ -9,6 +9,7 @@
 pub mod inbox;
 pub mod interest;
 pub mod memory;
+pub mod nats;
 pub mod redis;
 
 use std::future::Future;

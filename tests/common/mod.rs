@@ -297,3 +297,98 @@ pub fn conformance_bin() -> PathBuf {
         .expect("target dir");
     debug.join("examples").join("protocol-conformance")
 }
+
+/// `n` distinct ports nothing listens on right now.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// A `nats-server` this test started (alone, or one of a cluster with
+/// routes). Killed (only it) on drop.
+pub struct NatsServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// One server on a free port, waiting until it accepts connections.
+    pub async fn start() -> NatsServer {
+        Self::spawn(free_port(), &[]).await
+    }
+
+    /// `n` servers routed into one cluster.
+    pub async fn cluster(n: usize) -> Vec<NatsServer> {
+        // All ports at once, so they are distinct.
+        let ports = free_ports(2 * n);
+        let (client_ports, cluster_ports) = ports.split_at(n);
+        let routes = cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut servers = Vec::new();
+        for (port, cluster_port) in client_ports.iter().zip(cluster_ports) {
+            let cluster = format!("nats://127.0.0.1:{cluster_port}");
+            let args = [
+                "--cluster_name",
+                "roomcast-test",
+                "--cluster",
+                &cluster,
+                "--routes",
+                &routes,
+            ];
+            servers.push(Self::spawn(*port, &args).await);
+        }
+        servers
+    }
+
+    async fn spawn(port: u16, extra: &[&str]) -> NatsServer {
+        let mut child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn nats-server (package nats-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                matches!(child.try_wait(), Ok(None)),
+                "nats-server exited (port {port} taken?)"
+            );
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        NatsServer {
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,313 @@
+//! The NATS broker: room `R` is subject `<prefix>.R`; this node subscribes
+//! the subject of every room with members here (the [`Interest`] tracker)
+//! and publishes with plain `PUB`, so any NATS client publishing to the
+//! subject reaches the room.
+//!
+//! Owns: one `async-nats` client (a list of servers: it reconnects to another
+//! one of the cluster when one dies; user/password or a token in the URL;
+//! an optional CA, over rustls with ring), one reader task per subscribed room feeding the sink,
+//! and the task that sends the tracker's batches and confirms them with a
+//! round trip (`flush`: the server has the SUBs). After a reconnect every
+//! room is subscribed again and confirmed before the broker is ready.
+//!
+//! Subjects: a room name maps to itself under the prefix, its dots making
+//! NATS tokens. Names NATS subjects cannot hold are refused
+//! (`room_not_served` for a join, `broker_refused` for a publish): empty,
+//! whitespace, `*` or `>` anywhere, or an empty token (leading, trailing or
+//! doubled `.`).
+//!
+//! Never: knows clients; panics on a lost server; acknowledges a publish
+//! while this node's subscriptions are down.
+//!
+//! Called by `server`, which builds it with [`start`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::interest::Interest;
+use super::{BoxFuture, Broker, BrokerError, Sink};
+use crate::shutdown::Shutdown;
+use crate::telemetry;
+
+/// `--nats-*` settings.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Server URLs (one cluster).
+    pub urls: Vec<String>,
+    /// Subject prefix: room R is `<prefix>.R`.
+    pub prefix: String,
+    /// PEM CA that alone is trusted for TLS servers.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Why `room` cannot be a NATS subject token sequence, if it cannot.
+pub fn check_room(room: &str) -> Result<(), String> {
+    if room.is_empty() || room.split('.').any(str::is_empty) {
+        return Err(format!(
+            "room {room:?} has an empty NATS subject token (leading, trailing or doubled '.')"
+        ));
+    }
+    if room
+        .chars()
+        .any(|c| c.is_whitespace() || c == '*' || c == '>')
+    {
+        return Err(format!(
+            "room {room:?} holds whitespace, '*' or '>', which NATS subjects cannot carry"
+        ));
+    }
+    Ok(())
+}
+
+pub struct NatsBroker {
+    client: async_nats::Client,
+    prefix: String,
+    live: Arc<AtomicBool>,
+}
+
+/// Connects (in the background: an unreachable server is not an error here)
+/// and spawns the subscription task on `shutdown`.
+pub async fn start(
+    options: NatsOptions,
+    interest: Interest,
+    sink: Sink,
+    shutdown: &Shutdown,
+) -> Result<NatsBroker, BrokerError> {
+    let config = |e: String| BrokerError::Config(e);
+    let addrs: Vec<async_nats::ServerAddr> = options
+        .urls
+        .iter()
+        .map(|url| {
+            url.trim()
+                .parse()
+                .map_err(|e| config(format!("invalid NATS URL {url:?}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if addrs.is_empty() {
+        return Err(config("--nats-url names no server".into()));
+    }
+    let live = Arc::new(AtomicBool::new(false));
+    let (events, mut event_rx) = tokio::sync::mpsc::channel::<async_nats::Event>(64);
+    let mut connect = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let events = events.clone();
+            async move {
+                // Full: the task is behind on events; it rechecks the state anyway.
+                let _ = events.try_send(event);
+            }
+        });
+    if let Some(path) = &options.ca_file {
+        connect = connect
+            .add_root_certificates(path.clone())
+            .require_tls(true);
+    }
+    let client = connect
+        .connect(addrs)
+        .await
+        .map_err(|e| config(format!("NATS: {e}")))?;
+    let task = Subscriptions {
+        client: client.clone(),
+        prefix: options.prefix.clone(),
+        interest,
+        sink,
+        live: live.clone(),
+        readers: HashMap::new(),
+        shutdown: shutdown.clone(),
+    };
+    let stop = shutdown.clone();
+    shutdown.spawn(async move {
+        let mut task = task;
+        tokio::select! {
+            _ = stop.requested() => {}
+            _ = task.run(&mut event_rx) => {}
+        }
+        task.live.store(false, Ordering::SeqCst);
+    });
+    Ok(NatsBroker {
+        client,
+        prefix: options.prefix,
+        live,
+    })
+}
+
+/// The subscription task's state.
+struct Subscriptions {
+    client: async_nats::Client,
+    prefix: String,
+    interest: Interest,
+    sink: Sink,
+    live: Arc<AtomicBool>,
+    /// One reader task per subscribed room; aborting it drops (unsubscribes) it.
+    readers: HashMap<Arc<str>, tokio::task::AbortHandle>,
+    shutdown: Shutdown,
+}
+
+impl Subscriptions {
+    async fn run(&mut self, events: &mut tokio::sync::mpsc::Receiver<async_nats::Event>) {
+        loop {
+            if !self.live.load(Ordering::SeqCst)
+                && self.client.connection_state() == async_nats::connection::State::Connected
+            {
+                self.resubscribe().await;
+            }
+            let linger_ends = self.interest.next_expiry().map_or(
+                tokio::time::Instant::now() + Duration::from_secs(3600),
+                tokio::time::Instant::from_std,
+            );
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(async_nats::Event::Disconnected) => {
+                        tracing::warn!("nats: disconnected; reconnecting to the cluster");
+                        telemetry::broker_disconnected("nats", "closed");
+                        self.down();
+                    }
+                    Some(async_nats::Event::Connected) => {
+                        tracing::info!("nats: connected");
+                    }
+                    Some(other) => tracing::debug!(event = %other, "nats: event"),
+                    None => return,
+                },
+                _ = self.interest.changed() => {
+                    self.send_batch().await;
+                }
+                _ = tokio::time::sleep_until(linger_ends) => {
+                    self.send_batch().await;
+                }
+                // The state can change without an event reaching us in time.
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    if self.live.load(Ordering::SeqCst)
+                        && self.client.connection_state() != async_nats::connection::State::Connected
+                    {
+                        self.down();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Not live: every room is subscribed again once connected.
+    fn down(&mut self) {
+        if self.live.swap(false, Ordering::SeqCst) {
+            telemetry::broker_up("nats", false);
+        }
+        for (_, reader) in self.readers.drain() {
+            reader.abort();
+        }
+        self.interest.lost();
+    }
+
+    async fn resubscribe(&mut self) {
+        if self.send_batch().await {
+            self.live.store(true, Ordering::SeqCst);
+            telemetry::broker_up("nats", true);
+            tracing::info!(rooms = self.readers.len(), "nats: subscribed; ready");
+        }
+    }
+
+    /// Sends the tracker's batch and confirms it; false if it failed (the
+    /// rooms are sent again after the next reconnect).
+    async fn send_batch(&mut self) -> bool {
+        let batch = self.interest.batch();
+        for room in batch.unsubscribe {
+            if let Some(reader) = self.readers.remove(&room) {
+                reader.abort();
+            }
+        }
+        for room in &batch.subscribe {
+            let subject = format!("{}.{room}", self.prefix);
+            let mut subscriber = match self.client.subscribe(subject).await {
+                Ok(subscriber) => subscriber,
+                Err(error) => {
+                    tracing::warn!(%error, room = &**room, "nats: subscribe failed");
+                    self.down();
+                    return false;
+                }
+            };
+            let (sink, skip) = (self.sink.clone(), self.prefix.len() + 1);
+            let reader = self.shutdown.spawn(async move {
+                while let Some(message) = subscriber.next().await {
+                    telemetry::messages_received("nats", 1);
+                    if let Some(room) = message.subject.as_str().get(skip..) {
+                        sink.deliver(room, message.payload);
+                    }
+                }
+            });
+            self.readers.insert(room.clone(), reader.abort_handle());
+        }
+        if batch.subscribe.is_empty() {
+            return true;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
+            Ok(Ok(())) => {
+                for room in &batch.subscribe {
+                    self.interest.confirmed(room.as_bytes());
+                }
+                true
+            }
+            _ => {
+                tracing::warn!("nats: the server did not confirm the subscriptions");
+                self.down();
+                false
+            }
+        }
+    }
+}
+
+impl Broker for NatsBroker {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            check_room(channel).map_err(BrokerError::Refused)?;
+            if !self.is_ready() {
+                return Err(BrokerError::Unavailable(
+                    "this node's NATS subscriptions are down; its clients would not receive the message".into(),
+                ));
+            }
+            let subject = format!("{}.{channel}", self.prefix);
+            self.client
+                .publish(subject, payload)
+                .await
+                .map_err(|e| BrokerError::Unavailable(format!("NATS publish: {e}")))?;
+            match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
+                Ok(Ok(())) if self.is_ready() => Ok(()),
+                _ => Err(BrokerError::Unavailable(
+                    "NATS did not confirm the publish while this node was subscribed".into(),
+                )),
+            }
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.live.load(Ordering::SeqCst)
+            && self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_refuse_what_nats_cannot_hold() {
+        for ok in ["device01", "a.b", "ünï:1", "x-y_z/w#1"] {
+            assert_eq!(check_room(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".a", "a.", "a..b", "a b", "a\tb", "a*", "a.>", ">"] {
+            assert!(check_room(bad).is_err(), "{bad:?}");
+        }
+    }
+}
