@@ -135,6 +135,11 @@ async fn nats_publishes_reach_ws_and_sse_and_odd_names_follow_the_mapping() {
         assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
     }
+    // SIGTERM drains in time: the per-room readers end with the server.
+    drop((client, sse));
+    let mut node = node;
+    let status = node.terminate(Duration::from_secs(15)).expect("exits");
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test]

@@ -231,8 +231,15 @@ impl Subscriptions {
                 }
             };
             let (sink, skip) = (self.sink.clone(), self.prefix.len() + 1);
+            let stop = self.shutdown.clone();
             let reader = self.shutdown.spawn(async move {
-                while let Some(message) = subscriber.next().await {
+                loop {
+                    // Ends on shutdown too, so the drain does not wait for it.
+                    let message = tokio::select! {
+                        _ = stop.requested() => return,
+                        message = subscriber.next() => message,
+                    };
+                    let Some(message) = message else { return };
                     telemetry::messages_received("nats", 1);
                     if let Some(room) = message.subject.as_str().get(skip..) {
                         sink.deliver(room, message.payload);
