@@ -9,11 +9,9 @@ mod support;
 
 use std::time::Duration;
 
-use common::{RedisServer, wait_until};
+use common::{RedisServer, http_once, wait_until};
 use futures_util::{SinkExt, StreamExt};
 use support::Server;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const BURST: usize = 5_000;
@@ -21,27 +19,10 @@ const STEP: Duration = Duration::from_secs(10);
 /// A client on a LAN: a few milliseconds between one poll's answer and the next.
 const POLL_PAUSE: Duration = Duration::from_millis(30);
 
-/// One request on a fresh connection; returns (status, body).
+/// One Engine.IO v4 polling request (`query` after the fixed part).
 async fn http(server: &Server, method: &str, query: &str, body: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(server.running.local_addr).await.ok()?;
-        let request = format!(
-            "{method} /socket.io/?EIO=4&transport=polling{query} HTTP/1.1\r\nHost: t\r\n\
-             Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text.get(9..12)?.parse().ok()?;
-        Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
-    };
-    tokio::time::timeout(STEP, exchange)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("{method} {query}: no answer"))
+    let target = format!("/socket.io/?EIO=4&transport=polling{query}");
+    http_once(server.running.local_addr, method, &target, body).await
 }
 
 /// A Socket.IO v5 client over polling, joined to `room`; returns its sid.

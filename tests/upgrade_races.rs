@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, conformance_bin};
+use common::{ServerProcess, conformance_bin, http_once};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -21,28 +20,10 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<T
 /// Any single request or frame this long overdue means the server hangs.
 const STEP: Duration = Duration::from_secs(10);
 
-/// One HTTP/1.1 request on a fresh connection: (status, body).
+/// One Engine.IO v4 polling request (`query` after the fixed part).
 async fn http(port: u16, method: &str, query: &str, body: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let request = format!(
-            "{method} /engine.io/?EIO=4&transport=polling{query} HTTP/1.1\r\nHost: t\r\n\
-             Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text.get(9..12)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1.to_string();
-        Some((status, body))
-    };
-    match tokio::time::timeout(STEP, exchange).await {
-        Ok(Some(answer)) => answer,
-        Ok(None) => panic!("{method} {query}: no HTTP answer"),
-        Err(_) => panic!("{method} {query}: no answer within {STEP:?} (server hung?)"),
-    }
+    let target = format!("/engine.io/?EIO=4&transport=polling{query}");
+    http_once(([127, 0, 0, 1], port).into(), method, &target, body).await
 }
 
 /// Opens a polling session; returns its sid.

@@ -392,3 +392,32 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), within
+/// 10 s: the status and body. Panics when no answer comes (a hung server).
+pub async fn http_once(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    body: &str,
+) -> (u16, String) {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.get(9..12)?.parse().ok()?;
+        Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Some(answer)) => answer,
+        Ok(None) => panic!("{method} {target}: no HTTP answer"),
+        Err(_) => panic!("{method} {target}: no answer within 10 s (server hung?)"),
+    }
+}

@@ -299,18 +299,28 @@ mod tests {
         String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()
     }
 
-    #[test]
-    fn a_get_pending_across_a_whole_upgrade_gets_a_noop() {
-        // `2probe` and `5` handled back to back: the GET never saw `Upgrading`.
-        let answer = within_deadline(|| async {
+    /// The whole upgrade, `2probe` and `5` handled back to back: a GET
+    /// pending meanwhile never sees `Upgrading`.
+    fn upgrade(session: &Session<()>) {
+        assert!(session.claim_upgrade());
+        session.probed();
+        assert!(session.complete_upgrade().is_some());
+    }
+
+    /// What a GET pending across a whole upgrade answers once `then` has run.
+    fn answer_after_upgrade(then: fn(&Engine<Silent>, &Session<()>)) -> String {
+        within_deadline(move || async move {
             let engine = engine();
             let (session, get) = pending_get(&engine).await;
-            assert!(session.claim_upgrade());
-            session.probed();
-            assert!(session.complete_upgrade().is_some());
+            upgrade(&session);
+            then(&engine, &session);
             body(get.await).await
-        });
-        assert_eq!(answer, "6");
+        })
+    }
+
+    #[test]
+    fn a_get_pending_across_a_whole_upgrade_gets_a_noop() {
+        assert_eq!(answer_after_upgrade(|_, _| {}), "6");
     }
 
     #[test]
@@ -318,29 +328,14 @@ mod tests {
         // The websocket ends (its outbox closes) before the GET runs again:
         // `Session::close` does nothing for an upgraded session, and the GET
         // used to loop on the closed outbox for ever.
-        let answer = within_deadline(|| async {
-            let engine = engine();
-            let (session, get) = pending_get(&engine).await;
-            assert!(session.claim_upgrade());
-            session.probed();
-            assert!(session.complete_upgrade().is_some());
-            session.outbox.close(DisconnectReason::ClientClosed);
-            body(get.await).await
-        });
+        let answer =
+            answer_after_upgrade(|_, session| session.outbox.close(DisconnectReason::ClientClosed));
         assert_eq!(answer, "6");
     }
 
     #[test]
     fn a_get_pending_at_shutdown_of_an_upgraded_session_ends() {
-        let answer = within_deadline(|| async {
-            let engine = engine();
-            let (session, get) = pending_get(&engine).await;
-            assert!(session.claim_upgrade());
-            session.probed();
-            assert!(session.complete_upgrade().is_some());
-            engine.shutdown.trigger();
-            body(get.await).await
-        });
+        let answer = answer_after_upgrade(|engine, _| engine.shutdown.trigger());
         assert_eq!(answer, "6");
     }
 
@@ -353,9 +348,7 @@ mod tests {
             let woken = within_deadline(|| async {
                 let engine = engine();
                 let (session, get) = pending_get(&engine).await;
-                assert!(session.claim_upgrade());
-                session.probed();
-                assert!(session.complete_upgrade().is_some());
+                upgrade(&session);
                 let mut websocket = Box::pin(session.outbox.ready());
                 assert!(websocket.as_mut().now_or_never().is_none());
                 let _ = session.outbox.push(Frame::Text("4hello".into()));
