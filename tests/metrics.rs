@@ -4,27 +4,10 @@
 
 mod support;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::json;
-use support::Server;
+use support::{Server, next_engine_text};
 use tokio_tungstenite::tungstenite::Message;
-
-/// The next text frame, heartbeats skipped.
-async fn text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame within 10 s");
-        match frame {
-            Some(Ok(Message::Text(text))) if text.as_str() != "2" => return text.to_string(),
-            Some(Ok(_)) => {}
-            other => panic!("socket ended: {other:?}"),
-        }
-    }
-}
 
 #[tokio::test]
 async fn socketio_is_labelled_socketio_in_connections_deliveries_and_bytes_out() {
@@ -36,13 +19,13 @@ async fn socketio_is_labelled_socketio_in_connections_deliveries_and_bytes_out()
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("connect");
-    assert!(text(&mut ws).await.starts_with('0'));
+    assert!(next_engine_text(&mut ws).await.starts_with('0'));
     ws.send(Message::text("40")).await.unwrap();
-    assert!(text(&mut ws).await.starts_with("40"));
+    assert!(next_engine_text(&mut ws).await.starts_with("40"));
     ws.send(Message::text(r#"421["channel","labels"]"#))
         .await
         .unwrap();
-    assert_eq!(text(&mut ws).await, r#"431[{"ok":true}]"#);
+    assert_eq!(next_engine_text(&mut ws).await, r#"431[{"ok":true}]"#);
     let body = json!({"channel": "labels", "data": "hi"}).to_string();
     assert_eq!(
         server
@@ -51,7 +34,11 @@ async fn socketio_is_labelled_socketio_in_connections_deliveries_and_bytes_out()
             .0,
         200
     );
-    assert!(text(&mut ws).await.starts_with(r#"42["message","hi""#));
+    assert!(
+        next_engine_text(&mut ws)
+            .await
+            .starts_with(r#"42["message","hi""#)
+    );
 
     for series in [
         r#"roomcast_connections{transport="socketio"}"#,

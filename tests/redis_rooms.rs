@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use common::{RedisServer, ServerProcess};
-use support::next_json;
+use support::{next_engine_text, next_json};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -265,28 +265,20 @@ async fn socketio_ack_and_sse_stream_start_wait_for_the_subscription() {
         node.port
     );
     let (mut sio, _) = connect_async(url).await.expect("connect");
-    let text = async |sio: &mut Ws| loop {
-        use futures_util::StreamExt;
-        let frame = tokio::time::timeout(Duration::from_secs(10), sio.next())
-            .await
-            .expect("a frame within 10 s");
-        match frame {
-            Some(Ok(Message::Text(text))) if text.as_str() != "2" => return text.to_string(),
-            Some(Ok(_)) => {}
-            other => panic!("socket ended: {other:?}"),
-        }
-    };
-    assert!(text(&mut sio).await.starts_with('0'));
+    assert!(next_engine_text(&mut sio).await.starts_with('0'));
     sio.send(Message::text("40")).await.unwrap();
-    assert!(text(&mut sio).await.starts_with("40"));
+    assert!(next_engine_text(&mut sio).await.starts_with("40"));
     // At most 64 rooms per connection by default.
     for i in 0..60 {
         let room = format!("sio-{i}");
         let join = format!(r#"42{i}["channel","{room}"]"#);
         sio.send(Message::text(join)).await.unwrap();
-        assert_eq!(text(&mut sio).await, format!(r#"43{i}[{{"ok":true}}]"#));
+        assert_eq!(
+            next_engine_text(&mut sio).await,
+            format!(r#"43{i}[{{"ok":true}}]"#)
+        );
         assert_eq!(publish(&mut conn, &room, "hi").await, 1, "{room}");
-        let message = text(&mut sio).await;
+        let message = next_engine_text(&mut sio).await;
         assert!(
             message.starts_with(&format!(r#"42["message","hi",{{"room":"{room}""#)),
             "{message}"

@@ -125,3 +125,23 @@ pub fn hs256_token(secret: &str, claims: &serde_json::Value) -> String {
     )
     .expect("claims serialize")
 }
+
+/// The next Engine.IO text frame of a websocket, heartbeat pings (`2`) and
+/// non-text frames skipped, within 10 s.
+pub async fn next_engine_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s");
+        match frame {
+            Some(Ok(Message::Text(text))) if text.as_str() != "2" => return text.to_string(),
+            Some(Ok(_)) => {}
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
