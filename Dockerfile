@@ -43,6 +43,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
       arm64) triple=aarch64-unknown-linux-gnu ;; \
       *) echo "unsupported TARGETARCH=${TARGETARCH}" >&2; exit 1 ;; \
     esac; \
+    CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
     RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
       cargo build --release --locked --bin roomcast --target "$triple"; \
     install -D -m 0755 "target/$triple/release/roomcast" /out/rootfs/roomcast; \
