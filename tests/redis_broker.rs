@@ -259,17 +259,22 @@ async fn redis_killed_and_restarted_while_running_resumes_delivery() {
     stop(shutdown).await;
 }
 
+/// Short health-check timings so a silent Redis is noticed quickly;
+/// production uses 5 s for both.
+fn quick_health_checks() -> RedisOptions {
+    RedisOptions {
+        health_interval: Duration::from_millis(200),
+        op_timeout: Duration::from_millis(300),
+        ..RedisOptions::default()
+    }
+}
+
 #[tokio::test]
 async fn a_redis_that_stops_answering_is_noticed_by_the_health_check() {
     let redis = RedisServer::start().await;
     let shutdown = Shutdown::new();
     let (sink, mut rx) = collecting_sink();
-    // Short timings so the test is quick; production uses 5 s for both.
-    let options = RedisOptions {
-        health_interval: Duration::from_millis(200),
-        op_timeout: Duration::from_millis(300),
-        ..RedisOptions::default()
-    };
+    let options = quick_health_checks();
     let broker = start_with(&redis.url(), "*", options, sink, &shutdown).unwrap();
     wait_until(READY_LIMIT, "the broker is ready", || broker.is_ready()).await;
 
@@ -314,11 +319,7 @@ async fn a_frozen_then_resumed_redis_loses_no_acknowledged_publish() {
     let redis = RedisServer::start().await;
     let shutdown = Shutdown::new();
     let (sink, mut rx) = collecting_sink();
-    let options = RedisOptions {
-        health_interval: Duration::from_millis(200),
-        op_timeout: Duration::from_millis(300),
-        ..RedisOptions::default()
-    };
+    let options = quick_health_checks();
     let broker = Arc::new(start_with(&redis.url(), "*", options, sink, &shutdown).unwrap());
     wait_until(READY_LIMIT, "the broker is ready", || broker.is_ready()).await;
 

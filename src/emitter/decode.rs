@@ -161,16 +161,18 @@ pub fn request(payload: &[u8]) -> Result<Request, DecodeError> {
 fn json_rooms(value: Option<&serde_json::Value>) -> Result<Vec<Arc<str>>, DecodeError> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_str()
-                    .map(Arc::from)
-                    .ok_or(shape("a room is not a string"))
-            })
-            .collect(),
+        Some(serde_json::Value::Array(items)) => room_names(items.iter().map(|i| i.as_str())),
         Some(_) => Err(shape("rooms is not an array")),
     }
+}
+
+/// Room names, each of which must be a string (msgpack or JSON alike).
+fn room_names<'a>(
+    items: impl Iterator<Item = Option<&'a str>>,
+) -> Result<Vec<Arc<str>>, DecodeError> {
+    items
+        .map(|item| item.map(Arc::from).ok_or(shape("a room is not a string")))
+        .collect()
 }
 
 fn field<'a>(map: &'a [(Value, Value)], name: &str) -> Option<&'a Value> {
@@ -187,14 +189,7 @@ fn target(opts: &Value) -> Result<Target, DecodeError> {
     let rooms = |name| -> Result<Vec<Arc<str>>, DecodeError> {
         match field(opts, name) {
             None | Some(Value::Nil) => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|item| {
-                    item.as_str()
-                        .map(Arc::from)
-                        .ok_or(shape("a room is not a string"))
-                })
-                .collect(),
+            Some(Value::Array(items)) => room_names(items.iter().map(|i| i.as_str())),
             Some(_) => Err(shape("rooms or except is not an array")),
         }
     };
