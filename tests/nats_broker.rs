@@ -5,6 +5,7 @@
 //! to a surviving server when the others die, and delivery resumes.
 
 mod common;
+mod support;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use common::{NatsServer, ServerProcess};
+use support::next_json;
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -48,19 +50,6 @@ async fn roomcast(urls: &[String]) -> ServerProcess {
     let server = ServerProcess::start(env!("CARGO_BIN_EXE_roomcast").as_ref(), &args).await;
     wait_ready(server.port).await;
     server
-}
-
-async fn next_json(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame within 10 s")
-            .expect("open")
-            .expect("valid");
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(text.as_str()).unwrap();
-        }
-    }
 }
 
 async fn subscribe(ws: &mut Ws, room: &str, id: u64) -> serde_json::Value {
