@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::brokers::interest::Interest;
+use crate::brokers::interest::{Interest, Subscribed};
 use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, nats, redis};
 use crate::config::{AuthMode, BrokerConfig, RedisSubscribe, RoomCharsArg, ServeArgs};
 use crate::emitter::{self, Emitter};
-use crate::http::accept::Sockets;
-use crate::http::serve::serve as serve_http;
 use crate::http::{self, AppState};
 use crate::hub::{Hub, HubConfig, Ready, RoomChars, RoomInterest, RoomNamePolicy};
 use crate::ingest::mqtt;
+use crate::net::accept::Sockets;
+use crate::net::serve::serve as serve_http;
 use crate::security::{
     self, JwtSettings, Limits, Origins, Rules, Security, TrustedProxies, Verifier,
 };
@@ -317,7 +317,14 @@ impl RoomInterest for HubInterest {
     }
 
     fn ready(&self, room: &str) -> Ready {
-        self.0.ready(room)
+        match self.0.ready(room) {
+            Subscribed::Now => Ready::now(),
+            Subscribed::Refused(message) => Ready::refused("room_not_served", message),
+            Subscribed::Later(confirmed) => Ready::later(async move {
+                confirmed.await;
+                Ok(())
+            }),
+        }
     }
 }
 

@@ -11,16 +11,28 @@
 //! [`Interest::batch`] when [`Interest::changed`] fires, sends it, and reports
 //! confirmations and losses back); knows clients.
 //!
-//! Called by the hub through `server`'s [`RoomInterest`](crate::hub::RoomInterest)
-//! adapter (first member, last member, ready), and by the engines.
+//! Called by the hub through `server`'s `RoomInterest` adapter (first member, last member, ready), and by the engines.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
 use crate::telemetry;
+
+/// A room's subscription as [`Interest::ready`] sees it (`server` turns it
+/// into the hub's `Ready`: brokers never import the hub).
+pub enum Subscribed {
+    /// Confirmed, or nothing to wait for.
+    Now,
+    /// This engine may not subscribe the room: why.
+    Refused(String),
+    /// Resolves once the subscription is confirmed or the room is dropped.
+    Later(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
 
 /// A room's state on this node.
 struct Room {
@@ -168,25 +180,25 @@ impl Interest {
         }
     }
 
-    /// Resolves once `room` is subscribed on a live connection, or refuses a
-    /// room that may not be subscribed. A room nobody here is in (its member
-    /// left meanwhile) is ready: there is nothing to wait for.
-    pub fn ready(&self, room: &str) -> crate::hub::Ready {
+    /// Whether `room` is subscribed on a live connection: now, refused (a
+    /// room this engine may not subscribe), or once confirmed. A room nobody
+    /// here is in (its member left meanwhile) is ready: there is nothing to
+    /// wait for.
+    pub fn ready(&self, room: &str) -> Subscribed {
         if let Err(message) = self.check(room) {
-            return crate::hub::Ready::refused("room_not_served", message);
+            return Subscribed::Refused(message);
         }
         let mut confirmed = match self.lock().rooms.get(room) {
             Some(existing) => existing.confirmed.subscribe(),
-            None => return crate::hub::Ready::now(),
+            None => return Subscribed::Now,
         };
         if *confirmed.borrow_and_update() {
-            return crate::hub::Ready::now();
+            return Subscribed::Now;
         }
-        crate::hub::Ready::later(async move {
+        Subscribed::Later(Box::pin(async move {
             // Err: the room was dropped (its members left): nothing to wait for.
             let _ = confirmed.wait_for(|confirmed| *confirmed).await;
-            Ok(())
-        })
+        }))
     }
 
     /// Fires when a batch may have something to send (a new room, or the
@@ -299,7 +311,6 @@ impl std::fmt::Debug for Interest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::Ready;
 
     fn tracker(linger: Duration) -> Interest {
         Interest::new(
@@ -333,17 +344,16 @@ mod tests {
             "once each, allowed only"
         );
         assert!(interest.batch().is_empty(), "sent already");
-        let Ready::Later(pending) = interest.ready("a") else {
+        let Subscribed::Later(pending) = interest.ready("a") else {
             panic!("a is not confirmed yet");
         };
-        assert!(matches!(interest.ready("emitter#/#"), Ready::Now(Ok(()))));
-        assert!(matches!(interest.ready("no-way"), Ready::Now(Err(_))));
+        assert!(matches!(interest.ready("emitter#/#"), Subscribed::Now));
+        assert!(matches!(interest.ready("no-way"), Subscribed::Refused(_)));
         interest.confirmed(b"a");
         tokio::time::timeout(Duration::from_secs(1), pending)
             .await
-            .expect("confirmed")
-            .unwrap();
-        assert!(matches!(interest.ready("a"), Ready::Now(Ok(()))));
+            .expect("confirmed");
+        assert!(matches!(interest.ready("a"), Subscribed::Now));
     }
 
     #[test]
@@ -373,7 +383,7 @@ mod tests {
         interest.unwant("b");
         interest.lost();
         assert!(
-            matches!(interest.ready("a"), Ready::Later(_)),
+            matches!(interest.ready("a"), Subscribed::Later(_)),
             "a waits again"
         );
         let mut again = names(&interest.batch().subscribe)

@@ -8,9 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::{ApiError, AppState};
+use super::AppState;
 use crate::brokers::BrokerError;
 use crate::hub::{self, RoomInfo};
+use crate::refusal::Refusal;
 use crate::telemetry;
 
 #[derive(Deserialize)]
@@ -34,7 +35,7 @@ pub async fn publish(
     let body = match authorize(&state.api_keys, &headers) {
         Ok(()) => axum::body::to_bytes(body, limit).await.map_err(|_| {
             telemetry::refused("limit", "too_large");
-            ApiError::new(
+            Refusal::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!("request body exceeds {limit} bytes"),
@@ -55,11 +56,11 @@ pub async fn publish(
     }
 }
 
-async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
     authorize(&state.api_keys, headers)?;
     if body.len() > state.max_payload + 1024 {
         telemetry::refused("limit", "too_large");
-        return Err(ApiError::new(
+        return Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("request body exceeds {} bytes", state.max_payload + 1024),
@@ -79,23 +80,23 @@ async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
 /// payload bytes (a string `data` as its characters, anything else as JSON
 /// text), refusing bad JSON, bad room names and payloads over `max_payload`.
 /// Public for the fuzz target; the handler checks the key and body size first.
-pub fn parse_publish(body: &[u8], max_payload: usize) -> Result<(String, Vec<u8>), ApiError> {
+pub fn parse_publish(body: &[u8], max_payload: usize) -> Result<(String, Vec<u8>), Refusal> {
     let request: PublishRequest = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
+        Refusal::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
             format!("expected {{\"channel\": string, \"data\": any}}: {e}"),
         )
     })?;
     hub::validate_room_name(&request.channel)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     let payload = match request.data {
         serde_json::Value::String(text) => text.into_bytes(),
         other => other.to_string().into_bytes(),
     };
     if payload.len() > max_payload {
         telemetry::refused("limit", "too_large");
-        return Err(ApiError::new(
+        return Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("data exceeds the {max_payload}-byte message limit"),
@@ -105,18 +106,18 @@ pub fn parse_publish(body: &[u8], max_payload: usize) -> Result<(String, Vec<u8>
 }
 
 /// 502 when the broker refused, else 503 (unreachable: retry later).
-fn broker_error(error: BrokerError) -> ApiError {
+fn broker_error(error: BrokerError) -> Refusal {
     let status = match error {
         BrokerError::Refused(_) => StatusCode::BAD_GATEWAY,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    ApiError::new(status, error.code(), error.to_string())
+    Refusal::new(status, error.code(), error.to_string())
 }
 
 /// Checks the bearer key in constant time. No key configured: refused.
-fn authorize(keys: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
+fn authorize(keys: &[String], headers: &HeaderMap) -> Result<(), Refusal> {
     if keys.is_empty() {
-        return Err(ApiError::new(
+        return Err(Refusal::new(
             StatusCode::FORBIDDEN,
             "publishing_disabled",
             "HTTP publishing is disabled: start roomcast with --api-key KEY (or ROOMCAST_API_KEY)",
@@ -127,7 +128,7 @@ fn authorize(keys: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| {
-            ApiError::new(
+            Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing Authorization: Bearer <api key>",
@@ -140,7 +141,7 @@ fn authorize(keys: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
     if matched == 1 {
         Ok(())
     } else {
-        Err(ApiError::new(
+        Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "invalid API key",
@@ -197,7 +198,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.metrics else {
-        return ApiError::new(
+        return Refusal::new(
             StatusCode::NOT_FOUND,
             "metrics_disabled",
             "another metrics recorder owns this process",

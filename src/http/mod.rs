@@ -5,29 +5,22 @@
 //! HTTP error uses. Never holds connections itself (the transports do) and
 //! never talks to a broker except through `Broker::publish`.
 
-pub mod accept;
 mod api;
-pub mod deadline;
-mod handoff;
 mod page;
-pub mod serve;
 
 pub use api::parse_publish;
-pub use deadline::WriteDeadline;
-pub use handoff::Handoff;
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::brokers::Broker;
 use crate::hub::Hub;
+use crate::refusal::Refusal;
 use crate::shutdown::Shutdown;
 use crate::transports::{sse, ws};
 
@@ -64,9 +57,7 @@ pub fn router(state: AppState, sse: sse::Sse, ws: ws::Ws, transports: Router) ->
         .merge(page::router())
         .merge(api)
         .merge(transports)
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
+        .fallback(|| async { Refusal::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
 }
 
 /// `/readyz` alone, for the plain-HTTP listener beside HTTPS: readable even
@@ -86,45 +77,10 @@ pub fn reserve_router(state: AppState) -> Router {
         .with_state(state)
         .fallback(|| async {
             let refusal = crate::security::LimitRefusal::TooManyConnections;
-            ApiError::new(
+            Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 refusal.code(),
                 refusal.message(),
             )
         })
-}
-
-/// An HTTP error answered as `{"error": code, "message": text}`.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code, "message": self.message });
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<crate::security::Refusal> for ApiError {
-    fn from(refusal: crate::security::Refusal) -> Self {
-        ApiError {
-            status: refusal.status,
-            code: refusal.code,
-            message: refusal.message,
-        }
-    }
 }

@@ -10,7 +10,7 @@
 //! [`Security::authenticate`]) and on every join or publish
 //! ([`Security::check_room`], [`Security::authorize`]).
 //!
-//! Every refusal is a [`Refusal`]: a stable code, an HTTP status, a message
+//! Every refusal is a [`Refusal`](crate::refusal::Refusal): a stable code, an HTTP status, a message
 //! for the client, one log line and one count in
 //! `roomcast_refusals_total{kind,code}`. Never logs tokens or keys. Never
 //! touches sockets: the transports turn a refusal into their own wire error.
@@ -27,6 +27,7 @@ use std::sync::Arc;
 use http::{HeaderMap, StatusCode, header};
 
 use crate::hub::{RoomNamePolicy, validate_room_name_with};
+use crate::refusal::Refusal;
 use crate::telemetry;
 pub use jwt::{Claims, JwtSettings, TokenError, Verifier};
 pub use limits::{ConnectionGuard, LimitRefusal, Limits, MessageRate, Permit};
@@ -54,30 +55,18 @@ impl Identity {
     }
 }
 
-/// A refused request: a stable code, an HTTP status and a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Refusal {
-    fn new(
-        kind: &'static str,
-        transport: &'static str,
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-    ) -> Refusal {
-        telemetry::refused(kind, code);
-        tracing::info!(transport, kind, code, %message, "refused");
-        Refusal {
-            status,
-            code,
-            message,
-        }
-    }
+/// Refuses: one count in `roomcast_refusals_total{kind,code}`, one log line,
+/// and the [`Refusal`] the transport turns into its own wire error.
+fn refuse(
+    kind: &'static str,
+    transport: &'static str,
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+) -> Refusal {
+    telemetry::refused(kind, code);
+    tracing::info!(transport, kind, code, %message, "refused");
+    Refusal::new(status, code, message)
 }
 
 /// Everything the transports ask. Share it as `Arc<Security>`.
@@ -136,7 +125,7 @@ impl Security {
         headers: &HeaderMap,
     ) -> Result<Option<String>, Refusal> {
         self.origins.check(headers).map_err(|origin| {
-            Refusal::new(
+            refuse(
                 "origin",
                 transport,
                 StatusCode::FORBIDDEN,
@@ -169,7 +158,7 @@ impl Security {
                 LimitRefusal::ConnectRate => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
-            Refusal::new(
+            refuse(
                 "limit",
                 transport,
                 status,
@@ -194,7 +183,7 @@ impl Security {
             Some(token) => verifier.verify(token),
         };
         outcome.map(Identity::Token).map_err(|error| {
-            Refusal::new(
+            refuse(
                 "auth",
                 transport,
                 StatusCode::UNAUTHORIZED,
@@ -207,7 +196,7 @@ impl Security {
     /// Checks a room name (length and characters).
     pub fn check_room(&self, transport: &'static str, room: &str) -> Result<(), Refusal> {
         validate_room_name_with(room, &self.room_names).map_err(|e| {
-            Refusal::new(
+            refuse(
                 "room",
                 transport,
                 StatusCode::BAD_REQUEST,
@@ -250,7 +239,7 @@ impl Security {
         if allowed {
             return Ok(());
         }
-        Err(Refusal::new(
+        Err(refuse(
             "forbidden",
             transport,
             StatusCode::FORBIDDEN,
@@ -272,7 +261,7 @@ impl Security {
         if held + adding <= max {
             return Ok(());
         }
-        Err(Refusal::new(
+        Err(refuse(
             "limit",
             transport,
             StatusCode::BAD_REQUEST,

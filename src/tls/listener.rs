@@ -1,6 +1,6 @@
 //! The HTTPS listener: accepts TCP, runs TLS handshakes in their own tasks
 //! (a slow or hostile client never holds up the accept loop), and hands
-//! finished streams to `http::serve` through a bounded channel ([`Handoff`]), so the same
+//! finished streams to `net::serve` through a bounded channel ([`Handoff`]), so the same
 //! router, websocket upgrades and graceful shutdown work as on plain HTTP.
 //!
 //! TLS-ALPN-01 validation handshakes (`acme-tls/1`) end after the handshake:
@@ -18,8 +18,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::resolver::ACME_TLS_ALPN;
-use crate::http::accept::Accept;
-use crate::http::{Handoff, WriteDeadline};
+use crate::net::accept::Accept;
+use crate::net::{Handoff, WriteDeadline};
 use crate::shutdown::Shutdown;
 
 /// Handshakes in progress at once; more wait in the kernel's backlog.

@@ -7,7 +7,7 @@
 //! and obtaining/renewing certificates ([`acme`]).
 //!
 //! Never touches the application router or its connections: `server` binds
-//! the sockets and runs `http::serve` over [`listener::start`]; a
+//! the sockets and runs `net::serve` over [`listener::start`]; a
 //! certificate swap affects only handshakes that start after it.
 
 pub mod acme;

@@ -62,11 +62,11 @@ async fn confirm_all(hub: &Hub, joined: &[&str]) -> Result<(), JoinRefused> {
 }
 
 /// Why a websocket write failed (or a read, which also flushes what waits
-/// to be written): the socket's write deadline ([`crate::http::deadline`])
+/// to be written): the socket's write deadline ([`crate::net::deadline`])
 /// means the client stopped reading (`slow_consumer`); anything else is the
 /// transport's.
 pub fn write_failed(error: &(dyn std::error::Error + 'static)) -> DisconnectReason {
-    if crate::http::deadline::is_write_timeout(error) {
+    if crate::net::deadline::is_write_timeout(error) {
         DisconnectReason::SlowConsumer
     } else {
         DisconnectReason::TransportError

@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 
 use super::socket::{AckId, Args, ConnectError, Handler, Handshake, Later, Socket};
 use crate::hub::JoinRefused;
-use crate::security::{Refusal, Security};
+use crate::refusal::Refusal;
+use crate::security::Security;
 use crate::shutdown::Shutdown;
 
 /// The transport name in logs and metrics.

@@ -27,8 +27,9 @@ use tokio::time::timeout;
 use super::prefixed::Prefixed;
 use super::{Sse, Stream};
 use crate::disconnect::DisconnectReason;
-use crate::http::deadline::is_write_timeout;
-use crate::http::{ApiError, Handoff};
+use crate::net::Handoff;
+use crate::net::deadline::is_write_timeout;
+use crate::refusal::Refusal;
 
 /// First allocation for a request head; grown only for long heads.
 const HEAD_BUFFER: usize = 512;
@@ -40,7 +41,7 @@ const HANDOFF_QUEUE: usize = 64;
 /// How long a goodbye (FIN or TLS close_notify) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A listener for `http::serve` that answers fresh `GET /sse` connections
+/// A listener for `net::serve` that answers fresh `GET /sse` connections
 /// itself and passes every other connection on.
 pub type SseListener<Io> = Handoff<Prefixed<Io>>;
 
@@ -176,9 +177,9 @@ struct Head {
 }
 
 /// The head `route` read whole; still incomplete means over `MAX_HEAD`.
-fn whole_head(head: &[u8]) -> Result<Head, ApiError> {
+fn whole_head(head: &[u8]) -> Result<Head, Refusal> {
     parse_head(head)?.ok_or_else(|| {
-        ApiError::new(
+        Refusal::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             format!("the request head exceeds {MAX_HEAD} bytes"),
@@ -188,15 +189,15 @@ fn whole_head(head: &[u8]) -> Result<Head, ApiError> {
 
 /// Parses a request head: `None` while it is incomplete. Kept synchronous
 /// so the header array never lives in the connection's future.
-fn parse_head(head: &[u8]) -> Result<Option<Head>, ApiError> {
-    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message);
+fn parse_head(head: &[u8]) -> Result<Option<Head>, Refusal> {
+    let bad = |message: String| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", message);
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut slots);
     match request.parse(head) {
         Ok(httparse::Status::Partial) => return Ok(None),
         Ok(httparse::Status::Complete(_)) => {}
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(ApiError::new(
+            return Err(Refusal::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
                 format!("more than {MAX_HEADERS} request headers"),

@@ -23,9 +23,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::disconnect::DisconnectReason;
-use crate::http::ApiError;
-use crate::http::serve::WriteStall;
 use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
+use crate::net::serve::WriteStall;
+use crate::refusal::Refusal;
 use crate::security::{self, Identity, Permit, Security};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -88,7 +88,7 @@ async fn open(
         .security
         .check_origin(FORMAT.name, headers)
         .map_err(|refusal| Refused {
-            error: refusal.into(),
+            error: refusal,
             origin: None,
         })?;
     let (channels, identity, permit) = match admit(sse, headers, query, peer) {
@@ -112,7 +112,7 @@ async fn open(
             StatusCode::FORBIDDEN
         };
         return Err(Refused {
-            error: ApiError::new(status, refused.code, refused.message),
+            error: Refusal::new(status, refused.code, refused.message),
             origin,
         });
     }
@@ -134,7 +134,7 @@ async fn open(
 
 /// A stream refused: the error, readable by the page when its origin is allowed.
 struct Refused {
-    error: ApiError,
+    error: Refusal,
     origin: Option<String>,
 }
 
@@ -153,16 +153,14 @@ fn admit(
     headers: &HeaderMap,
     query: &str,
     peer: Option<IpAddr>,
-) -> Result<(Vec<String>, Identity, Permit), ApiError> {
+) -> Result<(Vec<String>, Identity, Permit), Refusal> {
     let security = &sse.security;
     let channels = channels(security, query)?;
     let permit = security.admit_connection(FORMAT.name, security.client_ip(peer, headers))?;
     let token = security::request_token(headers, Some(query));
     let identity = security.authenticate(FORMAT.name, token.as_deref())?;
     for channel in &channels {
-        security
-            .authorize(FORMAT.name, &identity, channel, security::Op::Subscribe)
-            .map_err(ApiError::from)?;
+        security.authorize(FORMAT.name, &identity, channel, security::Op::Subscribe)?;
     }
     Ok((channels, identity, permit))
 }
@@ -180,22 +178,20 @@ fn add_cors(headers: &mut HeaderMap, origin: Option<&str>) {
 }
 
 /// The requested rooms, validated, without duplicates.
-fn channels(security: &Security, query: &str) -> Result<Vec<String>, ApiError> {
+fn channels(security: &Security, query: &str) -> Result<Vec<String>, Refusal> {
     let mut channels: Vec<String> = Vec::new();
     for (key, value) in form_urlencoded(query) {
         if key != "channel" {
             continue;
         }
-        security
-            .check_room(FORMAT.name, &value)
-            .map_err(ApiError::from)?;
+        security.check_room(FORMAT.name, &value)?;
         if !channels.contains(&value) {
             security.room_limit(FORMAT.name, channels.len(), 1)?;
             channels.push(value);
         }
     }
     if channels.is_empty() {
-        return Err(ApiError::new(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "no_channel",
             "name at least one room: /sse?channel=ROOM (repeatable)",

@@ -20,9 +20,9 @@ use tokio::time::Instant;
 
 use crate::brokers::Broker;
 use crate::disconnect::DisconnectReason;
-use crate::http::ApiError;
 use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
-use crate::security::{self, Identity, MessageRate, Op, Permit, Refusal, Security};
+use crate::refusal::Refusal;
+use crate::security::{self, Identity, MessageRate, Op, Permit, Security};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use crate::transports::json;
@@ -93,7 +93,7 @@ pub async fn handler(
         });
     let (permit, identity) = match admitted {
         Ok(admitted) => admitted,
-        Err(refusal) => return ApiError::from(refusal).into_response(),
+        Err(refusal) => return refusal.into_response(),
     };
     drop((headers, query, extensions));
     upgrade

@@ -29,6 +29,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox, OutboxLimits, StallLimit};
 use crate::security::Security;
@@ -36,8 +39,58 @@ use crate::shutdown::Shutdown;
 use crate::telemetry;
 
 pub use packet::{Version, message_text};
-pub use request::{EngineError, parse_query};
+pub use request::parse_query;
 use session::Session;
+
+/// The protocol's error codes (engine.io `Server.errors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineError {
+    UnknownTransport,
+    UnknownSid,
+    BadHandshakeMethod,
+    BadRequest,
+    Forbidden,
+    UnsupportedProtocolVersion,
+}
+
+impl EngineError {
+    fn code(self) -> u8 {
+        match self {
+            EngineError::UnknownTransport => 0,
+            EngineError::UnknownSid => 1,
+            EngineError::BadHandshakeMethod => 2,
+            EngineError::BadRequest => 3,
+            EngineError::Forbidden => 4,
+            EngineError::UnsupportedProtocolVersion => 5,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            EngineError::UnknownTransport => "Transport unknown",
+            EngineError::UnknownSid => "Session ID unknown",
+            EngineError::BadHandshakeMethod => "Bad handshake method",
+            EngineError::BadRequest => "Bad request",
+            EngineError::Forbidden => "Forbidden",
+            EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+}
+
+impl IntoResponse for EngineError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            EngineError::Forbidden => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let body = format!(
+            r#"{{"code":{},"message":"{}"}}"#,
+            self.code(),
+            self.message()
+        );
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
 
 /// Engine.IO settings.
 #[derive(Debug, Clone)]

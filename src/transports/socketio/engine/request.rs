@@ -18,57 +18,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 
 use super::packet::Version;
-use super::{Engine, Sid, Upper, polling, websocket};
-
-/// The protocol's error codes (engine.io `Server.errors`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineError {
-    UnknownTransport,
-    UnknownSid,
-    BadHandshakeMethod,
-    BadRequest,
-    Forbidden,
-    UnsupportedProtocolVersion,
-}
-
-impl EngineError {
-    fn code(self) -> u8 {
-        match self {
-            EngineError::UnknownTransport => 0,
-            EngineError::UnknownSid => 1,
-            EngineError::BadHandshakeMethod => 2,
-            EngineError::BadRequest => 3,
-            EngineError::Forbidden => 4,
-            EngineError::UnsupportedProtocolVersion => 5,
-        }
-    }
-
-    fn message(self) -> &'static str {
-        match self {
-            EngineError::UnknownTransport => "Transport unknown",
-            EngineError::UnknownSid => "Session ID unknown",
-            EngineError::BadHandshakeMethod => "Bad handshake method",
-            EngineError::BadRequest => "Bad request",
-            EngineError::Forbidden => "Forbidden",
-            EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
-        }
-    }
-}
-
-impl IntoResponse for EngineError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            EngineError::Forbidden => StatusCode::FORBIDDEN,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        let body = format!(
-            r#"{{"code":{},"message":"{}"}}"#,
-            self.code(),
-            self.message()
-        );
-        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-    }
-}
+use super::{Engine, EngineError, Sid, Upper, polling, websocket};
 
 pub fn router<U: Upper>(engine: Arc<Engine<U>>, path: &str) -> Router {
     let mut router = Router::new().route(path, any(handle::<U>));
@@ -114,7 +64,7 @@ async fn handle<U: Upper>(State(engine): State<Arc<Engine<U>>>, request: Request
         && let Err(refusal) = security.check_origin("socketio", &parts.headers)
     {
         // No CORS headers: the page's script must not read past the refusal.
-        return crate::http::ApiError::from(refusal).into_response();
+        return refusal.into_response();
     }
     let cors = Cors::new(&parts.headers);
     let response = if parts.method == Method::OPTIONS {
@@ -176,7 +126,7 @@ async fn route<U: Upper>(
             let peer = crate::security::peer_ip(&parts.extensions);
             match security.admit_connection("socketio", security.client_ip(peer, &parts.headers)) {
                 Ok(permit) => Some(permit),
-                Err(refusal) => return crate::http::ApiError::from(refusal).into_response(),
+                Err(refusal) => return refusal.into_response(),
             }
         }
         None => None,

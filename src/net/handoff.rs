@@ -1,4 +1,4 @@
-//! A listener for `http::serve` fed through a channel by a background accept
+//! A listener for `net::serve` fed through a channel by a background accept
 //! loop that prepares each connection first (a TLS handshake, the SSE
 //! routing), so a slow client never holds up the accept loop.
 

@@ -1,0 +1,37 @@
+//! [`Refusal`]: why a request or an operation is refused, with a stable code,
+//! the HTTP status it answers with and a message for the client. Over HTTP
+//! it is the one JSON error body `{"error": code, "message": text}`.
+//!
+//! A bottom-layer type: it imports nothing from the crate, so `security`,
+//! `http` and every transport can return it without importing each other.
+//! Counting and logging a refusal is the refuser's job (see
+//! `security::Security`), not this type's.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// A refused request: a stable code, an HTTP status and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
