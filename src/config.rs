@@ -183,6 +183,8 @@ pub struct ServeArgs {
     pub redis_subscribe: RedisSubscribe,
 
     /// NATS server URL(s), comma-separated for a cluster, e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222.
+    /// Credentials go in the URL: nats://USER:PASSWORD@host:4222 or nats://TOKEN@host:4222
+    /// (%-escape reserved characters).
     #[arg(long, env = "NATS_URL", value_delimiter = ',')]
     pub nats_url: Vec<String>,
 

@@ -4,11 +4,14 @@
 //! subject reaches the room.
 //!
 //! Owns: one `async-nats` client (a list of servers: it reconnects to another
-//! one of the cluster when one dies; user/password or a token in the URL;
-//! an optional CA, over rustls with ring), one reader task per subscribed room feeding the sink,
+//! one of the cluster when one dies; user/password or a token in the URL,
+//! [`credentials`]; an optional CA, over rustls with ring), one reader task
+//! per subscribed room feeding the sink,
 //! and the task that sends the tracker's batches and confirms them with a
-//! round trip (`flush`: the server has the SUBs). After a reconnect every
-//! room is subscribed again and confirmed before the broker is ready.
+//! round trip through the server (a message to this client's own inbox
+//! comes back only once the server processed the SUBs before it; `flush`
+//! alone only writes the socket). After a reconnect every room is
+//! subscribed again and confirmed before the broker is ready.
 //!
 //! Subjects: a room name maps to itself under the prefix, its dots making
 //! NATS tokens. Names NATS subjects cannot hold are refused
@@ -64,6 +67,79 @@ pub fn check_room(room: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What a NATS URL's user part says: `nats://user:password@host` or
+/// `nats://token@host`.
+#[derive(Debug, PartialEq)]
+enum Credentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// The credentials of the server list. async-nats reads none from the URLs
+/// (it sends only what the options say), so they are taken out here; the
+/// servers of one cluster share them, and URLs that disagree are refused
+/// rather than one of them silently winning.
+fn credentials(addrs: &[async_nats::ServerAddr]) -> Result<Option<Credentials>, String> {
+    let mut found: Option<Credentials> = None;
+    for addr in addrs {
+        let Some(user) = addr.username() else {
+            continue;
+        };
+        // The URL parser keeps percent-escapes (`p%40ss`); the server wants the text.
+        let decode = |text: &str| percent_decode(text);
+        let these = match addr.password() {
+            Some(password) => Credentials::UserPassword(decode(user)?, decode(password)?),
+            None => Credentials::Token(decode(user)?),
+        };
+        match &found {
+            Some(earlier) if *earlier != these => {
+                return Err(
+                    "the NATS URLs carry different credentials; one cluster has one set".into(),
+                );
+            }
+            _ => found = Some(these),
+        }
+    }
+    Ok(found)
+}
+
+/// `%XX` escapes of a URL's user part, decoded.
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("a NATS URL's credentials hold a bad %-escape")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a NATS URL's credentials are not UTF-8".into())
+}
+
+/// `url` with its user part (credentials) replaced by `***`, for errors and logs.
+fn without_credentials(url: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[authority_start..]
+        .find('/')
+        .map_or(url.len(), |i| authority_start + i);
+    match url[authority_start..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}***{}",
+            &url[..authority_start],
+            &url[authority_start + at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 pub struct NatsBroker {
     client: async_nats::Client,
     prefix: String,
@@ -83,9 +159,12 @@ pub async fn start(
         .urls
         .iter()
         .map(|url| {
-            url.trim()
-                .parse()
-                .map_err(|e| config(format!("invalid NATS URL {url:?}: {e}")))
+            url.trim().parse().map_err(|e| {
+                config(format!(
+                    "invalid NATS URL {:?}: {e}",
+                    without_credentials(url.trim())
+                ))
+            })
         })
         .collect::<Result<_, _>>()?;
     if addrs.is_empty() {
@@ -103,6 +182,13 @@ pub async fn start(
                 let _ = events.try_send(event);
             }
         });
+    connect = match credentials(&addrs).map_err(config)? {
+        Some(Credentials::UserPassword(user, password)) => {
+            connect.user_and_password(user, password)
+        }
+        Some(Credentials::Token(token)) => connect.token(token),
+        None => connect,
+    };
     if let Some(path) = &options.ca_file {
         connect = connect
             .add_root_certificates(path.clone())
@@ -119,6 +205,8 @@ pub async fn start(
         sink,
         live: live.clone(),
         readers: HashMap::new(),
+        echo: None,
+        echo_seq: 0,
         shutdown: shutdown.clone(),
     };
     let stop = shutdown.clone();
@@ -146,6 +234,10 @@ struct Subscriptions {
     live: Arc<AtomicBool>,
     /// One reader task per subscribed room; aborting it drops (unsubscribes) it.
     readers: HashMap<Arc<str>, tokio::task::AbortHandle>,
+    /// This client's own inbox, subscribed once, and the last token sent to
+    /// it: the round trip that confirms a batch (see [`Self::round_trip`]).
+    echo: Option<(async_nats::Subscriber, async_nats::Subject)>,
+    echo_seq: u64,
     shutdown: Shutdown,
 }
 
@@ -170,6 +262,11 @@ impl Subscriptions {
                     }
                     Some(async_nats::Event::Connected) => {
                         tracing::info!("nats: connected");
+                    }
+                    // A refused login or TLS handshake shows here, retried forever:
+                    // say it, or the node would sit unready without a word.
+                    Some(event @ (async_nats::Event::ServerError(_) | async_nats::Event::ClientError(_))) => {
+                        tracing::warn!(%event, "nats: error");
                     }
                     Some(other) => tracing::debug!(event = %other, "nats: event"),
                     None => return,
@@ -251,8 +348,8 @@ impl Subscriptions {
         if batch.subscribe.is_empty() {
             return true;
         }
-        match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
-            Ok(Ok(())) => {
+        match tokio::time::timeout(Duration::from_secs(5), self.round_trip()).await {
+            Ok(true) => {
                 for room in &batch.subscribe {
                     self.interest.confirmed(room.as_bytes());
                 }
@@ -264,6 +361,42 @@ impl Subscriptions {
                 false
             }
         }
+    }
+}
+
+impl Subscriptions {
+    /// True once the server answered everything this client sent before:
+    /// NATS handles one connection's messages in order, so a message to our
+    /// own inbox (echo is on) comes back only after the SUBs sent earlier
+    /// took effect, and a publish from any client after that reaches them.
+    async fn round_trip(&mut self) -> bool {
+        if self.echo.is_none() {
+            let inbox = async_nats::Subject::from(self.client.new_inbox());
+            match self.client.subscribe(inbox.clone()).await {
+                Ok(subscriber) => self.echo = Some((subscriber, inbox)),
+                Err(_) => return false,
+            }
+        }
+        let Some((subscriber, inbox)) = self.echo.as_mut() else {
+            return false;
+        };
+        self.echo_seq += 1;
+        let token = Bytes::from(self.echo_seq.to_string());
+        if self
+            .client
+            .publish(inbox.clone(), token.clone())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        // Tokens of round trips that timed out may still arrive: skip them.
+        while let Some(message) = subscriber.next().await {
+            if message.payload == token {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -316,5 +449,37 @@ mod tests {
         for bad in ["", ".a", "a.", "a..b", "a b", "a\tb", "a*", "a.>", ">"] {
             assert!(check_room(bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn addrs(urls: &[&str]) -> Vec<async_nats::ServerAddr> {
+        urls.iter().map(|u| u.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn credentials_come_from_the_urls() {
+        assert_eq!(credentials(&addrs(&["nats://a:4222"])), Ok(None));
+        assert_eq!(
+            credentials(&addrs(&["nats://a:4222", "nats://u:p%40ss@b:4222"])),
+            Ok(Some(Credentials::UserPassword("u".into(), "p@ss".into())))
+        );
+        assert_eq!(
+            credentials(&addrs(&["nats://s3cr3t@a:4222", "nats://s3cr3t@b:4222"])),
+            Ok(Some(Credentials::Token("s3cr3t".into())))
+        );
+        assert!(credentials(&addrs(&["nats://u:p@a:4222", "nats://u:q@b:4222"])).is_err());
+    }
+
+    #[test]
+    fn errors_never_show_credentials() {
+        assert_eq!(
+            without_credentials("nats://u:secret@host:4222"),
+            "nats://***@host:4222"
+        );
+        assert_eq!(
+            without_credentials("tls://token@h:1/x@y"),
+            "tls://***@h:1/x@y"
+        );
+        assert_eq!(without_credentials("nats://h:4222"), "nats://h:4222");
+        assert_eq!(without_credentials("h:4222"), "h:4222");
     }
 }

@@ -322,6 +322,11 @@ impl NatsServer {
         Self::spawn(free_port(), &[]).await
     }
 
+    /// One server with more `nats-server` flags (`--user`, `--auth`, `--tls`…).
+    pub async fn start_with(extra: &[&str]) -> NatsServer {
+        Self::spawn(free_port(), extra).await
+    }
+
     /// `n` servers routed into one cluster.
     pub async fn cluster(n: usize) -> Vec<NatsServer> {
         // All ports at once, so they are distinct.
