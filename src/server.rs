@@ -249,7 +249,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             ..SocketIoConfig::default()
         },
         hub.clone(),
-        Arc::new(RoomcastHandler::new(security.clone(), shutdown.clone())),
+        Arc::new(RoomcastHandler::new(shutdown.clone())),
         shutdown.clone(),
     );
     let readyz = http::readyz_router(state.clone());

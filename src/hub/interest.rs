@@ -6,7 +6,7 @@
 //! Owns only the shape of that signal. The hub never imports a broker and
 //! never awaits: `server` plugs a broker's interest tracker in through
 //! [`RoomInterest`], and the transports await [`Ready`] (through
-//! `transports::confirm_joins`) before they acknowledge a join. Without a
+//! `transports::Connection::confirm`) before they acknowledge a join. Without a
 //! plugged-in tracker (memory broker, Redis pattern mode) every join is
 //! ready at once.
 

@@ -16,20 +16,19 @@ use super::FORMAT;
 use super::engine::parse_query;
 use super::engine::{Link, Sid, Upper, Version};
 use super::protocol::{Kind, Packet, ProtocolError};
-use super::socket::{
-    AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket, join_now,
-};
+use super::socket::{AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket};
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Hub, Member};
-use crate::security::{Identity, MessageRate};
+use crate::security::{Identity, Security};
+use crate::transports::Connection;
 
 pub struct Layer {
     pub hub: Arc<Hub>,
     pub handler: Arc<dyn Handler>,
     /// Index 0 is `/`; then the configured extra namespaces.
     pub namespaces: Vec<String>,
-    /// Inbound messages per second per connection; 0 = unlimited.
-    pub message_rate: f64,
+    /// What a connection may do: its message rate, the rooms it may join.
+    pub security: Arc<Security>,
 }
 
 /// One connection's Socket.IO state.
@@ -45,7 +44,6 @@ pub struct Conn {
     /// The handshake query, for `Handshake::query` (no allocation when the
     /// client sent only Engine.IO parameters, as the official clients do).
     query: Box<[(String, String)]>,
-    rate: MessageRate,
 }
 
 impl Upper for Layer {
@@ -54,17 +52,21 @@ impl Upper for Layer {
     fn open(&self, link: &Link<'_>, query: &[(String, String)]) -> Conn {
         let mut conn = Conn {
             core: Core {
-                client: self.hub.client_id(),
-                rooms: Vec::new(),
+                conn: Connection::new(
+                    self.hub.clone(),
+                    self.security.clone(),
+                    &FORMAT,
+                    link.outbox.clone(),
+                    Identity::Anonymous,
+                    None,
+                ),
                 next_ack: 0,
                 deferred: None,
-                identity: Identity::Anonymous,
             },
             sockets: Vec::new(),
             partial: None,
             connected: false,
             query: query.into(),
-            rate: MessageRate::new(self.message_rate),
         };
         // Protocol v4 (Engine.IO v3 clients): the default namespace is
         // connected at once.
@@ -80,15 +82,7 @@ impl Upper for Layer {
         link: &Link<'_>,
         frame: Frame,
     ) -> Result<(), DisconnectReason> {
-        if !conn.rate.allow() {
-            crate::telemetry::refused("rate", DisconnectReason::MessageRate.code());
-            tracing::info!(
-                sid = link.sid,
-                code = DisconnectReason::MessageRate.code(),
-                "socket.io client sends too fast"
-            );
-            return Err(DisconnectReason::MessageRate);
-        }
+        conn.core.conn.allow_message()?;
         let bad = |error: &dyn std::fmt::Display| {
             tracing::debug!(sid = link.sid, %error, "bad socket.io packet");
             DisconnectReason::BadInput
@@ -139,10 +133,8 @@ impl Upper for Layer {
             let mut socket = self.socket(&mut conn.core, link, index, &id);
             self.handler.on_disconnect(&mut socket, reason);
         }
-        self.hub.unregister(conn.core.client);
-        for room in std::mem::take(&mut conn.core.rooms) {
-            self.hub.leave(&room, conn.core.client);
-        }
+        self.hub.unregister(conn.core.conn.client());
+        conn.core.conn.end(reason);
     }
 }
 
@@ -295,7 +287,7 @@ impl Layer {
         if index == 0 {
             // One of "everyone" for the emitter's room-less events and requests.
             self.hub.register(Member {
-                client: conn.core.client,
+                client: conn.core.conn.client(),
                 outbox: link.outbox.clone(),
                 format: &FORMAT,
             });
@@ -313,7 +305,7 @@ impl Layer {
                     let _ = link.outbox.push(frame);
                 }
                 Deferred::Join(room) => {
-                    join_now(&self.hub, link, &mut conn.core, &room);
+                    conn.core.conn.enter(&room, None);
                 }
             }
         }
@@ -365,10 +357,8 @@ impl Layer {
     /// Rooms deliver on the default namespace: leaving it leaves them all.
     fn after_namespace_left(&self, conn: &mut Conn, index: usize) {
         if index == 0 {
-            self.hub.unregister(conn.core.client);
-            for room in std::mem::take(&mut conn.core.rooms) {
-                self.hub.leave(&room, conn.core.client);
-            }
+            self.hub.unregister(conn.core.conn.client());
+            conn.core.conn.leave_all();
         }
     }
 }
@@ -388,9 +378,9 @@ mod tests {
     fn layer() -> Layer {
         Layer {
             hub: Arc::new(Hub::new()),
-            handler: Arc::new(RoomcastHandler::new(Arc::default(), Default::default())),
+            handler: Arc::new(RoomcastHandler::new(Default::default())),
             namespaces: vec!["/".into(), "/custom".into()],
-            message_rate: 0.0,
+            security: Arc::default(),
         }
     }
 

@@ -33,7 +33,7 @@ pub use roomcast::RoomcastHandler;
 pub use socket::{AckId, Args, ConnectError, Handler, Handshake, Later, SendError, Socket};
 
 use crate::hub::{Hub, OutboxLimits};
-use crate::security::Security;
+use crate::security::{Limits, Security};
 use crate::shutdown::Shutdown;
 use engine::{Engine, EngineConfig};
 use layer::Layer;
@@ -52,8 +52,9 @@ pub struct SocketIoConfig {
     pub outbox: OutboxLimits,
     /// Extra namespaces besides `/`, e.g. `/custom`.
     pub namespaces: Vec<String>,
-    /// Origins, connection limits, message rate and polling buffer bound;
-    /// `None` for none of them.
+    /// Origins, connection limits, message rate, polling buffer bound and
+    /// what a connection may join (token rules, room limit); `None` for none
+    /// of them (the default room rules and limit still apply to joins).
     pub security: Option<Arc<Security>>,
 }
 
@@ -105,14 +106,19 @@ impl SocketIo {
             outbox: config.outbox,
             security: config.security.clone(),
         };
+        // Without security settings no message rate applies; the room
+        // rules and limit are the defaults.
+        let security = config.security.clone().unwrap_or_else(|| {
+            Arc::new(Security::open(Limits {
+                max_messages_per_s: 0.0,
+                ..Limits::default()
+            }))
+        });
         let layer = Layer {
             hub,
             handler,
             namespaces,
-            message_rate: config
-                .security
-                .as_ref()
-                .map_or(0.0, |s| s.limits().max_messages_per_s),
+            security,
         };
         Arc::new(SocketIo {
             engine: Engine::new(engine_config, layer, shutdown),

@@ -4,33 +4,30 @@
 //! when the client asked for none) and the connection stays up. Joining
 //! makes the hub say `hello` to the room's other members.
 //!
-//! A join is acknowledged once the broker confirmed the rooms' subscriptions
-//! (`transports::confirm_joins`): at once when they are (memory broker,
+//! A join is checked and confirmed by the connection core
+//! ([`Connection::may_join`], [`Connection::confirm`]) and acknowledged once
+//! the broker confirmed the rooms' subscriptions: at once when they are (memory broker,
 //! pattern mode, rooms already subscribed), else from a task spawned on the
 //! server's `Shutdown` that answers through [`Socket::later`].
 //!
-//! Owns only this event vocabulary; joins and leaves go through [`Socket`].
+//! Owns only this event vocabulary; joins and leaves go through [`Socket`]
+//! and its [`Connection`].
 //! Never closes a connection for bad input of its own events.
-
-use std::sync::Arc;
 
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 
 use super::socket::{AckId, Args, ConnectError, Handler, Handshake, Later, Socket};
-use crate::hub::JoinRefused;
 use crate::refusal::Refusal;
-use crate::security::Security;
 use crate::shutdown::Shutdown;
-
-/// The transport name in logs and metrics.
-const TRANSPORT: &str = "socketio";
+#[cfg(doc)]
+use crate::transports::Connection;
 
 /// The product's handler (the seed system's `channel` event, and more):
-/// authenticates on connect and checks every join against the rules.
+/// authenticates on connect and checks every join against the rules (the
+/// connection's security settings, `SocketIoConfig::security`).
 #[derive(Clone, Default)]
 pub struct RoomcastHandler {
-    security: Arc<Security>,
     /// Where acks that wait for the broker run.
     tasks: Shutdown,
 }
@@ -42,11 +39,8 @@ impl std::fmt::Debug for RoomcastHandler {
 }
 
 impl RoomcastHandler {
-    pub fn new(security: Arc<Security>, shutdown: Shutdown) -> Self {
-        RoomcastHandler {
-            security,
-            tasks: shutdown,
-        }
+    pub fn new(shutdown: Shutdown) -> Self {
+        RoomcastHandler { tasks: shutdown }
     }
 }
 
@@ -75,17 +69,17 @@ fn token<'a>(handshake: &'a Handshake<'_>) -> Option<&'a str> {
         })
 }
 
-fn refusal(refusal: Refusal) -> (&'static str, String) {
-    (refusal.code, refusal.message)
-}
-
 impl Handler for RoomcastHandler {
     fn on_connect(
         &self,
         socket: &mut Socket<'_>,
         handshake: &Handshake<'_>,
     ) -> Result<(), ConnectError> {
-        match self.security.authenticate(TRANSPORT, token(handshake)) {
+        let conn = socket.connection();
+        match conn
+            .security()
+            .authenticate(conn.transport(), token(handshake))
+        {
             Ok(identity) => {
                 socket.set_identity(identity);
                 Ok(())
@@ -108,33 +102,29 @@ impl Handler for RoomcastHandler {
                 return;
             }
         };
-        let security = &self.security;
+        let conn = socket.connection();
         let outcome = rooms_of(args.values.first()).and_then(|rooms| {
             // Check everything first so a refused name joins nothing.
-            for room in &rooms {
-                match op {
-                    Op::Join => security.may_subscribe(TRANSPORT, socket.identity(), room),
-                    Op::Leave => security.check_room(TRANSPORT, room),
+            match op {
+                Op::Join => conn.may_join(&rooms)?,
+                Op::Leave => {
+                    for room in &rooms {
+                        conn.security().check_room(conn.transport(), room)?;
+                    }
                 }
-                .map_err(refusal)?;
-            }
-            if op == Op::Join {
-                let mut new: Vec<&String> = rooms
-                    .iter()
-                    .filter(|room| !socket.rooms().iter().any(|r| &**r == room.as_str()))
-                    .collect();
-                new.dedup();
-                security
-                    .room_limit(TRANSPORT, socket.rooms().len(), new.len())
-                    .map_err(|refusal| (refusal.code, refusal.message))?;
             }
             Ok(rooms)
         });
         let rooms = match outcome {
             Ok(rooms) => rooms,
-            Err((code, message)) => {
-                tracing::debug!(sid = socket.sid(), event, code, "refused room request");
-                return answer_sync(socket, ack, Err(JoinRefused { code, message }));
+            Err(refused) => {
+                tracing::debug!(
+                    sid = socket.sid(),
+                    event,
+                    code = refused.code,
+                    "refused room request"
+                );
+                return answer_sync(socket, ack, Err(refused));
             }
         };
         if op == Op::Leave {
@@ -144,27 +134,19 @@ impl Handler for RoomcastHandler {
             return answer_sync(socket, ack, Ok(()));
         }
         let joined: Vec<String> = rooms.into_iter().filter(|room| socket.join(room)).collect();
-        let (hub, client) = (socket.hub().clone(), socket.client());
-        let mut confirm = Box::pin(async move {
-            let names: Vec<&str> = joined.iter().map(String::as_str).collect();
-            let result = crate::transports::confirm_joins(&hub, client, &names).await;
-            (result, joined)
-        });
+        let mut confirm = Box::pin(socket.connection().confirm(joined.clone()));
         match (&mut confirm).now_or_never() {
-            Some((result, joined)) => {
+            Some(result) => {
                 if result.is_err() {
-                    // confirm_joins left them in the hub; forget them here too.
-                    for room in &joined {
-                        socket.leave(room);
-                    }
+                    // The hub let go of them; the connection forgets them too.
+                    socket.forget(&joined);
                 }
                 answer_sync(socket, ack, result)
             }
             None => {
                 let later = socket.later();
                 self.tasks.spawn(async move {
-                    let (result, _) = confirm.await;
-                    answer(&later, ack, result);
+                    answer(&later, ack, confirm.await);
                 });
             }
         }
@@ -173,7 +155,7 @@ impl Handler for RoomcastHandler {
 
 /// The answer to a `channel`/`leave` request: the ack the client asked for
 /// (`{ok:true}` or `{ok:false,error,code}`), or else an `error` event on failure.
-fn answer_sync(socket: &mut Socket<'_>, ack: Option<AckId>, result: Result<(), JoinRefused>) {
+fn answer_sync(socket: &mut Socket<'_>, ack: Option<AckId>, result: Result<(), Refusal>) {
     let _ = match (ack, reply(result)) {
         (Some(ack), (reply, _)) => socket.ack(ack, Args::new(vec![reply])),
         (None, (_, Some(error))) => socket.emit("error", Args::new(vec![error])),
@@ -182,7 +164,7 @@ fn answer_sync(socket: &mut Socket<'_>, ack: Option<AckId>, result: Result<(), J
 }
 
 /// [`answer_sync`] from another task.
-fn answer(later: &Later, ack: Option<AckId>, result: Result<(), JoinRefused>) {
+fn answer(later: &Later, ack: Option<AckId>, result: Result<(), Refusal>) {
     let _ = match (ack, reply(result)) {
         (Some(ack), (reply, _)) => later.ack(ack, Args::new(vec![reply])),
         (None, (_, Some(error))) => later.emit("error", Args::new(vec![error])),
@@ -191,10 +173,10 @@ fn answer(later: &Later, ack: Option<AckId>, result: Result<(), JoinRefused>) {
 }
 
 /// The ack's value, and the `error` event's when it failed.
-fn reply(result: Result<(), JoinRefused>) -> (Value, Option<Value>) {
+fn reply(result: Result<(), Refusal>) -> (Value, Option<Value>) {
     match result {
         Ok(()) => (json!({"ok": true}), None),
-        Err(JoinRefused { code, message }) => (
+        Err(Refusal { code, message, .. }) => (
             json!({"ok": false, "error": message, "code": code}),
             Some(json!({"code": code, "message": message})),
         ),
@@ -202,8 +184,8 @@ fn reply(result: Result<(), JoinRefused>) -> (Value, Option<Value>) {
 }
 
 /// The room names of a `channel`/`leave` argument.
-fn rooms_of(arg: Option<&Value>) -> Result<Vec<String>, (&'static str, String)> {
-    let bad = |message: &str| (BAD_ROOM, message.to_owned());
+fn rooms_of(arg: Option<&Value>) -> Result<Vec<String>, Refusal> {
+    let bad = |message: &str| Refusal::new(http::StatusCode::BAD_REQUEST, BAD_ROOM, message);
     match arg {
         Some(Value::String(room)) => Ok(vec![room.clone()]),
         Some(Value::Array(items)) if items.is_empty() => Err(bad("room list is empty")),

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::FORMAT;
 use super::engine::Link;
 use super::protocol::{Kind, Packet};
 use crate::disconnect::DisconnectReason;
-use crate::hub::{ClientId, Frame, Hub, Member, PushError};
+use crate::hub::{ClientId, Frame, Hub, PushError};
 use crate::security::Identity;
+use crate::transports::Connection;
 
 /// Roomcast's application logic on top of Socket.IO.
 pub trait Handler: Send + Sync + 'static {
@@ -120,16 +120,13 @@ impl Args {
 pub struct SendError(pub DisconnectReason);
 
 /// Per-connection state a socket's methods change.
-#[derive(Debug)]
 pub(super) struct Core {
-    pub client: ClientId,
-    pub rooms: Vec<Arc<str>>,
+    /// Rooms, identity (set by the handler's `on_connect`), limits.
+    pub conn: Connection,
     pub next_ack: u64,
     /// Set while `on_connect` runs: emits and joins wait until the connect
     /// acknowledgement is queued, so they follow it.
     pub deferred: Option<Vec<Deferred>>,
-    /// Who the connection authenticated as (set by the handler's `on_connect`).
-    pub identity: Identity,
 }
 
 #[derive(Debug)]
@@ -164,7 +161,18 @@ impl Socket<'_> {
     }
 
     pub fn client(&self) -> ClientId {
-        self.core.client
+        self.core.conn.client()
+    }
+
+    /// The connection: its rooms, identity and what it may join.
+    pub fn connection(&self) -> &Connection {
+        &self.core.conn
+    }
+
+    /// Forgets rooms whose join the broker did not confirm (see
+    /// [`Connection::confirm`]; the hub let go of them already).
+    pub fn forget(&mut self, rooms: &[String]) {
+        self.core.conn.forget(rooms);
     }
 
     /// Emits `event` to this client.
@@ -226,37 +234,33 @@ impl Socket<'_> {
 
     /// Joins a hub room: broadcasts to it reach this client as `message`
     /// events on the default namespace. Returns false if already a member.
-    /// The caller validates the name (`hub::validate_room_name`).
+    /// The caller checks the join first ([`Connection::may_join`]).
     pub fn join(&mut self, room: &str) -> bool {
         if let Some(deferred) = &mut self.core.deferred {
             deferred.push(Deferred::Join(room.to_owned()));
             return true;
         }
-        join_now(self.hub, self.link, self.core, room)
+        self.core.conn.enter(room, None)
     }
 
     /// Leaves a room. Returns false if not a member.
     pub fn leave(&mut self, room: &str) -> bool {
-        if let Some(index) = self.core.rooms.iter().position(|r| &**r == room) {
-            self.core.rooms.swap_remove(index);
-        }
-        // Also a room an emitter's `socketsJoin` joined on its behalf.
-        self.hub.leave(room, self.core.client)
+        self.core.conn.leave(room)
     }
 
     /// Who the connection authenticated as (shared by its namespaces).
     pub fn identity(&self) -> &Identity {
-        &self.core.identity
+        self.core.conn.identity()
     }
 
     /// Records who the connection is (from `on_connect`).
     pub fn set_identity(&mut self, identity: Identity) {
-        self.core.identity = identity;
+        self.core.conn.set_identity(identity);
     }
 
     /// Rooms this connection is in.
     pub fn rooms(&self) -> &[Arc<str>] {
-        &self.core.rooms
+        self.core.conn.rooms()
     }
 
     /// Disconnects this socket from its namespace after the callback: the
@@ -315,21 +319,4 @@ impl Later {
         }
         Ok(())
     }
-}
-
-/// Joins `room` in the hub; the hub, not `core.rooms`, says whether it was
-/// a member already, since an emitter's `socketsLeave` or `socketsJoin` may
-/// have changed that behind the connection's back.
-pub(super) fn join_now(hub: &Hub, link: &Link<'_>, core: &mut Core, room: &str) -> bool {
-    if !core.rooms.iter().any(|r| &**r == room) {
-        core.rooms.push(Arc::from(room));
-    }
-    hub.join(
-        room,
-        Member {
-            client: core.client,
-            outbox: link.outbox.clone(),
-            format: &FORMAT,
-        },
-    )
 }

@@ -290,13 +290,13 @@ where
                 // close its outbox meanwhile, or the server may shut down.
                 let written = tokio::select! {
                     written = write_flush(&mut io, &chunk) => written,
-                    reason = stream.outbox.wait_closed() => {
-                        stream.report_close(reason);
+                    reason = stream.conn.outbox().wait_closed() => {
+                        stream.end(reason);
                         break;
                     }
                     _ = stream.shutdown.requested() => {
-                        stream.outbox.close(DisconnectReason::ServerShutdown);
-                        stream.report_close(DisconnectReason::ServerShutdown);
+                        stream.conn.outbox().close(DisconnectReason::ServerShutdown);
+                        stream.end(DisconnectReason::ServerShutdown);
                         break;
                     }
                 };
@@ -304,8 +304,8 @@ where
                     Ok(()) => {}
                     // The socket took nothing for `--write-timeout-s`.
                     Err(error) if is_write_timeout(&error) => {
-                        stream.outbox.close(DisconnectReason::SlowConsumer);
-                        stream.report_close(DisconnectReason::SlowConsumer);
+                        stream.conn.outbox().close(DisconnectReason::SlowConsumer);
+                        stream.end(DisconnectReason::SlowConsumer);
                         return;
                     }
                     // The client went away mid-write.

@@ -23,12 +23,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::disconnect::DisconnectReason;
-use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
+use crate::hub::{self, Event, Frame, Hub, OutboxLimits};
 use crate::net::serve::WriteStall;
 use crate::refusal::Refusal;
-use crate::security::{self, Identity, Permit, Security};
+use crate::security::{self, Security};
 use crate::shutdown::Shutdown;
-use crate::telemetry;
+use crate::transports::connection::{self, Connection};
 use crate::transports::json;
 
 /// Interval of the `: keepalive` comment on an idle stream.
@@ -73,17 +73,19 @@ pub async fn handler(
     }
 }
 
-/// Checks the origin, the connection limits, the token (`Authorization:
-/// Bearer` or `?token=`) and every room, then joins them: the stream with its
-/// response headers, or the error response. A client resuming after a
-/// reconnect sends `Last-Event-ID` (EventSource does it by itself); the rooms'
-/// recent messages after it are replayed.
+/// Checks the origin, the rooms, the connection limits, the token
+/// (`Authorization: Bearer` or `?token=`) and every room's rules, then joins
+/// them: the stream with its response headers, or the error response. A
+/// client resuming after a reconnect sends `Last-Event-ID` (EventSource does
+/// it by itself); the rooms' recent messages after it are replayed.
 async fn open(
     sse: &Sse,
     headers: &HeaderMap,
     query: &str,
     peer: Option<IpAddr>,
 ) -> Result<(Stream, HeaderMap), Refused> {
+    // The origin first (`admit` checks it again): a page on an allowed
+    // origin may read every later refusal, also one of its rooms.
     let origin = sse
         .security
         .check_origin(FORMAT.name, headers)
@@ -91,32 +93,26 @@ async fn open(
             error: refusal,
             origin: None,
         })?;
-    let (channels, identity, permit) = match admit(sse, headers, query, peer) {
-        Ok(admitted) => admitted,
-        Err(error) => {
-            tracing::info!(code = error.code, message = %error.message, "sse request refused");
-            return Err(Refused { error, origin });
+    let refused = |error: Refusal| {
+        tracing::info!(code = error.code, message = %error.message, "sse request refused");
+        Refused {
+            error,
+            origin: origin.clone(),
         }
     };
+    let channels = channels(&sse.security, query).map_err(refused)?;
+    let admitted =
+        connection::admit(&sse.security, &FORMAT, headers, Some(query), peer).map_err(refused)?;
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let stream = Stream::open(sse, channels, since, permit);
-    let rooms: Vec<&str> = stream.rooms.iter().map(String::as_str).collect();
-    if let Err(refused) = crate::transports::confirm_joins(&sse.hub, stream.client, &rooms).await {
-        // Dropping the stream leaves its rooms.
-        let status = if refused.code == "broker_unavailable" {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::FORBIDDEN
-        };
-        return Err(Refused {
-            error: Refusal::new(status, refused.code, refused.message),
-            origin,
-        });
-    }
-    tracing::debug!(client = stream.client.0, sub = identity.sub(), rooms = ?stream.rooms, "sse client connected");
+    let (hub, security) = (sse.hub.clone(), sse.security.clone());
+    let mut conn = Connection::admitted(hub, security, &FORMAT, sse.limits, admitted);
+    conn.may_join(&channels).map_err(refused)?;
+    // Dropping the connection leaves its rooms.
+    conn.join_all(channels, since).await.map_err(refused)?;
+    tracing::debug!(client = conn.client().0, sub = conn.identity().sub(), rooms = ?conn.rooms(), "sse client connected");
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -129,7 +125,7 @@ async fn open(
         HeaderValue::from_static("no"),
     );
     add_cors(&mut headers, origin.as_deref());
-    Ok((stream, headers))
+    Ok((Stream::new(conn, sse.shutdown.clone()), headers))
 }
 
 /// A stream refused: the error, readable by the page when its origin is allowed.
@@ -144,25 +140,6 @@ impl IntoResponse for Refused {
         add_cors(response.headers_mut(), self.origin.as_deref());
         response
     }
-}
-
-/// The checks before a stream opens: rooms, limits (per client address,
-/// which a trusted proxy may forward), token, permissions.
-fn admit(
-    sse: &Sse,
-    headers: &HeaderMap,
-    query: &str,
-    peer: Option<IpAddr>,
-) -> Result<(Vec<String>, Identity, Permit), Refusal> {
-    let security = &sse.security;
-    let channels = channels(security, query)?;
-    let permit = security.admit_connection(FORMAT.name, security.client_ip(peer, headers))?;
-    let token = security::request_token(headers, Some(query));
-    let identity = security.authenticate(FORMAT.name, token.as_deref())?;
-    for channel in &channels {
-        security.authorize(FORMAT.name, &identity, channel, security::Op::Subscribe)?;
-    }
-    Ok((channels, identity, permit))
 }
 
 /// A browser page on an allowed origin may read the stream (and its errors).
@@ -204,50 +181,25 @@ fn form_urlencoded(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
 }
 
-/// One SSE client: its rooms and outbox. Leaves its rooms when dropped, which
-/// happens when the client goes away (the body or the connection is dropped).
+/// One SSE client: its connection (rooms, outbox, limits slot), ended when
+/// dropped, which happens when the client goes away (the body or the
+/// connection is dropped).
 struct Stream {
-    hub: Arc<Hub>,
-    client: ClientId,
-    outbox: Arc<Outbox>,
-    rooms: Vec<String>,
+    conn: Connection,
     shutdown: Shutdown,
     opened: bool,
     /// The connection's, when hyper writes the stream: tells a stuck
     /// client (its write deadline ran out) from one that went away.
     stall: Option<WriteStall>,
-    /// The end was counted and logged (by the writer or by `Drop`).
-    reported: bool,
-    _open: telemetry::ConnectionMetric,
-    _permit: Permit,
 }
 
 impl Stream {
-    fn open(sse: &Sse, rooms: Vec<String>, since: Option<u64>, permit: Permit) -> Self {
-        let client = sse.hub.client_id();
-        let outbox = Arc::new(Outbox::new(sse.limits));
-        for room in &rooms {
-            let member = Member {
-                client,
-                outbox: outbox.clone(),
-                format: &FORMAT,
-            };
-            match since {
-                Some(since) => sse.hub.join_since(room, member, since),
-                None => usize::from(sse.hub.join(room, member)),
-            };
-        }
+    fn new(conn: Connection, shutdown: Shutdown) -> Self {
         Stream {
-            hub: sse.hub.clone(),
-            client,
-            outbox,
-            rooms,
-            shutdown: sse.shutdown.clone(),
+            conn,
+            shutdown,
             opened: false,
             stall: None,
-            reported: false,
-            _open: telemetry::ConnectionMetric::open(FORMAT.name),
-            _permit: permit,
         }
     }
 
@@ -261,22 +213,22 @@ impl Stream {
             return Some(Bytes::from_static(b"retry: 2000\n: connected\n\n"));
         }
         let ready = tokio::select! {
-            _ = self.outbox.ready() => true,
+            _ = self.conn.outbox().ready() => true,
             _ = tokio::time::sleep(HEARTBEAT) => false,
             _ = self.shutdown.requested() => {
-                self.outbox.close(DisconnectReason::ServerShutdown);
+                self.conn.outbox().close(DisconnectReason::ServerShutdown);
                 true
             }
         };
         if !ready {
             return Some(Bytes::from_static(b": keepalive\n\n"));
         }
-        if let Some(reason) = self.outbox.closed() {
-            self.report_close(reason);
+        if let Some(reason) = self.conn.outbox().closed() {
+            self.end(reason);
             return None;
         }
         let mut frames = Vec::new();
-        self.outbox.drain_into(&mut frames, 256);
+        self.conn.outbox().drain_into(&mut frames, 256);
         let chunk = match frames.as_slice() {
             [Frame::Text(one)] => one.clone(),
             _ => {
@@ -287,18 +239,17 @@ impl Stream {
                 chunk.freeze()
             }
         };
-        telemetry::bytes_out(FORMAT.name, chunk.len());
+        self.conn.record_bytes_out(chunk.len());
         Some(chunk)
     }
 }
 
 impl Stream {
-    /// Counts and logs a stream the server ended.
-    fn report_close(&mut self, reason: DisconnectReason) {
-        self.reported = true;
-        telemetry::disconnected(FORMAT.name, reason);
+    /// Ends a stream the server closed: counted and logged.
+    fn end(&mut self, reason: DisconnectReason) {
+        self.conn.end(reason);
         tracing::info!(
-            client = self.client.0,
+            client = self.conn.client().0,
             reason = reason.code(),
             "sse client disconnected"
         );
@@ -307,22 +258,21 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        if !self.reported {
-            // hyper dropped the body: its write deadline ran out on a
-            // client that stopped reading, the outbox closed while hyper
-            // could not ask for more, or the client went away.
-            let stuck = self.stall.as_ref().is_some_and(WriteStall::stalled);
-            match self.outbox.closed() {
-                Some(reason) => self.report_close(reason),
-                None if stuck => {
-                    self.outbox.close(DisconnectReason::SlowConsumer);
-                    self.report_close(DisconnectReason::SlowConsumer);
-                }
-                None => telemetry::disconnected(FORMAT.name, DisconnectReason::ClientClosed),
-            }
+        if self.conn.ended() {
+            return;
         }
-        for room in &self.rooms {
-            self.hub.leave(room, self.client);
+        // hyper dropped the body: its write deadline ran out on a client
+        // that stopped reading, the outbox closed while hyper could not ask
+        // for more, or the client went away (the connection's own drop
+        // counts that).
+        let stuck = self.stall.as_ref().is_some_and(WriteStall::stalled);
+        match self.conn.outbox().closed() {
+            Some(reason) => self.end(reason),
+            None if stuck => {
+                self.conn.outbox().close(DisconnectReason::SlowConsumer);
+                self.end(DisconnectReason::SlowConsumer);
+            }
+            None => {}
         }
     }
 }

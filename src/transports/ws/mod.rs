@@ -20,11 +20,12 @@ use tokio::time::Instant;
 
 use crate::brokers::Broker;
 use crate::disconnect::DisconnectReason;
-use crate::hub::{self, ClientId, Event, Frame, Hub, Member, Outbox, OutboxLimits};
+use crate::hub::{self, Event, Frame, Hub, OutboxLimits};
 use crate::refusal::Refusal;
-use crate::security::{self, Identity, MessageRate, Op, Permit, Security};
+use crate::security::{self, Op, Security};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
+use crate::transports::connection::{self, Admitted, Connection};
 use crate::transports::json;
 use protocol::{ProtocolError, Request};
 
@@ -80,18 +81,9 @@ pub async fn handler(
     RawQuery(query): RawQuery,
     extensions: Extensions,
 ) -> Response {
-    let ip = ws
-        .security
-        .client_ip(security::peer_ip(&extensions), &headers);
-    let admitted = ws
-        .security
-        .admit(FORMAT.name, &headers, ip)
-        .and_then(|permit| {
-            let token = security::request_token(&headers, query.as_deref());
-            let identity = ws.security.authenticate(FORMAT.name, token.as_deref())?;
-            Ok((permit, identity))
-        });
-    let (permit, identity) = match admitted {
+    let peer = security::peer_ip(&extensions);
+    let admitted = match connection::admit(&ws.security, &FORMAT, &headers, query.as_deref(), peer)
+    {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -109,7 +101,7 @@ pub async fn handler(
             // connection gets one tracked task (so shutdown waits for its
             // close frame), and no second task stays alive waiting for it.
             let shutdown = ws.shutdown.clone();
-            shutdown.spawn(Connection::new(ws, identity, permit).run(socket));
+            shutdown.spawn(Client::new(ws, admitted).run(socket));
             std::future::ready(())
         })
 }
@@ -140,48 +132,35 @@ impl Close {
     }
 }
 
-struct Connection {
+/// One `/ws` client: the connection (rooms, outbox, identity, limits) and
+/// what only this protocol tracks.
+struct Client {
     ws: Ws,
-    client: ClientId,
-    outbox: Arc<Outbox>,
-    rooms: Vec<String>,
+    conn: Connection,
     errors: u32,
     last_seen: Instant,
-    identity: Identity,
-    rate: MessageRate,
-    /// The connection's slot in the limits; freed when the task ends.
-    _permit: Permit,
 }
 
-impl Connection {
-    fn new(ws: Ws, identity: Identity, permit: Permit) -> Self {
-        let client = ws.hub.client_id();
-        let outbox = Arc::new(Outbox::new(ws.limits));
-        let rate = MessageRate::new(ws.security.limits().max_messages_per_s);
-        Connection {
+impl Client {
+    fn new(ws: Ws, admitted: Admitted) -> Self {
+        let (hub, security) = (ws.hub.clone(), ws.security.clone());
+        let conn = Connection::admitted(hub, security, &FORMAT, ws.limits, admitted);
+        Client {
             ws,
-            client,
-            outbox,
-            rooms: Vec::new(),
+            conn,
             errors: 0,
             last_seen: Instant::now(),
-            identity,
-            rate,
-            _permit: permit,
         }
     }
 
     async fn run(mut self, mut socket: WebSocket) {
-        tracing::debug!(client = self.client.0, "ws client connected");
-        let _open = telemetry::ConnectionMetric::open(FORMAT.name);
+        let client = self.conn.client().0;
+        tracing::debug!(client, "ws client connected");
         let close = self.serve(&mut socket).await;
         let reason = close
             .as_ref()
             .map_or(DisconnectReason::ClientClosed, |c| c.reason);
-        telemetry::disconnected(FORMAT.name, reason);
-        for room in &self.rooms {
-            self.ws.hub.leave(room, self.client);
-        }
+        self.conn.end(reason);
         if let Some(close) = close {
             let frame = CloseFrame {
                 code: close.code,
@@ -194,13 +173,13 @@ impl Connection {
             let level_info = close.reason != DisconnectReason::ClientClosed;
             if level_info {
                 tracing::info!(
-                    client = self.client.0,
+                    client,
                     reason = close.reason.code(),
                     "ws client disconnected"
                 );
             }
         } else {
-            tracing::debug!(client = self.client.0, "ws client closed the connection");
+            tracing::debug!(client, "ws client closed the connection");
         }
     }
 
@@ -214,8 +193,8 @@ impl Connection {
                 _ = self.ws.shutdown.requested() => {
                     return Some(Close::because(DisconnectReason::ServerShutdown));
                 }
-                _ = self.outbox.ready() => {
-                    if let Some(reason) = self.outbox.closed() {
+                _ = self.conn.outbox().ready() => {
+                    if let Some(reason) = self.conn.outbox().closed() {
                         return Some(Close::because(reason));
                     }
                     if let Err(reason) = self.write(socket, &mut batch, &mut heartbeat).await {
@@ -279,7 +258,7 @@ impl Connection {
                         written?;
                         break;
                     }
-                    reason = self.outbox.wait_closed() => return Err(reason),
+                    reason = self.conn.outbox().wait_closed() => return Err(reason),
                     _ = self.ws.shutdown.requested() => return Err(DisconnectReason::ServerShutdown),
                     _ = heartbeat.tick() => {
                         if self.ping_overdue() {
@@ -303,8 +282,9 @@ impl Connection {
         batch: &mut Vec<Frame>,
     ) -> Result<(), DisconnectReason> {
         use futures_util::SinkExt;
-        while self.outbox.drain_into(batch, WRITE_BATCH) > 0 {
-            telemetry::bytes_out(FORMAT.name, batch.iter().map(Frame::len).sum());
+        while self.conn.outbox().drain_into(batch, WRITE_BATCH) > 0 {
+            self.conn
+                .record_bytes_out(batch.iter().map(Frame::len).sum());
             for frame in batch.drain(..) {
                 let message = match frame {
                     Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
@@ -329,14 +309,8 @@ impl Connection {
     }
 
     async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Result<(), Close> {
-        if matches!(message, Message::Text(_) | Message::Binary(_)) && !self.rate.allow() {
-            crate::telemetry::refused("rate", DisconnectReason::MessageRate.code());
-            tracing::info!(
-                client = self.client.0,
-                code = DisconnectReason::MessageRate.code(),
-                "ws client sends too fast"
-            );
-            return Err(Close::because(DisconnectReason::MessageRate));
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            self.conn.allow_message().map_err(Close::because)?;
         }
         let (id, result) = match message {
             Message::Text(text) => protocol::parse(text.as_str()),
@@ -358,7 +332,7 @@ impl Connection {
             Ok(kind) => protocol::reply(kind, id.as_ref()),
             Err(error) => {
                 self.errors += 1;
-                tracing::info!(client = self.client.0, code = error.code, message = %error.message, "ws request refused");
+                tracing::info!(client = self.conn.client().0, code = error.code, message = %error.message, "ws request refused");
                 protocol::error(id.as_ref(), error)
             }
         };
@@ -380,40 +354,17 @@ impl Connection {
     async fn act(&mut self, request: Request) -> Result<&'static str, ProtocolError> {
         match request {
             Request::Subscribe { channel, since } => {
-                let security = &self.ws.security;
-                security
-                    .may_subscribe(FORMAT.name, &self.identity, &channel)
-                    .map_err(refused)?;
-                if self.rooms.contains(&channel) {
-                    return Ok("ok");
-                }
-                security
-                    .room_limit(FORMAT.name, self.rooms.len(), 1)
-                    .map_err(refused)?;
-                let member = Member {
-                    client: self.client,
-                    outbox: self.outbox.clone(),
-                    format: &FORMAT,
-                };
-                match since {
-                    Some(since) => self.ws.hub.join_since(&channel, member, since),
-                    None => usize::from(self.ws.hub.join(&channel, member)),
-                };
-                crate::transports::confirm_joins(&self.ws.hub, self.client, &[&channel])
-                    .await
-                    .map_err(|refused| ProtocolError::new(refused.code, refused.message))?;
-                self.rooms.push(channel);
+                self.conn.join(&channel, since).await.map_err(refused)?;
                 Ok("ok")
             }
             Request::Unsubscribe { channel } => {
-                let Some(index) = self.rooms.iter().position(|r| *r == channel) else {
+                if !self.conn.holds(&channel) {
                     return Err(ProtocolError::new(
                         "not_subscribed",
                         format!("not subscribed to {channel:?}"),
                     ));
-                };
-                self.ws.hub.leave(&channel, self.client);
-                self.rooms.swap_remove(index);
+                }
+                self.conn.leave(&channel);
                 Ok("ok")
             }
             Request::Publish { channel, payload } => {
@@ -436,7 +387,7 @@ impl Connection {
                 security
                     .check_room(FORMAT.name, &channel)
                     .and_then(|()| {
-                        security.authorize(FORMAT.name, &self.identity, &channel, Op::Publish)
+                        security.authorize(FORMAT.name, self.conn.identity(), &channel, Op::Publish)
                     })
                     .map_err(refused)?;
                 if payload.len() > self.ws.max_frame {

@@ -36,7 +36,6 @@ use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox, OutboxLimits, StallLimit};
 use crate::security::Security;
 use crate::shutdown::Shutdown;
-use crate::telemetry;
 
 pub use packet::{Version, message_text};
 pub use request::parse_query;
@@ -283,12 +282,12 @@ impl<U: Upper> Engine<U> {
         outbox.clone()
     }
 
-    /// Counts a connection for its lifetime.
+    /// Counts a connection for its lifetime (the connection metrics are
+    /// the upper layer's: `transports::Connection`).
     fn track(self: &Arc<Self>) -> LiveGuard<U> {
         self.live.fetch_add(1, Ordering::Relaxed);
         LiveGuard {
             engine: self.clone(),
-            _metric: telemetry::ConnectionMetric::open(METRIC_TRANSPORT),
         }
     }
 
@@ -315,7 +314,6 @@ impl<U: Upper> Engine<U> {
 /// Decrements the live count when a connection's owner ends.
 struct LiveGuard<U: Upper> {
     engine: Arc<Engine<U>>,
-    _metric: telemetry::ConnectionMetric,
 }
 
 impl<U: Upper> Drop for LiveGuard<U> {
@@ -329,14 +327,11 @@ impl<U: Upper> Drop for LiveGuard<U> {
 /// round trip, far below the heartbeat deadline.
 const POLL_STALL: Duration = Duration::from_secs(5);
 
-/// The `transport` label of Socket.IO connections in metrics.
+/// The `transport` label of Socket.IO's bytes out in metrics.
 const METRIC_TRANSPORT: &str = "socketio";
 
-/// One log line and one metric per closed connection.
+/// One log line per closed connection (the upper layer counts it).
 fn log_close(sid: &Sid, transport: &str, reason: DisconnectReason) {
-    if reason != DisconnectReason::TransportReplaced {
-        telemetry::disconnected(METRIC_TRANSPORT, reason);
-    }
     match reason {
         DisconnectReason::SlowConsumer
         | DisconnectReason::PollingBufferFull

@@ -1,0 +1,363 @@
+//! What a client connection may do, once for every transport.
+//!
+//! [`Connection`] is owned by a transport's connection task (the Socket.IO
+//! layer's per-connection state, the `/ws` task, the SSE stream): the
+//! client id, the outbox and wire format the hub pushes into, the rooms
+//! joined, who the client is (token claims), its message-rate bucket, its
+//! slot in the connection limits and its connection metric. [`admit`] is the
+//! check before a connection opens; [`Connection::join`] is every join's
+//! rule check, room limit, hub join (or resuming join) and broker
+//! confirmation; when the connection ends ([`Connection::end`], or drop) it
+//! leaves every room and records the disconnect with its reason.
+//!
+//! Never touches a socket or a wire format: the transports keep their
+//! protocol (Engine.IO/Socket.IO framing, the `/ws` JSON ops, the SSE
+//! stream) and turn a [`Refusal`] into their own error.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+
+use crate::disconnect::DisconnectReason;
+use crate::hub::{ClientId, Format, Hub, JoinRefused, Member, Outbox, OutboxLimits, Ready};
+use crate::refusal::Refusal;
+use crate::security::{self, Identity, MessageRate, Permit, Security};
+use crate::telemetry;
+
+/// How long a join waits for the broker to confirm the room's subscription
+/// before it is refused (`broker_unavailable`).
+pub const JOIN_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request let in: its slot in the limits, who it is, and the browser
+/// origin to reflect in CORS headers.
+#[derive(Debug)]
+pub struct Admitted {
+    pub permit: Permit,
+    pub identity: Identity,
+    pub origin: Option<String>,
+}
+
+/// The checks before a connection opens, in the order every transport
+/// applies them: the browser origin, the connection limits of the client's
+/// address (the peer, or whom a trusted proxy forwards), the token
+/// (`Authorization: Bearer`, else `?token=`).
+pub fn admit(
+    security: &Security,
+    format: &'static Format,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    peer: Option<IpAddr>,
+) -> Result<Admitted, Refusal> {
+    let origin = security.check_origin(format.name, headers)?;
+    let permit = security.admit_connection(format.name, security.client_ip(peer, headers))?;
+    let token = security::request_token(headers, query);
+    let identity = security.authenticate(format.name, token.as_deref())?;
+    Ok(Admitted {
+        permit,
+        identity,
+        origin,
+    })
+}
+
+/// How a join went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// Joined now (and confirmed by the broker).
+    New,
+    /// The connection held the room already.
+    Already,
+}
+
+/// One client connection's rights and bookkeeping (see the module header).
+/// Kept small: an idle connection carries it for its whole life.
+pub struct Connection {
+    hub: Arc<Hub>,
+    security: Arc<Security>,
+    /// The hub's encoder for this client; its name is the transport's label
+    /// in logs and metrics.
+    format: &'static Format,
+    client: ClientId,
+    outbox: Arc<Outbox>,
+    rooms: Vec<Arc<str>>,
+    identity: Identity,
+    rate: MessageRate,
+    /// Counts the connection while it is open; taken when it ends.
+    metric: Option<telemetry::ConnectionMetric>,
+    /// The connection's slot in the limits; freed when it is dropped.
+    _permit: Option<Permit>,
+}
+
+impl Connection {
+    /// A connection that was let in ([`admit`], or the transport's own
+    /// checks), pushing into `outbox` in `format`.
+    pub fn new(
+        hub: Arc<Hub>,
+        security: Arc<Security>,
+        format: &'static Format,
+        outbox: Arc<Outbox>,
+        identity: Identity,
+        permit: Option<Permit>,
+    ) -> Connection {
+        let rate = MessageRate::new(security.limits().max_messages_per_s);
+        Connection {
+            client: hub.client_id(),
+            hub,
+            security,
+            format,
+            outbox,
+            rooms: Vec::new(),
+            identity,
+            rate,
+            metric: Some(telemetry::ConnectionMetric::open(format.name)),
+            _permit: permit,
+        }
+    }
+
+    /// A connection [`admit`] let in, with an outbox of its own.
+    pub fn admitted(
+        hub: Arc<Hub>,
+        security: Arc<Security>,
+        format: &'static Format,
+        limits: OutboxLimits,
+        admitted: Admitted,
+    ) -> Connection {
+        let outbox = Arc::new(Outbox::new(limits));
+        let permit = Some(admitted.permit);
+        Connection::new(hub, security, format, outbox, admitted.identity, permit)
+    }
+
+    pub fn client(&self) -> ClientId {
+        self.client
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn security(&self) -> &Arc<Security> {
+        &self.security
+    }
+
+    /// The transport's label in logs and metrics.
+    pub fn transport(&self) -> &'static str {
+        self.format.name
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Who the connection is, when a protocol authenticates after it opened
+    /// (Socket.IO's CONNECT).
+    pub fn set_identity(&mut self, identity: Identity) {
+        self.identity = identity;
+    }
+
+    /// The rooms this connection joined (and did not leave).
+    pub fn rooms(&self) -> &[Arc<str>] {
+        &self.rooms
+    }
+
+    pub fn holds(&self, room: &str) -> bool {
+        self.rooms.iter().any(|r| &**r == room)
+    }
+
+    /// Takes one token of the message-rate bucket (`--max-messages-per-s`);
+    /// `Err` when the client sends too fast, counted and logged once.
+    pub fn allow_message(&mut self) -> Result<(), DisconnectReason> {
+        if self.rate.allow() {
+            return Ok(());
+        }
+        let reason = DisconnectReason::MessageRate;
+        telemetry::refused("rate", reason.code());
+        tracing::info!(
+            transport = self.transport(),
+            client = self.client.0,
+            code = reason.code(),
+            "client sends too fast"
+        );
+        Err(reason)
+    }
+
+    /// The checks of a join of `rooms`, all before any is joined so a
+    /// refused name joins nothing: each name valid and open to this
+    /// identity (the `[[rules]]` and token claims), then the room limit
+    /// counting only the rooms not held yet.
+    pub fn may_join<R: AsRef<str>>(&self, rooms: &[R]) -> Result<(), Refusal> {
+        let transport = self.transport();
+        for room in rooms {
+            self.security
+                .may_subscribe(transport, &self.identity, room.as_ref())?;
+        }
+        let mut adding: Vec<&str> = Vec::new();
+        for room in rooms.iter().map(AsRef::as_ref) {
+            if !self.holds(room) && !adding.contains(&room) {
+                adding.push(room);
+            }
+        }
+        self.security
+            .room_limit(transport, self.rooms.len(), adding.len())
+    }
+
+    /// Joins `room` in the hub now (the checks passed): after `since`, the
+    /// room's recent messages are replayed first. Returns whether the client
+    /// joined now: false when the hub had it in the room already (also one
+    /// an emitter joined on its behalf; with `since`, when this connection
+    /// held it). The join is acknowledged only after [`Self::confirm`].
+    pub fn enter(&mut self, room: &str, since: Option<u64>) -> bool {
+        let held = self.holds(room);
+        if !held {
+            self.rooms.push(Arc::from(room));
+        }
+        let member = Member {
+            client: self.client,
+            outbox: self.outbox.clone(),
+            format: self.format,
+        };
+        match since {
+            Some(since) => {
+                // Replays nothing to a member.
+                self.hub.join_since(room, member, since);
+                !held
+            }
+            None => self.hub.join(room, member),
+        }
+    }
+
+    /// Waits until the broker confirmed this node's subscription to every
+    /// room in `rooms` (the ones this request just entered), so that every
+    /// message published after the acknowledgement reaches the client. On a
+    /// refusal or a timeout the client leaves those rooms in the hub (call
+    /// [`Self::forget`] for the connection's own list). Owns what it needs,
+    /// so a transport that cannot wait may spawn it.
+    pub fn confirm(
+        &self,
+        rooms: Vec<String>,
+    ) -> impl Future<Output = Result<(), Refusal>> + Send + 'static {
+        let (hub, client) = (self.hub.clone(), self.client);
+        async move {
+            let result = confirm_all(&hub, &rooms).await;
+            if let Err(refused) = &result {
+                tracing::info!(client = client.0, code = refused.code, message = %refused.message, "join not confirmed");
+                for room in &rooms {
+                    hub.leave(room, client);
+                }
+            }
+            result.map_err(refusal)
+        }
+    }
+
+    /// Forgets rooms whose join was not confirmed (the hub already let go).
+    pub fn forget<R: AsRef<str>>(&mut self, rooms: &[R]) {
+        self.rooms
+            .retain(|held| !rooms.iter().any(|room| room.as_ref() == &**held));
+    }
+
+    /// One join, whole: the checks, the hub join (resuming after `since`)
+    /// and the broker confirmation.
+    pub async fn join(&mut self, room: &str, since: Option<u64>) -> Result<Joined, Refusal> {
+        self.may_join(&[room])?;
+        if self.holds(room) {
+            return Ok(Joined::Already);
+        }
+        self.join_all(vec![room.to_owned()], since).await?;
+        Ok(Joined::New)
+    }
+
+    /// Enters and confirms rooms the checks already passed for.
+    pub async fn join_all(
+        &mut self,
+        rooms: Vec<String>,
+        since: Option<u64>,
+    ) -> Result<(), Refusal> {
+        for room in &rooms {
+            self.enter(room, since);
+        }
+        let confirmed = self.confirm(rooms.clone()).await;
+        if confirmed.is_err() {
+            self.forget(&rooms);
+        }
+        confirmed
+    }
+
+    /// Leaves `room`. Returns false if the hub did not have the client in it.
+    pub fn leave(&mut self, room: &str) -> bool {
+        if let Some(index) = self.rooms.iter().position(|r| &**r == room) {
+            self.rooms.swap_remove(index);
+        }
+        // Also a room an emitter's `socketsJoin` joined on its behalf.
+        self.hub.leave(room, self.client)
+    }
+
+    /// Leaves every room.
+    pub fn leave_all(&mut self) {
+        for room in std::mem::take(&mut self.rooms) {
+            self.hub.leave(&room, self.client);
+        }
+    }
+
+    /// Counts bytes written to the client (`roomcast_bytes_out_total`).
+    pub fn record_bytes_out(&self, bytes: usize) {
+        telemetry::bytes_out(self.transport(), bytes);
+    }
+
+    /// Whether [`Self::end`] ran.
+    pub fn ended(&self) -> bool {
+        self.metric.is_none()
+    }
+
+    /// The connection is over: it leaves every room, and the disconnect is
+    /// counted with its reason (once; dropping an open connection counts
+    /// `client_closed`). Its limits slot is freed when it is dropped.
+    pub fn end(&mut self, reason: DisconnectReason) {
+        let Some(metric) = self.metric.take() else {
+            return;
+        };
+        telemetry::disconnected(self.transport(), reason);
+        drop(metric);
+        self.leave_all();
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.end(DisconnectReason::ClientClosed);
+    }
+}
+
+fn refusal(refused: JoinRefused) -> Refusal {
+    let status = if refused.code == "broker_unavailable" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    Refusal::new(status, refused.code, refused.message)
+}
+
+async fn confirm_all(hub: &Hub, rooms: &[String]) -> Result<(), JoinRefused> {
+    let deadline = tokio::time::Instant::now() + JOIN_CONFIRM_TIMEOUT;
+    for room in rooms {
+        match hub.ready(room) {
+            Ready::Now(result) => result?,
+            Ready::Later(pending) => match tokio::time::timeout_at(deadline, pending).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(JoinRefused {
+                        code: "broker_unavailable",
+                        message: format!(
+                            "the broker did not confirm the subscription to {room:?} within {JOIN_CONFIRM_TIMEOUT:?}"
+                        ),
+                    });
+                }
+            },
+        }
+    }
+    Ok(())
+}
