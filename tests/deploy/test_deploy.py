@@ -524,17 +524,43 @@ def test_dockerignore_sends_the_sources_and_nothing_heavy():
 # compose
 
 
-def compose() -> dict:
-    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+def compose(name: str = "compose.yaml") -> dict:
+    return yaml.safe_load((DEPLOY / name).read_text())
 
 
-def test_compose_matches_the_compose_spec():
+@pytest.mark.parametrize("name", ["compose.yaml", "compose-nats.yaml"])
+def test_compose_matches_the_compose_spec(name):
     exe = tool("check-jsonschema")
     if not exe:
         pytest.skip("check-jsonschema not installed")
-    out = subprocess.run([exe, "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "compose.yaml")],
+    out = subprocess.run([exe, "--builtin-schema", "vendor.compose-spec", str(DEPLOY / name)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_compose_nats_two_nodes_on_a_private_nats_cluster():
+    services = compose("compose-nats.yaml")["services"]
+    nats = {n: s for n, s in services.items() if n.startswith("nats-")}
+    nodes = {n: s for n, s in services.items() if n.startswith("roomcast-")}
+    assert len(nats) == 3 and len(nodes) == 2
+    for name, svc in nats.items():
+        assert "ports" not in svc, f"{name}: NATS must not be published to the host"
+        command = svc["command"]
+        routes = command[command.index("--routes") + 1].split(",")
+        assert {r.split("//")[1].split(":")[0] for r in routes} == set(nats), name
+    published = set()
+    for name, svc in nodes.items():
+        env = svc["environment"]
+        assert env["ROOMCAST_BROKER"] == "nats"
+        servers = {u.split("//")[1].split(":")[0] for u in env["NATS_URL"].split(",")}
+        assert servers == set(nats), f"{name} must know every NATS server to fail over"
+        assert all(svc["depends_on"][n]["condition"] == "service_healthy" for n in nats)
+        assert svc["healthcheck"]["test"][:2] == ["CMD", "/roomcast"] and svc.get("read_only") is True
+        published.update(str(p).split(":")[0] for p in svc["ports"])
+    assert len(published) == 2, "each node on its own host port"
+    for svc in services.values():
+        assert svc.get("network_mode") != "host"
+        assert "healthcheck" in svc and svc.get("restart") in ("always", "unless-stopped", "on-failure")
 
 
 def test_compose_roomcast_and_private_redis():

@@ -9,10 +9,11 @@
 //!
 //! Parts: `clients` (sio4/sio3/ws/sse client connections), `net` (loopback
 //! source addresses), `payload` (stamped payloads), `tally` (loss, duplicate
-//! and reorder detection), `histogram` (latency), `publisher` (Redis/HTTP,
+//! and reorder detection), `histogram` (latency), `publisher` (Redis/NATS/HTTP/MQTT,
 //! rate or window), `proc_stats` (/proc sampling), `protocol` + `fleet` +
-//! `worker` (worker processes), `run` (phases of a run), `result` (JSON and
-//! table), `report` (markdown and chart).
+//! `worker` (worker processes), `run` (phases of a run), `node_metrics` (a
+//! node's received-message counter), `result` (JSON and table), `report`
+//! (markdown and chart; `report/cluster.rs` the cluster table).
 
 use std::process::ExitCode;
 
@@ -22,6 +23,7 @@ mod clients;
 mod fleet;
 mod histogram;
 mod net;
+mod node_metrics;
 mod payload;
 mod proc_stats;
 mod protocol;
@@ -48,6 +50,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Build docs/BENCHMARKS.md and the SVG chart from result files.
     Report(report::ReportArgs),
+    /// Write the cluster scenario's table (scripts/bench-cluster) into docs/BENCHMARKS.md.
+    ClusterReport(report::cluster::ClusterReportArgs),
     /// Internal: a worker process holding connections (spawned by `run`).
     #[command(hide = true)]
     Worker,
@@ -61,6 +65,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("roomcast-bench report: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::ClusterReport(args) => match report::cluster::write(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("roomcast-bench cluster-report: {error}");
                 ExitCode::FAILURE
             }
         },

@@ -1,6 +1,7 @@
 //! Publishes numbered, timestamped payloads to the rooms of a run, through
-//! Redis `PUBLISH`, roomcast's `POST /api/publish` or an MQTT broker (QoS 1,
-//! topic = room) that roomcast ingests from, either at a fixed rate
+//! Redis `PUBLISH`, NATS (subject `<prefix>.<room>`), roomcast's
+//! `POST /api/publish` or an MQTT broker (QoS 1, topic = room) that roomcast
+//! ingests from, either at a fixed rate
 //! or saturating with a bounded window.
 //!
 //! Rooms are spread over a few *lanes*, each one connection publishing in
@@ -26,15 +27,28 @@ use crate::protocol::room_name;
 /// Where messages are published.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Via {
-    Redis { url: String },
-    Http { server: SocketAddr, key: String },
-    Mqtt { broker: SocketAddr },
+    Redis {
+        url: String,
+    },
+    /// A NATS server that `--broker nats` nodes subscribe on; room R is `<prefix>.R`.
+    Nats {
+        url: String,
+        prefix: String,
+    },
+    Http {
+        server: SocketAddr,
+        key: String,
+    },
+    Mqtt {
+        broker: SocketAddr,
+    },
 }
 
 impl Via {
     pub fn name(&self) -> &'static str {
         match self {
             Via::Redis { .. } => "redis",
+            Via::Nats { .. } => "nats",
             Via::Http { .. } => "http",
             Via::Mqtt { .. } => "mqtt",
         }
@@ -85,6 +99,8 @@ pub enum PublishError {
     Http { server: SocketAddr, error: String },
     #[error("mqtt publish: {0}")]
     Mqtt(String),
+    #[error("nats: {0}")]
+    Nats(String),
 }
 
 /// Rooms per lane grow beyond this; one ordered connection each.
@@ -223,6 +239,8 @@ async fn lane(
 
 enum Publisher {
     Redis(redis::aio::MultiplexedConnection),
+    /// The client and the subject prefix (with its trailing dot).
+    Nats(async_nats::Client, String),
     Http(HttpPublisher),
     /// The client; its event loop runs in a task of its own.
     Mqtt(rumqttc::v5::AsyncClient),
@@ -234,6 +252,12 @@ impl Publisher {
             Via::Redis { url } => {
                 let client = redis::Client::open(url.as_str())?;
                 Publisher::Redis(client.get_multiplexed_async_connection().await?)
+            }
+            Via::Nats { url, prefix } => {
+                let client = async_nats::connect(url.as_str())
+                    .await
+                    .map_err(|e| PublishError::Nats(format!("connect {url}: {e}")))?;
+                Publisher::Nats(client, format!("{prefix}."))
             }
             Via::Http { server, key } => {
                 crate::net::check_loopback(*server).map_err(|e| PublishError::Http {
@@ -272,6 +296,13 @@ impl Publisher {
                     .await?;
                 Ok(())
             }
+            Publisher::Nats(client, prefix) => client
+                .publish(
+                    format!("{prefix}{channel}"),
+                    bytes::Bytes::copy_from_slice(body.as_bytes()),
+                )
+                .await
+                .map_err(|e| PublishError::Nats(e.to_string())),
             Publisher::Mqtt(client) => {
                 use rumqttc::v5::mqttbytes::QoS;
                 let body = body.to_owned();

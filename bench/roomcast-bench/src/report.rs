@@ -7,6 +7,7 @@
 //! hand-written analysis around it survives a rerun.
 
 mod chart;
+pub mod cluster;
 
 use std::path::{Path, PathBuf};
 
@@ -73,21 +74,7 @@ impl Row {
 }
 
 pub fn write(args: &ReportArgs) -> Result<(), ReportError> {
-    let mut results = Vec::new();
-    for path in &args.results {
-        if path.file_name().and_then(|n| n.to_str()) == Some("machine.json") {
-            continue;
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ReportError::Read {
-            path: path.clone(),
-            error: e.to_string(),
-        })?;
-        let result: RunResult = serde_json::from_str(&text).map_err(|e| ReportError::Read {
-            path: path.clone(),
-            error: e.to_string(),
-        })?;
-        results.push(result);
-    }
+    let mut results = read_results(&args.results)?;
     results.sort_by(|a, b| {
         (
             scenario_order(&a.scenario),
@@ -108,12 +95,32 @@ pub fn write(args: &ReportArgs) -> Result<(), ReportError> {
     let chart_link = relative_link(&args.markdown, &args.chart);
     let generated = markdown(args, &results, &rows, &chart_link);
     let page = match std::fs::read_to_string(&args.markdown) {
-        Ok(existing) => splice(&existing, &generated),
+        Ok(existing) => splice(&existing, &generated, BEGIN, END),
         Err(_) => format!(
             "# Benchmarks\n\n{BEGIN}\n{generated}{END}\n\n## Notes\n\n(Findings go here; rerunning the bench keeps this part.)\n"
         ),
     };
     write_file(&args.markdown, &page)
+}
+
+/// Reads result files (`machine.json` skipped).
+fn read_results(paths: &[PathBuf]) -> Result<Vec<RunResult>, ReportError> {
+    let mut results = Vec::new();
+    for path in paths {
+        if path.file_name().and_then(|n| n.to_str()) == Some("machine.json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| ReportError::Read {
+            path: path.clone(),
+            error: e.to_string(),
+        })?;
+        let result: RunResult = serde_json::from_str(&text).map_err(|e| ReportError::Read {
+            path: path.clone(),
+            error: e.to_string(),
+        })?;
+        results.push(result);
+    }
+    Ok(results)
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), ReportError> {
@@ -130,16 +137,27 @@ fn relative_link(markdown: &Path, chart: &Path) -> String {
     }
 }
 
-/// Replaces the generated block of `existing`, or prepends one.
-fn splice(existing: &str, generated: &str) -> String {
-    match (existing.find(BEGIN), existing.find(END)) {
+/// Replaces the block between `begin` and `end` of `existing`, or prepends one.
+fn splice(existing: &str, generated: &str, begin: &str, end: &str) -> String {
+    match (existing.find(begin), existing.find(end)) {
         (Some(b), Some(e)) if b < e => format!(
-            "{}{BEGIN}\n{generated}{END}{}",
+            "{}{begin}\n{generated}{end}{}",
             &existing[..b],
-            &existing[e + END.len()..]
+            &existing[e + end.len()..]
         ),
-        _ => format!("{BEGIN}\n{generated}{END}\n\n{existing}"),
+        _ => format!("{begin}\n{generated}{end}\n\n{existing}"),
     }
+}
+
+/// The machine facts (`name=value`) as a markdown list.
+fn facts_list(facts: &[String]) -> String {
+    facts
+        .iter()
+        .map(|fact| {
+            let (name, value) = fact.split_once('=').unwrap_or((fact, ""));
+            format!("- {name}: {value}\n")
+        })
+        .collect()
 }
 
 fn scenario_order(scenario: &str) -> usize {
@@ -304,10 +322,7 @@ fn markdown(args: &ReportArgs, results: &[RunResult], rows: &[Row], chart: &str)
         "Reproduce with:\n\n```sh\n{}\n```\n\nMachine:\n\n",
         args.command
     ));
-    for fact in &args.facts {
-        let (name, value) = fact.split_once('=').unwrap_or((fact, ""));
-        out.push_str(&format!("- {name}: {value}\n"));
-    }
+    out.push_str(&facts_list(&args.facts));
     out.push_str(
         "\nServer, Redis and the load generator share the machine. \
          \"roomcast better by\" is peer ÷ roomcast where lower is better and roomcast ÷ peer \
@@ -461,7 +476,7 @@ mod tests {
     #[test]
     fn splice_keeps_the_hand_written_parts() {
         let page = format!("# B\n\nintro\n{BEGIN}\nold\n{END}\n\n## Notes\nmine\n");
-        let new = splice(&page, "new\n");
+        let new = splice(&page, "new\n", BEGIN, END);
         assert!(new.contains("intro") && new.contains("mine") && new.contains("new\n"));
         assert!(!new.contains("old"));
     }

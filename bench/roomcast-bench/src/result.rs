@@ -27,6 +27,29 @@ pub struct RunResult {
     pub publish: Option<PublishSummary>,
     pub delivery: Option<DeliverySummary>,
     pub churn: Option<ChurnSummary>,
+    /// The cluster scenario's per-node and engine figures (absent in older results).
+    #[serde(default)]
+    pub cluster: Option<ClusterSummary>,
+}
+
+/// Per node and engine, while publishing (`run --engine`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterSummary {
+    /// The engine and mode, e.g. "redis rooms".
+    pub engine: String,
+    /// In `--target` order.
+    pub nodes: Vec<NodeLoad>,
+    pub engine_pids: Vec<u32>,
+    /// The engine's own processes (redis-server, nats-server), cores.
+    pub engine_cpu_cores: f64,
+    pub engine_cpu_us_per_delivery: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// What the node's broker handed it (`roomcast_messages_received_total`).
+    pub messages_received: u64,
+    pub cpu_cores: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -155,6 +178,24 @@ impl RunResult {
                 format!(
                     "{:.2} cores, {:.2} µs CPU per delivery, max RSS {} KiB",
                     r.cpu_load_cores, r.cpu_us_per_delivery, r.rss_load_max_kib
+                ),
+            ));
+        }
+        if let Some(c) = &self.cluster {
+            for (i, node) in c.nodes.iter().enumerate() {
+                rows.push((
+                    format!("node {}", i + 1),
+                    format!(
+                        "received {} messages, {:.2} cores",
+                        node.messages_received, node.cpu_cores
+                    ),
+                ));
+            }
+            rows.push((
+                c.engine.clone(),
+                format!(
+                    "{:.2} cores, {:.2} µs CPU per delivery",
+                    c.engine_cpu_cores, c.engine_cpu_us_per_delivery
                 ),
             ));
         }

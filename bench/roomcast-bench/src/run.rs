@@ -17,7 +17,10 @@ use crate::histogram::Histogram;
 use crate::proc_stats::{self, GroupSample, ProcError, ServerResources};
 use crate::protocol::{ChurnTally, Command, DeliveryTally, Report, WorkerMode, WorkerPlan};
 use crate::publisher::{self, Pace, PublishError, PublishPlan, Via};
-use crate::result::{ChurnSummary, ConnectSummary, DeliverySummary, PublishSummary, RunResult};
+use crate::result::{
+    ChurnSummary, ClusterSummary, ConnectSummary, DeliverySummary, NodeLoad, PublishSummary,
+    RunResult,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -66,6 +69,22 @@ pub struct RunArgs {
     /// Publish through POST /api/publish of this server.
     #[arg(long)]
     pub publish_http: Option<SocketAddr>,
+    /// Publish to this NATS server (subject `<--nats-prefix>.<room>`), for nodes on
+    /// `--broker nats`.
+    #[arg(long, conflicts_with_all = ["publish_redis", "publish_http", "publish_mqtt"])]
+    pub publish_nats: Option<String>,
+    /// Subject prefix of --publish-nats (roomcast's --nats-prefix).
+    #[arg(long, default_value = "roomcast")]
+    pub nats_prefix: String,
+    /// Cluster scenario: the engine and mode under test, e.g. "redis rooms" (a label
+    /// for the report). Per node, the run then reads `roomcast_messages_received_total`
+    /// from /metrics and the CPU while publishing.
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// A process of the engine (redis-server, nats-server) whose CPU while publishing
+    /// is reported (repeat for several).
+    #[arg(long = "engine-pid")]
+    pub engine_pids: Vec<u32>,
     /// Bearer key for --publish-http.
     #[arg(long, default_value = "")]
     pub api_key: String,
@@ -112,6 +131,8 @@ pub enum RunError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("node metrics: {0}")]
+    Metrics(String),
     #[error("bad arguments: {0}")]
     Args(String),
     #[error("the run was not clean: {0}")]
@@ -175,6 +196,7 @@ pub async fn run(args: RunArgs) -> Result<RunResult, RunError> {
         publish: None,
         delivery: None,
         churn: None,
+        cluster: None,
     };
     if let Some(concurrency) = args.churn_concurrency {
         churn(&args, concurrency, &before, &mut result).await?;
@@ -262,6 +284,10 @@ async fn hold_phases(
 
     let via = match (&args.publish_redis, args.publish_http) {
         (Some(url), _) => Via::Redis { url: url.clone() },
+        (None, None) if args.publish_nats.is_some() => Via::Nats {
+            url: args.publish_nats.clone().unwrap_or_default(),
+            prefix: args.nats_prefix.clone(),
+        },
         (None, None) if args.publish_mqtt.is_some() => Via::Mqtt {
             broker: args.publish_mqtt.unwrap_or_else(|| unreachable!()),
         },
@@ -287,8 +313,10 @@ async fn hold_phases(
         members_per_room: result.connect.ok as f64 / args.rooms.max(1) as f64,
     };
     let received = fleet.received_counter();
+    let nodes_before = nodes_received(args).await?;
     let received_before = received();
-    let (load_start, _) = proc_stats::sample_all(&args.pids)?;
+    let (load_start, nodes_start) = proc_stats::sample_all(&args.pids)?;
+    let (engine_start, _) = proc_stats::sample_all(&args.engine_pids)?;
     // Sample RSS while publishing, for the peak.
     let pids = args.pids.clone();
     let sampler = tokio::spawn(async move {
@@ -303,8 +331,10 @@ async fn hold_phases(
         }
     });
     let outcome = publisher::run(&plan, fleet.received_counter()).await;
-    let (load_end, _) = proc_stats::sample_all(&args.pids)?;
+    let (load_end, nodes_end) = proc_stats::sample_all(&args.pids)?;
+    let (engine_end, _) = proc_stats::sample_all(&args.engine_pids)?;
     let received_during = received() - received_before;
+    let nodes_after = nodes_received(args).await?;
     sampler.abort();
     let peak = sampler.await.unwrap_or(0);
     let outcome = outcome?;
@@ -314,6 +344,26 @@ async fn hold_phases(
     res.cpu_load_cores = proc_stats::cores_between(&load_start, &load_end);
     let cpu_seconds = load_end.cpu_seconds - load_start.cpu_seconds;
     res.cpu_us_per_delivery = cpu_seconds * 1e6 / received_during.max(1) as f64;
+    if let Some(engine) = &args.engine {
+        let wall = load_end.at.duration_since(load_start.at).as_secs_f64();
+        let nodes = nodes_start
+            .iter()
+            .zip(&nodes_end)
+            .zip(nodes_before.iter().zip(&nodes_after))
+            .map(|((start, end), (before, after))| NodeLoad {
+                messages_received: after.saturating_sub(*before),
+                cpu_cores: (end.cpu_seconds - start.cpu_seconds) / wall.max(1e-9),
+            })
+            .collect();
+        let engine_seconds = engine_end.cpu_seconds - engine_start.cpu_seconds;
+        result.cluster = Some(ClusterSummary {
+            engine: engine.clone(),
+            nodes,
+            engine_pids: args.engine_pids.clone(),
+            engine_cpu_cores: proc_stats::cores_between(&engine_start, &engine_end),
+            engine_cpu_us_per_delivery: engine_seconds * 1e6 / received_during.max(1) as f64,
+        });
+    }
 
     fleet
         .send_all(&Command::Finish {
@@ -361,6 +411,22 @@ async fn hold_phases(
         },
     });
     Ok(())
+}
+
+/// Each node's `roomcast_messages_received_total`, in the cluster scenario
+/// (none otherwise).
+async fn nodes_received(args: &RunArgs) -> Result<Vec<u64>, RunError> {
+    let mut counts = Vec::new();
+    if args.engine.is_some() {
+        for target in &args.targets {
+            counts.push(
+                crate::node_metrics::messages_received(*target)
+                    .await
+                    .map_err(RunError::Metrics)?,
+            );
+        }
+    }
+    Ok(counts)
 }
 
 async fn churn(
