@@ -12,7 +12,7 @@ pub mod protocol;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{RawQuery, State};
 use axum::http::{Extensions, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -27,13 +27,11 @@ use crate::shutdown::Shutdown;
 use crate::telemetry;
 use crate::transports::connection::{self, Admitted, Connection};
 use crate::transports::json;
+use crate::transports::websocket::{self, Close};
 use protocol::{ProtocolError, Request};
 
 /// Write buffer of a connection, bytes (tungstenite allocates it on first use).
 const WRITE_BUFFER: usize = 8 * 1024;
-
-/// Frames drained from the outbox per write batch (one flush per batch).
-const WRITE_BATCH: usize = 64;
 
 pub static FORMAT: hub::Format = hub::Format {
     id: 2,
@@ -41,6 +39,14 @@ pub static FORMAT: hub::Format = hub::Format {
     encode,
     separate_attachments: false,
 };
+
+/// A queued frame as a message: JSON text (binary frames as they are).
+fn message(frame: Frame) -> Option<Message> {
+    match frame {
+        Frame::Text(bytes) => websocket::text(bytes),
+        Frame::Binary(bytes) => Some(Message::Binary(bytes)),
+    }
+}
 
 fn encode(event: &Event<'_>) -> Option<Frame> {
     match event {
@@ -106,32 +112,6 @@ pub async fn handler(
         })
 }
 
-/// How a connection ends: the reason, and the close frame to send.
-struct Close {
-    reason: DisconnectReason,
-    code: u16,
-    text: &'static str,
-}
-
-impl Close {
-    fn because(reason: DisconnectReason) -> Close {
-        let code = match reason {
-            // 1012 "service restart": reconnect, another node will take you.
-            DisconnectReason::ServerShutdown => close_code::RESTART,
-            DisconnectReason::PingTimeout => close_code::AWAY,
-            DisconnectReason::SlowConsumer
-            | DisconnectReason::BadInput
-            | DisconnectReason::MessageRate => close_code::POLICY,
-            _ => close_code::NORMAL,
-        };
-        Close {
-            reason,
-            code,
-            text: reason.message(),
-        }
-    }
-}
-
 /// One `/ws` client: the connection (rooms, outbox, identity, limits) and
 /// what only this protocol tracks.
 struct Client {
@@ -162,14 +142,7 @@ impl Client {
             .map_or(DisconnectReason::ClientClosed, |c| c.reason);
         self.conn.end(reason);
         if let Some(close) = close {
-            let frame = CloseFrame {
-                code: close.code,
-                reason: Utf8Bytes::from_static(close.text),
-            };
-            // The peer may be gone already; nothing more to do then. One
-            // that reads nothing fails this at its write deadline, which
-            // has been running since its last byte left.
-            let _ = socket.send(Message::Close(Some(frame))).await;
+            websocket::send_close(&mut socket, close).await;
             let level_info = close.reason != DisconnectReason::ClientClosed;
             if level_info {
                 tracing::info!(
@@ -187,7 +160,6 @@ impl Client {
     async fn serve(&mut self, socket: &mut WebSocket) -> Option<Close> {
         let mut heartbeat = tokio::time::interval(self.ws.ping_interval);
         heartbeat.reset();
-        let mut batch = Vec::with_capacity(0);
         loop {
             tokio::select! {
                 _ = self.ws.shutdown.requested() => {
@@ -197,7 +169,7 @@ impl Client {
                     if let Some(reason) = self.conn.outbox().closed() {
                         return Some(Close::because(reason));
                     }
-                    if let Err(reason) = self.write(socket, &mut batch, &mut heartbeat).await {
+                    if let Err(reason) = self.write(socket, &mut heartbeat).await {
                         return Some(Close::because(reason));
                     }
                 }
@@ -205,7 +177,7 @@ impl Client {
                     self.last_seen = Instant::now();
                     match received {
                         None | Some(Ok(Message::Close(_))) => return None,
-                        Some(Err(error)) => return Some(read_error(error)),
+                        Some(Err(error)) => return Some(websocket::read_error(error)),
                         Some(Ok(message)) => {
                             if let Err(close) = self.on_message(socket, message).await {
                                 return Some(close);
@@ -230,7 +202,7 @@ impl Client {
         socket
             .send(Message::Ping(Default::default()))
             .await
-            .map_err(|error| crate::transports::write_failed(&error))
+            .map_err(|error| websocket::write_failed(&error))
     }
 
     fn ping_overdue(&self) -> bool {
@@ -245,12 +217,11 @@ impl Client {
     async fn write(
         &self,
         socket: &mut WebSocket,
-        batch: &mut Vec<Frame>,
         heartbeat: &mut tokio::time::Interval,
     ) -> Result<(), DisconnectReason> {
         let mut ping_owed = false;
         {
-            let flush = self.flush(socket, batch);
+            let flush = self.flush(socket);
             tokio::pin!(flush);
             loop {
                 tokio::select! {
@@ -276,35 +247,11 @@ impl Client {
     }
 
     /// Writes what the outbox holds, one flush per batch.
-    async fn flush(
-        &self,
-        socket: &mut WebSocket,
-        batch: &mut Vec<Frame>,
-    ) -> Result<(), DisconnectReason> {
-        use futures_util::SinkExt;
-        while self.conn.outbox().drain_into(batch, WRITE_BATCH) > 0 {
-            self.conn
-                .record_bytes_out(batch.iter().map(Frame::len).sum());
-            for frame in batch.drain(..) {
-                let message = match frame {
-                    Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
-                        Ok(text) => Message::Text(text),
-                        // Our encoders emit JSON, always UTF-8; never send a broken frame.
-                        Err(_) => continue,
-                    },
-                    Frame::Binary(bytes) => Message::Binary(bytes),
-                };
-                socket
-                    .feed(message)
-                    .await
-                    .map_err(|error| crate::transports::write_failed(&error))?;
-            }
-            socket
-                .flush()
-                .await
-                .map_err(|error| crate::transports::write_failed(&error))?;
+    async fn flush(&self, socket: &mut WebSocket) -> Result<(), DisconnectReason> {
+        let outbox = self.conn.outbox();
+        while let Some(bytes) = websocket::write_batch(socket, outbox, message).await? {
+            self.conn.record_bytes_out(bytes);
         }
-        *batch = Vec::new();
         Ok(())
     }
 
@@ -339,7 +286,7 @@ impl Client {
         socket
             .send(Message::Text(text.into()))
             .await
-            .map_err(|error| Close::because(crate::transports::write_failed(&error)))?;
+            .map_err(|error| Close::because(websocket::write_failed(&error)))?;
         if self.errors > self.ws.max_errors {
             return Err(Close {
                 reason: DisconnectReason::BadInput,
@@ -412,43 +359,4 @@ impl Client {
 
 fn refused(refusal: Refusal) -> ProtocolError {
     ProtocolError::new(refusal.code, refusal.message)
-}
-
-/// Maps a read error to how the connection ends, with RFC 6455's codes: an
-/// oversize frame is 1009, a broken frame 1002, text that is not UTF-8 1007.
-fn read_error(error: axum::Error) -> Close {
-    let inner = error.into_inner();
-    let bad = |code, text| Close {
-        reason: DisconnectReason::BadInput,
-        code,
-        text,
-    };
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => {
-            return Close {
-                reason: DisconnectReason::TooLarge,
-                code: close_code::SIZE,
-                text: "frame too large",
-            };
-        }
-        Some(tungstenite::Error::Protocol(error)) => {
-            tracing::debug!(%error, "ws protocol error");
-            return bad(close_code::PROTOCOL, "websocket protocol error");
-        }
-        Some(tungstenite::Error::Utf8(_)) => {
-            return bad(close_code::INVALID, "text frame is not UTF-8");
-        }
-        _ => {}
-    }
-    // A read also flushes what waits to be written: the write deadline may
-    // run out here.
-    if crate::transports::write_failed(&*inner) == DisconnectReason::SlowConsumer {
-        return Close::because(DisconnectReason::SlowConsumer);
-    }
-    tracing::debug!(error = %inner, "ws read failed");
-    Close {
-        reason: DisconnectReason::TransportError,
-        code: close_code::ERROR,
-        text: "transport error",
-    }
 }

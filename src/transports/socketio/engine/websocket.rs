@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt};
+use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::heartbeat::{Beat, Heartbeat};
@@ -22,17 +22,15 @@ use super::packet::{Packet, Version};
 use super::session::Session;
 use super::{Engine, Link, METRIC_TRANSPORT, Sid, Upper, log_close};
 use crate::disconnect::DisconnectReason;
-use crate::hub::{Frame, Outbox};
+use crate::hub::Frame;
 use crate::security::Permit;
 use crate::telemetry;
-use crate::transports::write_failed;
+use crate::transports::websocket::{self, Close, write_failed};
 
 /// Read buffer per connection; tungstenite grows it for larger frames.
 const READ_BUFFER: usize = 256;
 /// Write buffer: frames are flushed per batch, so keep it small.
 const WRITE_BUFFER: usize = 1024;
-/// Most outbox frames written before the task looks at reads and timers again.
-const BATCH: usize = 64;
 /// How long a close frame may take to leave.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -226,7 +224,7 @@ async fn run<U: Upper>(
                     Some(Ok(message)) => message,
                     // The peer hung up without a close frame.
                     None => return DisconnectReason::ClientClosed,
-                    Some(Err(error)) => return read_error(error),
+                    Some(Err(error)) => return websocket::read_error(error).reason,
                 };
                 match receive(engine, link, conn, &mut heartbeat, message) {
                     Ok(None) => {}
@@ -265,15 +263,6 @@ async fn run<U: Upper>(
             }
         }
         timer.as_mut().reset(heartbeat.next_wake());
-    }
-}
-
-/// A frame over `max_payload` is `too_large`; other read errors are the transport's.
-fn read_error(error: axum::Error) -> DisconnectReason {
-    let inner = error.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => DisconnectReason::TooLarge,
-        _ => write_failed(&*inner),
     }
 }
 
@@ -330,7 +319,7 @@ async fn write<U: Upper>(
 ) -> Result<(), DisconnectReason> {
     let mut ping_owed = false;
     {
-        let batch = write_batch(socket, link.version, link.outbox);
+        let batch = write_batch(socket, link);
         tokio::pin!(batch);
         loop {
             tokio::select! {
@@ -360,23 +349,15 @@ async fn write<U: Upper>(
     Ok(())
 }
 
-/// Writes up to `BATCH` queued frames and flushes once.
-async fn write_batch(
-    socket: &mut WebSocket,
-    version: Version,
-    outbox: &Outbox,
-) -> Result<(), DisconnectReason> {
-    let mut bytes = 0;
-    for _ in 0..BATCH {
-        let Some(frame) = outbox.pop() else { break };
-        bytes += frame.len();
-        let Some(message) = to_message(version, frame) else {
-            continue;
-        };
-        socket.feed(message).await.map_err(|e| write_failed(&e))?;
+/// Writes one batch of queued frames (then the task looks at reads and
+/// timers again).
+async fn write_batch(socket: &mut WebSocket, link: &Link<'_>) -> Result<(), DisconnectReason> {
+    let version = link.version;
+    let written = websocket::write_batch(socket, link.outbox, |frame| to_message(version, frame));
+    if let Some(bytes) = written.await? {
+        telemetry::bytes_out(METRIC_TRANSPORT, bytes);
     }
-    telemetry::bytes_out(METRIC_TRANSPORT, bytes);
-    socket.flush().await.map_err(|e| write_failed(&e))
+    Ok(())
 }
 
 async fn send_frame(
@@ -394,13 +375,7 @@ async fn send_frame(
 /// their message type byte in front.
 fn to_message(version: Version, frame: Frame) -> Option<Message> {
     match frame {
-        Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
-            Ok(text) => Some(Message::Text(text)),
-            Err(_) => {
-                tracing::warn!("dropping a text frame that is not UTF-8 (encoder bug)");
-                None
-            }
-        },
+        Frame::Text(bytes) => websocket::text(bytes),
         Frame::Binary(data) => Some(Message::Binary(match version {
             Version::V4 => data,
             Version::V3 => {
@@ -434,21 +409,8 @@ async fn finish<U: Upper>(
 }
 
 /// Sends a close frame carrying the reason, briefly; the caller drops the
-/// socket. (By reference: a socket moved into each nested future would be
-/// stored once per level in the connection task.)
+/// socket.
 async fn close(socket: &mut WebSocket, reason: DisconnectReason) {
-    let code = match reason {
-        DisconnectReason::BadInput => 1002,
-        DisconnectReason::SlowConsumer
-        | DisconnectReason::PollingBufferFull
-        | DisconnectReason::MessageRate => 1008,
-        DisconnectReason::TooLarge => 1009,
-        DisconnectReason::ServerShutdown => 1001,
-        _ => 1000,
-    };
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason.message()),
-    };
-    let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Message::Close(Some(frame)))).await;
+    let sent = websocket::send_close(socket, Close::because(reason));
+    let _ = tokio::time::timeout(CLOSE_GRACE, sent).await;
 }
