@@ -10,6 +10,7 @@
 //! Parts: `clients` (sio4/sio3/ws/sse client connections), `net` (loopback
 //! source addresses), `payload` (stamped payloads), `tally` (loss, duplicate
 //! and reorder detection), `histogram` (latency), `publisher` (Redis/NATS/HTTP/MQTT,
+//! Redis Cluster through `redis_cluster`,
 //! rate or window), `proc_stats` (/proc sampling), `protocol` + `fleet` +
 //! `worker` (worker processes), `run` (phases of a run), `node_metrics` (a
 //! node's received-message counter), `result` (JSON and table), `report`
@@ -28,6 +29,7 @@ mod payload;
 mod proc_stats;
 mod protocol;
 mod publisher;
+mod redis_cluster;
 mod report;
 mod result;
 mod run;

@@ -1,5 +1,6 @@
 //! Publishes numbered, timestamped payloads to the rooms of a run, through
-//! Redis `PUBLISH`, NATS (subject `<prefix>.<room>`), roomcast's
+//! Redis `PUBLISH`, Redis Cluster `SPUBLISH` (on the slot's master), NATS
+//! (subject `<prefix>.<room>`), roomcast's
 //! `POST /api/publish` or an MQTT broker (QoS 1, topic = room) that roomcast
 //! ingests from, either at a fixed rate
 //! or saturating with a bounded window.
@@ -30,6 +31,10 @@ pub enum Via {
     Redis {
         url: String,
     },
+    /// A seed node of a Redis Cluster that `--broker redis-cluster` nodes use.
+    RedisCluster {
+        seed: String,
+    },
     /// A NATS server that `--broker nats` nodes subscribe on; room R is `<prefix>.R`.
     Nats {
         url: String,
@@ -49,6 +54,7 @@ impl Via {
         match self {
             Via::Redis { .. } => "redis",
             Via::Nats { .. } => "nats",
+            Via::RedisCluster { .. } => "redis-cluster",
             Via::Http { .. } => "http",
             Via::Mqtt { .. } => "mqtt",
         }
@@ -101,6 +107,8 @@ pub enum PublishError {
     Mqtt(String),
     #[error("nats: {0}")]
     Nats(String),
+    #[error("redis cluster: {0}")]
+    RedisCluster(String),
 }
 
 /// Rooms per lane grow beyond this; one ordered connection each.
@@ -239,6 +247,7 @@ async fn lane(
 
 enum Publisher {
     Redis(redis::aio::MultiplexedConnection),
+    RedisCluster(crate::redis_cluster::ClusterPublisher),
     /// The client and the subject prefix (with its trailing dot).
     Nats(async_nats::Client, String),
     Http(HttpPublisher),
@@ -253,6 +262,11 @@ impl Publisher {
                 let client = redis::Client::open(url.as_str())?;
                 Publisher::Redis(client.get_multiplexed_async_connection().await?)
             }
+            Via::RedisCluster { seed } => Publisher::RedisCluster(
+                crate::redis_cluster::ClusterPublisher::connect(seed)
+                    .await
+                    .map_err(PublishError::RedisCluster)?,
+            ),
             Via::Nats { url, prefix } => {
                 let client = async_nats::connect(url.as_str())
                     .await
@@ -296,6 +310,10 @@ impl Publisher {
                     .await?;
                 Ok(())
             }
+            Publisher::RedisCluster(cluster) => cluster
+                .publish(channel, body)
+                .await
+                .map_err(PublishError::RedisCluster),
             Publisher::Nats(client, prefix) => client
                 .publish(
                     format!("{prefix}{channel}"),

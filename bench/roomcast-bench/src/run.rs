@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// `--broker nats`.
     #[arg(long, conflicts_with_all = ["publish_redis", "publish_http", "publish_mqtt"])]
     pub publish_nats: Option<String>,
+    /// Publish with `SPUBLISH` to the masters of the Redis Cluster this seed node belongs
+    /// to, for nodes on `--broker redis-cluster`.
+    #[arg(long, conflicts_with_all = ["publish_redis", "publish_http", "publish_mqtt", "publish_nats"])]
+    pub publish_redis_cluster: Option<String>,
     /// Subject prefix of --publish-nats (roomcast's --nats-prefix).
     #[arg(long, default_value = "roomcast")]
     pub nats_prefix: String,
@@ -284,6 +288,9 @@ async fn hold_phases(
 
     let via = match (&args.publish_redis, args.publish_http) {
         (Some(url), _) => Via::Redis { url: url.clone() },
+        (None, None) if args.publish_redis_cluster.is_some() => Via::RedisCluster {
+            seed: args.publish_redis_cluster.clone().unwrap_or_default(),
+        },
         (None, None) if args.publish_nats.is_some() => Via::Nats {
             url: args.publish_nats.clone().unwrap_or_default(),
             prefix: args.nats_prefix.clone(),
