@@ -36,7 +36,7 @@ fn main() -> ExitCode {
 fn serve(runtime: tokio::runtime::Runtime, args: ServeArgs) -> ExitCode {
     init_logging(&args);
     let shutdown = Shutdown::new();
-    let deadline = Duration::from_secs(args.shutdown_timeout_s);
+    let deadline = args.http.shutdown_timeout();
     // The last word on exiting: even a runtime whose workers never yield
     // cannot keep the process past the drain deadline.
     let supervisor = shutdown::supervise(shutdown.clone(), deadline, |unfinished| {

@@ -3,25 +3,22 @@
 //! close, wait for them with a deadline.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::brokers::interest::{Interest, Subscribed};
 use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, nats, redis};
-use crate::config::{AuthMode, BrokerConfig, RedisSubscribe, RoomCharsArg, ServeArgs};
+use crate::config::{BrokerConfig, RedisSubscribe, ServeArgs};
 use crate::emitter::{self, Emitter};
 use crate::http::{self, AppState};
-use crate::hub::{Hub, HubConfig, Ready, RoomChars, RoomInterest, RoomNamePolicy};
+use crate::hub::{Hub, Ready, RoomInterest};
 use crate::ingest::mqtt;
 use crate::net::accept::Sockets;
 use crate::net::serve::serve as serve_http;
-use crate::security::{
-    self, JwtSettings, Limits, Origins, Rules, Security, TrustedProxies, Verifier,
-};
+use crate::security;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
-use crate::tls::{self, Tls, TlsSettings};
+use crate::tls::{self, Tls};
 use crate::transports::socketio::{RoomcastHandler, SocketIo, SocketIoConfig};
 use crate::transports::{sse, ws};
 
@@ -70,7 +67,7 @@ pub async fn serve(args: ServeArgs, shutdown: Shutdown) -> Result<(), ServeError
     );
     shutdown.requested().await;
     tracing::info!("shutting down: draining connections");
-    let deadline = Duration::from_secs(args.shutdown_timeout_s);
+    let deadline = args.http.shutdown_timeout();
     if !shutdown.wait(deadline).await {
         return Err(ServeError::DrainOverrun(shutdown.unfinished()));
     }
@@ -93,25 +90,21 @@ pub struct Running {
 /// Binds, starts the broker and the HTTP server; returns once accepting.
 pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, ServeError> {
     args.validate()?;
-    let mqtt_settings = mqtt::MqttSettings::from_args(args)?;
-    let tls = match TlsSettings::from_args(args).map_err(tls::TlsError::from)? {
+    let mqtt_settings = args.mqtt.settings(args.transports.max_payload)?;
+    let tls = match args.tls.settings().map_err(tls::TlsError::from)? {
         Some(settings) => Some(Tls::prepare(settings).await?),
         None => None,
     };
     let tls_readiness = tls.as_ref().map(Tls::readiness);
-    let security = Arc::new(build_security(args)?);
+    let security = Arc::new(args.security.security()?);
     if let Some(verifier) = &security.verifier {
         verifier.watch(&shutdown);
     }
-    let hub = Arc::new(Hub::with_config(HubConfig {
-        history_size: args.history_size,
-        history_ttl: Duration::from_secs(args.history_ttl_s),
-        hello_max_members: args.hello_max_members,
-    }));
+    let hub = Arc::new(Hub::with_config(args.hub.hub_config()));
     let sink = {
         let (hub, wanting) = (hub.clone(), hub.clone());
-        let emitter = Emitter::new(&args.emitter_key, hub.clone());
-        let emitter_key = args.emitter_key.clone();
+        let emitter = Emitter::new(&args.broker.emitter_key, hub.clone());
+        let emitter_key = args.broker.emitter_key.clone();
         Sink::new(move |channel: &str, payload: Bytes| {
             if emitter
                 .as_ref()
@@ -126,16 +119,23 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             wanting.wants(channel) || emitter::is_emitter_channel(&emitter_key, channel)
         })
     };
-    let broker: Arc<dyn Broker> = match args.broker_config()? {
+    let emitter_key = &args.broker.emitter_key;
+    // A per-room subscription lingers after the room's last member left as
+    // long as its history is kept.
+    let linger = args.hub.history_ttl();
+    let broker: Arc<dyn Broker> = match args.broker.settings()? {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
-        BrokerConfig::Nats { urls } => {
-            let interest =
-                Interest::new("nats", hub_linger(args), nats::check_room, |_: &str| false);
+        BrokerConfig::Nats {
+            urls,
+            prefix,
+            ca_file,
+        } => {
+            let interest = Interest::new("nats", linger, nats::check_room, |_: &str| false);
             hub.set_interest(Arc::new(HubInterest(interest.clone())));
             let options = nats::NatsOptions {
                 urls,
-                prefix: args.nats_prefix.clone(),
-                ca_file: args.nats_ca_file.clone(),
+                prefix,
+                ca_file,
             };
             Arc::new(
                 nats::start(options, interest, sink, &shutdown)
@@ -150,12 +150,13 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             url,
             pattern,
             subscribe,
+            ca_file,
         } => {
             if subscribe == RedisSubscribe::Pattern
-                && emitter::pattern_misses(&pattern, &args.emitter_key)
+                && emitter::pattern_misses(&pattern, emitter_key)
             {
                 tracing::warn!(
-                    %pattern, key = %args.emitter_key,
+                    %pattern, key = %emitter_key,
                     "--pattern does not match the Socket.IO emitter's channels: its messages will not arrive (--emitter-key '' turns this check off)"
                 );
             }
@@ -163,7 +164,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 broker: "redis",
                 source,
             };
-            let tls_roots = match &args.redis_ca_file {
+            let tls_roots = match &ca_file {
                 Some(path) => Some(std::fs::read(path).map_err(|e| {
                     broker_error(BrokerError::Config(format!(
                         "cannot read --redis-ca-file {}: {e}",
@@ -189,11 +190,11 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                         }
                     };
                     // The emitter's channels come through its patterns.
-                    let key = args.emitter_key.clone();
+                    let key = emitter_key.clone();
                     let covered = move |room: &str| emitter::covered_by_patterns(&key, room);
-                    let interest = Interest::new("redis", hub_linger(args), allowed, covered);
+                    let interest = Interest::new("redis", linger, allowed, covered);
                     hub.set_interest(Arc::new(HubInterest(interest.clone())));
-                    redis::Receive::rooms(interest, emitter::patterns(&args.emitter_key))
+                    redis::Receive::rooms(interest, emitter::patterns(emitter_key))
                 }
             };
             Arc::new(
@@ -205,15 +206,8 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     let state = AppState {
         hub: hub.clone(),
         broker: broker.clone(),
-        // An empty key (e.g. `ROOMCAST_API_KEY=`) is no key.
-        api_keys: args
-            .api_keys
-            .iter()
-            .map(|k| k.expose())
-            .filter(|k| !k.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        max_payload: args.max_payload,
+        api_keys: args.http.api_keys(),
+        max_payload: args.transports.max_payload,
         shutdown: shutdown.clone(),
         metrics: telemetry::install(),
         tls: tls_readiness,
@@ -222,7 +216,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     let sse = sse::Sse {
         security: security.clone(),
         hub: hub.clone(),
-        limits: args.outbox_limits(),
+        limits: args.hub.outbox_limits(),
         shutdown: shutdown.clone(),
     };
     let ws = ws::Ws {
@@ -230,21 +224,21 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         hub: hub.clone(),
         broker: broker.clone(),
         shutdown: shutdown.clone(),
-        limits: args.outbox_limits(),
-        max_frame: args.max_payload,
-        ping_interval: args.ping_interval(),
-        ping_timeout: args.ping_timeout(),
-        allow_publish: args.ws_publish,
-        emitter_key: args.emitter_key.clone(),
-        max_errors: args.max_protocol_errors,
+        limits: args.hub.outbox_limits(),
+        max_frame: args.transports.max_payload,
+        ping_interval: args.transports.ping_interval(),
+        ping_timeout: args.transports.ping_timeout(),
+        allow_publish: args.transports.ws_publish,
+        emitter_key: emitter_key.clone(),
+        max_errors: args.transports.max_protocol_errors,
     };
     let socketio = SocketIo::new(
         SocketIoConfig {
-            path: args.socketio_path.clone(),
-            ping_interval: args.ping_interval(),
-            ping_timeout: args.ping_timeout(),
-            max_payload: args.max_payload,
-            outbox: args.outbox_limits(),
+            path: args.transports.socketio_path.clone(),
+            ping_interval: args.transports.ping_interval(),
+            ping_timeout: args.transports.ping_timeout(),
+            max_payload: args.transports.max_payload,
+            outbox: args.hub.outbox_limits(),
             security: Some(security.clone()),
             ..SocketIoConfig::default()
         },
@@ -256,13 +250,13 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     let health = http::reserve_router(state.clone());
     let app = http::router(state, sse.clone(), ws, socketio.router());
 
-    let listener = bind(args.listen).await?;
+    let listener = bind(args.http.listen).await?;
     let local_addr = listener.local_addr()?;
     let mut http_addr = None;
     // Every socket of every listener counts in the limits from accept on.
-    let sockets = Sockets::new(security.clone(), args.write_timeout());
+    let sockets = Sockets::new(security.clone(), args.http.write_timeout());
     let health = Some((health, shutdown.clone()));
-    let (header, keepalive) = (args.header_timeout(), args.keepalive_timeout());
+    let (header, keepalive) = (args.http.header_timeout(), args.http.keepalive_timeout());
     let tls = match tls {
         None => {
             let listener = sse::start_listener(sockets.accept(listener, health), sse, header)?;
@@ -296,12 +290,6 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     })
 }
 
-/// How long a room stays subscribed after its last member left: as long
-/// as its history is kept (`--history-ttl-s`).
-fn hub_linger(args: &ServeArgs) -> Duration {
-    Duration::from_secs(args.history_ttl_s)
-}
-
 /// The hub's interest signal, carried to a broker's tracker: the hub never
 /// imports a broker, so the glue lives here.
 #[derive(Debug)]
@@ -332,53 +320,4 @@ async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Ser
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })
-}
-
-/// The security layer from the flags: keys, rules, origins and limits.
-fn build_security(args: &ServeArgs) -> Result<Security, ServeError> {
-    let limits = Limits {
-        max_rooms_per_connection: args.max_rooms_per_connection.max(1),
-        max_connections: args.max_connections,
-        max_connections_per_ip: args.max_connections_per_ip,
-        connect_rate_per_ip: args.connect_rate_per_ip.max(0.0),
-        connect_burst_per_ip: args.connect_burst_per_ip.max(1.0),
-        max_messages_per_s: args.max_messages_per_s.max(0.0),
-        limit_loopback: args.limit_loopback,
-    };
-    let mut security = Security::open(limits);
-    security.rules = Rules::new(args.rules.clone());
-    security.origins = Origins::new(&args.allowed_origins);
-    security.room_names = RoomNamePolicy {
-        max_chars: args.max_room_name_chars.max(1),
-        chars: match args.room_name_chars {
-            RoomCharsArg::Printable => RoomChars::Printable,
-            RoomCharsArg::Safe => RoomChars::Safe,
-        },
-    };
-    security.max_polling_buffer = args.max_polling_buffer.max(1024);
-    security.proxies = TrustedProxies::new(args.trusted_proxies.clone());
-    match args.auth {
-        AuthMode::None => {
-            tracing::warn!(
-                "--auth none: anyone who can reach this server may connect and join any room \
-                 the rules allow; use --auth jwt to require connection tokens"
-            );
-        }
-        AuthMode::Jwt => {
-            let verifier = Verifier::new(JwtSettings {
-                secret: args.jwt_secret.as_ref().map(|s| s.expose().to_owned()),
-                public_key: args.jwt_public_key.clone(),
-                jwks_file: args.jwks_file.clone(),
-                audience: args.jwt_audience.clone(),
-                issuer: args.jwt_issuer.clone(),
-                leeway_s: args.jwt_leeway_s,
-            })?;
-            security.verifier = Some(verifier);
-            security.allow_anonymous = args.allow_anonymous;
-        }
-    }
-    if security.origins.allows_any() {
-        tracing::warn!("--allowed-origins '*': any web page may open connections to this server");
-    }
-    Ok(security)
 }

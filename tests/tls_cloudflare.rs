@@ -13,7 +13,7 @@ use axum::routing::{delete, get, post};
 use roomcast::tls::acme::dns::DnsProvider;
 use roomcast::tls::acme::dns::cloudflare::Cloudflare;
 use roomcast::tls::acme::http_client::HttpsClient;
-use roomcast::tls::config::CloudflareAuth;
+use roomcast::tls::settings::CloudflareAuth;
 use serde_json::{Value, json};
 
 const ZONE_ID: &str = "023e105f4ecef8ad9ca31a8372d0c353";

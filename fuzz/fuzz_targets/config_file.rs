@@ -19,8 +19,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let serve = cli.serve;
     let _ = serve.validate();
-    let _ = serve.broker_config();
-    for rule in &serve.rules {
+    let _ = serve.broker.settings();
+    for rule in &serve.security.rules {
         assert!(!rule.pattern.is_empty());
         assert!(rule.subscribe.is_some() || rule.publish.is_some());
         assert!(
@@ -28,8 +28,8 @@ fuzz_target!(|data: &[u8]| {
             "a glob matches itself"
         );
     }
-    if let Some(first) = serve.rules.first() {
-        let rules = Rules::new(serve.rules.clone());
+    if let Some(first) = serve.security.rules.first() {
+        let rules = Rules::new(serve.security.rules.clone());
         if first.subscribe.is_some() {
             assert_eq!(rules.level(&first.pattern, Op::Subscribe), first.subscribe);
         }

@@ -12,12 +12,12 @@
 
 pub mod acme;
 mod certs;
-pub mod config;
 mod files;
 pub mod listener;
 mod redirect;
 mod renewal;
 mod resolver;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -27,12 +27,12 @@ use rustls::crypto::CryptoProvider;
 use tokio_rustls::TlsAcceptor;
 
 pub use certs::{CertError, Loaded, load_pem};
-pub use config::{TlsConfigError, TlsMode, TlsSettings};
 pub use redirect::Http01Tokens;
 pub use resolver::{ACME_TLS_ALPN, CertResolver};
+pub use settings::{TlsConfigError, TlsMode, TlsSettings};
 
-use crate::config::AcmeChallenge;
 use crate::shutdown::Shutdown;
+use settings::AcmeChallenge;
 
 /// The one rustls crypto provider of roomcast (ring).
 pub fn provider() -> Arc<CryptoProvider> {

@@ -16,8 +16,8 @@
 //!
 //! Never: panics or exits on an MQTT failure (it shows on `/readyz` and in
 //! `roomcast_mqtt_up`); logs the password; touches the hub or clients.
-//! Called by `server`: [`MqttSettings::from_args`] at start (bad settings are
-//! errors there), then [`start`].
+//! Called by `server` with the [`MqttSettings`] that `config::MqttArgs`
+//! resolved at start (bad settings are errors there), through [`start`].
 
 mod topics;
 
@@ -38,7 +38,6 @@ use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
 use crate::brokers::{Broker, BrokerError};
-use crate::config::ServeArgs;
 use crate::shutdown::Shutdown;
 use crate::{hub, telemetry};
 
@@ -103,80 +102,6 @@ impl std::fmt::Debug for MqttSettings {
 }
 
 impl MqttSettings {
-    /// `None` without `--mqtt-url`; an error for any setting that cannot work.
-    pub fn from_args(args: &ServeArgs) -> Result<Option<MqttSettings>, MqttConfigError> {
-        let Some(url) = &args.mqtt_url else {
-            return Ok(None);
-        };
-        let mapping = Mapping::new(&args.mqtt_topics, args.mqtt_room.as_deref())?;
-        let bad_url = |why| MqttConfigError::Url(url.clone(), why);
-        let parsed = url::Url::parse(url).map_err(|_| bad_url("not a URL"))?;
-        let (tls, default_port) = match parsed.scheme() {
-            "mqtt" => (false, 1883),
-            "mqtts" => (true, 8883),
-            _ => return Err(bad_url("the scheme must be mqtt:// or mqtts://")),
-        };
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(bad_url(
-                "give credentials with --mqtt-username/--mqtt-password (MQTT_USERNAME/MQTT_PASSWORD), not in the URL",
-            ));
-        }
-        let host = parsed
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| bad_url("no host"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let tls = match (&args.mqtt_ca_file, tls) {
-            (Some(_), false) => return Err(MqttConfigError::CaWithoutTls),
-            (Some(path), true) => {
-                let pem = std::fs::read(path).map_err(|source| MqttConfigError::CaFile {
-                    path: path.clone(),
-                    source,
-                })?;
-                let config = crate::tls::client_config_trusting(&pem).map_err(|source| {
-                    MqttConfigError::Tls {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-                Some(Arc::new(config))
-            }
-            (None, true) => Some(Arc::new(crate::tls::client_config(&[]).map_err(
-                |source| MqttConfigError::Tls {
-                    path: PathBuf::from("(Mozilla roots)"),
-                    source,
-                },
-            )?)),
-            (None, false) => None,
-        };
-        let client_id = args.mqtt_client_id.clone().unwrap_or_else(|| {
-            match args.hostname.as_deref().filter(|h| !h.is_empty()) {
-                Some(host) => format!("roomcast-{host}"),
-                None => format!("roomcast-{:08x}", rand::random::<u32>()),
-            }
-        });
-        Ok(Some(MqttSettings {
-            host,
-            port: parsed.port().unwrap_or(default_port),
-            tls,
-            username: args.mqtt_username.clone(),
-            password: args.mqtt_password.as_ref().map(|p| p.expose().to_owned()),
-            client_id,
-            mapping,
-            qos: if args.mqtt_qos == 0 {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
-            },
-            share_group: Some(args.mqtt_share_group.clone()).filter(|g| !g.is_empty()),
-            session_expiry_s: args.mqtt_session_expiry_s,
-            max_payload: args.max_payload,
-        }))
-    }
-
     /// What we subscribe to for `filter`.
     fn subscription(&self, filter: &Filter) -> String {
         match &self.share_group {

@@ -6,7 +6,7 @@ use instant_acme::{Account, AccountCredentials, NewAccount};
 use super::AcmeError;
 use super::cache::Cache;
 use super::http_client::HttpsClient;
-use crate::tls::config::AcmeSettings;
+use crate::tls::settings::AcmeSettings;
 
 pub async fn load_or_create(
     settings: &AcmeSettings,

@@ -22,10 +22,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, OnceCell};
 
 use super::certs::{self, Loaded};
-use super::config::{AcmeSettings, DnsSettings};
 use super::redirect::Http01Tokens;
 use super::renewal;
 use super::resolver::CertResolver;
+use super::settings::{AcmeSettings, DnsSettings};
 use crate::shutdown::Shutdown;
 use cache::Cache;
 use dns::DnsProvider;

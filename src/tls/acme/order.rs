@@ -13,11 +13,10 @@ use rustls::sign::CertifiedKey;
 
 use super::AcmeError;
 use super::dns::{DnsProvider, TxtRecord, challenge_name};
-use crate::config::AcmeChallenge;
-use crate::tls::config::AcmeSettings;
 use crate::tls::provider;
 use crate::tls::redirect::Http01Tokens;
 use crate::tls::resolver::CertResolver;
+use crate::tls::settings::{AcmeChallenge, AcmeSettings};
 
 /// How a challenge is answered.
 pub struct Responder {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{DnsError, DnsProvider, TxtRecord, zone_candidates};
 use crate::tls::acme::http_client::HttpsClient;
-use crate::tls::config::CloudflareAuth;
+use crate::tls::settings::CloudflareAuth;
 
 const NAME: &str = "cloudflare";
 

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{DnsError, DnsProvider, TxtRecord, zone_candidates};
-use crate::config::TsigAlgorithmKind;
+use crate::tls::settings::TsigAlgorithmKind;
 
 const NAME: &str = "rfc2136";
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,110 +1,209 @@
-//! Resolves the HTTPS flags of [`ServeArgs`] into one [`TlsSettings`]:
+//! HTTPS: certificate files or ACME (domains, directory, challenge, DNS
+//! provider), and the plain-HTTP listener beside HTTPS.
+//!
+//! Turned into one `tls::TlsSettings` here only ([`TlsArgs::settings`]):
 //! off, certificate files, or ACME with its challenge and DNS provider.
 //! Every inconsistent combination is refused here, by flag name, before
 //! anything is bound.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{AcmeChallenge, DnsProviderKind, ServeArgs, TsigAlgorithmKind};
+use clap::Args;
 
-/// Let's Encrypt's directories.
-pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
-pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+use crate::tls::settings::{
+    AcmeChallenge, AcmeSettings, CloudflareAuth, DnsProviderKind, DnsSettings,
+    LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, TlsConfigError, TlsMode, TlsSettings,
+    TsigAlgorithmKind,
+};
 
-#[derive(Debug, thiserror::Error)]
-pub enum TlsConfigError {
-    #[error("--tls-cert and --tls-key go together: {0} is missing")]
-    HalfPair(&'static str),
-    #[error("use either --tls-cert/--tls-key or --acme-domain, not both")]
-    BothModes,
-    #[error("--http-listen must be host:port or `off`, got `{0}`")]
-    BadHttpListen(String),
-    #[error("--acme-domain `{0}` is not a domain name")]
-    BadDomain(String),
-    #[error("--acme-directory must be `staging`, `production` or an https:// URL, got `{0}`")]
-    BadDirectory(String),
-    #[error(
-        "--acme-challenge http-01 needs the plain-HTTP listener: set --http-listen (not `off`)"
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// HTTPS from files: PEM certificate chain (reloaded when it changes on disk). Needs --tls-key.
+    #[arg(
+        long,
+        env = "ROOMCAST_TLS_CERT",
+        value_name = "PEM",
+        help_heading = "HTTPS"
     )]
-    Http01WithoutListener,
-    #[error("--acme-challenge dns-01 needs a DNS provider: {0}")]
-    NoDnsProvider(&'static str),
-    #[error("{0}")]
-    Provider(String),
-    #[error("wildcard domain `{0}` needs --acme-challenge dns-01")]
-    WildcardNeedsDns(String),
+    pub tls_cert: Option<PathBuf>,
+
+    /// HTTPS from files: PEM private key (PKCS#8, PKCS#1 or SEC1), reloaded with the certificate.
+    #[arg(
+        long,
+        env = "ROOMCAST_TLS_KEY",
+        value_name = "PEM",
+        help_heading = "HTTPS"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Plain-HTTP listener when HTTPS is on: ACME HTTP-01 answers, /healthz, and a redirect to
+    /// https:// for everything else. `off` disables it.
+    #[arg(
+        long,
+        env = "ROOMCAST_HTTP_LISTEN",
+        default_value = "0.0.0.0:80",
+        value_name = "ADDR|off",
+        help_heading = "HTTPS"
+    )]
+    pub http_listen: String,
+
+    /// How often --tls-cert/--tls-key are checked for changes, milliseconds.
+    #[arg(
+        long,
+        env = "ROOMCAST_TLS_RELOAD_INTERVAL_MS",
+        default_value_t = 5_000,
+        hide = true
+    )]
+    pub tls_reload_interval_ms: u64,
+
+    /// HTTPS over ACME: a domain to obtain a certificate for (repeatable, or comma-separated).
+    #[arg(
+        long = "acme-domain",
+        env = "ROOMCAST_ACME_DOMAIN",
+        value_delimiter = ',',
+        value_name = "DOMAIN",
+        help_heading = "HTTPS"
+    )]
+    pub acme_domains: Vec<String>,
+
+    /// Seed compatibility: the domain to obtain a certificate for (used when --acme-domain is not set).
+    #[arg(long, env = "RTHOST", hide_short_help = true, help_heading = "HTTPS")]
+    pub rthost: Option<String>,
+
+    /// Contact e-mail for the ACME account (expiry notices from the CA).
+    #[arg(long, env = "ROOMCAST_ACME_EMAIL", help_heading = "HTTPS")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory: `staging` (Let's Encrypt staging, untrusted test certificates), `production`
+    /// (Let's Encrypt), or any directory URL.
+    #[arg(
+        long,
+        env = "ROOMCAST_ACME_DIRECTORY",
+        default_value = "staging",
+        help_heading = "HTTPS"
+    )]
+    pub acme_directory: String,
+
+    /// Where the ACME account key and certificates are kept (0600). Mount it as a volume in containers.
+    #[arg(
+        long,
+        env = "ROOMCAST_ACME_CACHE_DIR",
+        default_value = "roomcast-acme",
+        help_heading = "HTTPS"
+    )]
+    pub acme_cache_dir: PathBuf,
+
+    /// ACME challenge. Default: dns-01 when DNS provider credentials are given, else http-01.
+    #[arg(
+        long,
+        env = "ROOMCAST_ACME_CHALLENGE",
+        value_enum,
+        help_heading = "HTTPS"
+    )]
+    pub acme_challenge: Option<AcmeChallenge>,
+
+    /// Extra PEM root CA trusted for the ACME directory (a private or test CA such as pebble).
+    #[arg(
+        long,
+        env = "ROOMCAST_ACME_CA_ROOT",
+        value_name = "PEM",
+        help_heading = "HTTPS"
+    )]
+    pub acme_ca_root: Option<PathBuf>,
+
+    /// DNS-01: seconds to wait after the TXT record is set before asking the CA to validate.
+    #[arg(
+        long,
+        env = "ROOMCAST_ACME_DNS_WAIT_S",
+        default_value_t = 30,
+        help_heading = "HTTPS"
+    )]
+    pub acme_dns_wait_s: u64,
+
+    /// DNS-01 provider. Default: whichever provider's settings are given.
+    #[arg(
+        long,
+        env = "ROOMCAST_DNS_PROVIDER",
+        value_enum,
+        help_heading = "HTTPS"
+    )]
+    pub dns_provider: Option<DnsProviderKind>,
+
+    /// Cloudflare API token with Zone:DNS:Edit permission.
+    #[arg(
+        long,
+        env = "CLOUDFLARE_API_TOKEN",
+        hide_env_values = true,
+        help_heading = "HTTPS"
+    )]
+    pub cloudflare_api_token: Option<String>,
+
+    /// Seed compatibility: Cloudflare account e-mail for the global API key.
+    #[arg(long, env = "CLOUDFLARE_EMAIL", help_heading = "HTTPS")]
+    pub cloudflare_email: Option<String>,
+
+    /// Seed compatibility: Cloudflare global API key (with CLOUDFLARE_EMAIL).
+    #[arg(
+        long,
+        env = "CLOUDFLARE_API_KEY",
+        hide_env_values = true,
+        help_heading = "HTTPS"
+    )]
+    pub cloudflare_api_key: Option<String>,
+
+    /// Cloudflare API base URL.
+    #[arg(
+        long,
+        env = "CLOUDFLARE_API_URL",
+        default_value = "https://api.cloudflare.com/client/v4",
+        hide = true
+    )]
+    pub cloudflare_api_url: String,
+
+    /// RFC 2136: primary name server that accepts dynamic updates, host:port.
+    #[arg(long, env = "RFC2136_NAMESERVER", help_heading = "HTTPS")]
+    pub rfc2136_server: Option<String>,
+
+    /// RFC 2136: the zone to update (e.g. example.com). Default: the domain's parent.
+    #[arg(long, env = "RFC2136_ZONE", help_heading = "HTTPS")]
+    pub rfc2136_zone: Option<String>,
+
+    /// RFC 2136: TSIG key name.
+    #[arg(long, env = "RFC2136_TSIG_KEY", help_heading = "HTTPS")]
+    pub rfc2136_tsig_key: Option<String>,
+
+    /// RFC 2136: TSIG secret, base64.
+    #[arg(
+        long,
+        env = "RFC2136_TSIG_SECRET",
+        hide_env_values = true,
+        help_heading = "HTTPS"
+    )]
+    pub rfc2136_tsig_secret: Option<String>,
+
+    /// RFC 2136: TSIG algorithm.
+    #[arg(
+        long,
+        env = "RFC2136_TSIG_ALGORITHM",
+        value_enum,
+        default_value = "hmac-sha256",
+        help_heading = "HTTPS"
+    )]
+    pub rfc2136_tsig_algorithm: TsigAlgorithmKind,
 }
 
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
-    pub mode: TlsMode,
-    /// The plain-HTTP listener (HTTP-01, /healthz, redirects); `None` when off.
-    pub http_listen: Option<SocketAddr>,
-    /// How often certificate files are checked for changes.
-    pub reload_interval: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub enum TlsMode {
-    Files { cert: PathBuf, key: PathBuf },
-    Acme(AcmeSettings),
-}
-
-#[derive(Debug, Clone)]
-pub struct AcmeSettings {
-    pub domains: Vec<String>,
-    pub email: Option<String>,
-    pub directory: String,
-    pub cache_dir: PathBuf,
-    pub challenge: AcmeChallenge,
-    pub ca_root: Option<PathBuf>,
-    pub dns: Option<DnsSettings>,
-    pub dns_wait: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub enum DnsSettings {
-    Cloudflare {
-        api_url: String,
-        auth: CloudflareAuth,
-    },
-    Rfc2136 {
-        server: String,
-        zone: Option<String>,
-        key_name: String,
-        secret_base64: String,
-        algorithm: TsigAlgorithmKind,
-    },
-}
-
-#[derive(Clone)]
-pub enum CloudflareAuth {
-    Token(String),
-    GlobalKey { email: String, key: String },
-}
-
-impl std::fmt::Debug for CloudflareAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CloudflareAuth::Token(_) => f.write_str("Token(..)"),
-            CloudflareAuth::GlobalKey { email, .. } => write!(f, "GlobalKey({email}, ..)"),
-        }
-    }
-}
-
-impl TlsSettings {
+impl TlsArgs {
     /// `Ok(None)`: plain HTTP only.
-    pub fn from_args(args: &ServeArgs) -> Result<Option<TlsSettings>, TlsConfigError> {
-        let mut domains: Vec<String> = args
+    pub fn settings(&self) -> Result<Option<TlsSettings>, TlsConfigError> {
+        let mut domains: Vec<String> = self
             .acme_domains
             .iter()
             .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
             .filter(|d| !d.is_empty())
             .collect();
         if domains.is_empty()
-            && let Some(host) = args
+            && let Some(host) = self
                 .rthost
                 .as_deref()
                 .map(str::trim)
@@ -113,7 +212,7 @@ impl TlsSettings {
             domains.push(host.trim_end_matches('.').to_ascii_lowercase());
         }
         domains.dedup();
-        let files = match (&args.tls_cert, &args.tls_key) {
+        let files = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
             (Some(_), None) => return Err(TlsConfigError::HalfPair("--tls-key")),
             (None, Some(_)) => return Err(TlsConfigError::HalfPair("--tls-cert")),
@@ -123,9 +222,9 @@ impl TlsSettings {
             (None, true) => return Ok(None),
             (Some(_), false) => return Err(TlsConfigError::BothModes),
             (Some((cert, key)), true) => TlsMode::Files { cert, key },
-            (None, false) => TlsMode::Acme(acme_settings(args, domains)?),
+            (None, false) => TlsMode::Acme(acme_settings(self, domains)?),
         };
-        let http_listen = match args.http_listen.trim() {
+        let http_listen = match self.http_listen.trim() {
             "off" | "none" | "" => None,
             addr => Some(
                 addr.parse()
@@ -141,12 +240,12 @@ impl TlsSettings {
         Ok(Some(TlsSettings {
             mode,
             http_listen,
-            reload_interval: Duration::from_millis(args.tls_reload_interval_ms.max(10)),
+            reload_interval: Duration::from_millis(self.tls_reload_interval_ms.max(10)),
         }))
     }
 }
 
-fn acme_settings(args: &ServeArgs, domains: Vec<String>) -> Result<AcmeSettings, TlsConfigError> {
+fn acme_settings(args: &TlsArgs, domains: Vec<String>) -> Result<AcmeSettings, TlsConfigError> {
     for domain in &domains {
         let name = domain.strip_prefix("*.").unwrap_or(domain);
         let valid = name.contains('.')
@@ -199,7 +298,7 @@ fn acme_settings(args: &ServeArgs, domains: Vec<String>) -> Result<AcmeSettings,
     })
 }
 
-fn dns_settings(args: &ServeArgs) -> Result<Option<DnsSettings>, TlsConfigError> {
+fn dns_settings(args: &TlsArgs) -> Result<Option<DnsSettings>, TlsConfigError> {
     let cloudflare = match (
         &args.cloudflare_api_token,
         &args.cloudflare_email,
@@ -265,7 +364,7 @@ mod tests {
             .map(std::ffi::OsString::from)
             .collect();
         let cli = crate::config::parse_from(args, |_| None).unwrap();
-        TlsSettings::from_args(&cli.serve)
+        cli.serve.tls.settings()
     }
 
     fn acme(args: &[&str]) -> AcmeSettings {
