@@ -12,6 +12,7 @@ use super::AppState;
 use crate::brokers::BrokerError;
 use crate::hub::{self, RoomInfo};
 use crate::refusal::Refusal;
+use crate::security;
 use crate::telemetry;
 
 #[derive(Deserialize)]
@@ -94,14 +95,7 @@ pub fn parse_publish(body: &[u8], max_payload: usize) -> Result<(String, Vec<u8>
         serde_json::Value::String(text) => text.into_bytes(),
         other => other.to_string().into_bytes(),
     };
-    if payload.len() > max_payload {
-        telemetry::refused("limit", "too_large");
-        return Err(Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("data exceeds the {max_payload}-byte message limit"),
-        ));
-    }
+    security::payload_limit("http", payload.len(), max_payload)?;
     Ok((request.channel, payload))
 }
 

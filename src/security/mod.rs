@@ -55,6 +55,21 @@ impl Identity {
     }
 }
 
+/// The message size limit (`--max-payload`) of what a client or the HTTP
+/// API publishes: one refusal, the same code and message everywhere.
+pub fn payload_limit(transport: &'static str, len: usize, max: usize) -> Result<(), Refusal> {
+    if len <= max {
+        return Ok(());
+    }
+    Err(refuse(
+        "limit",
+        transport,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("data exceeds the {max}-byte message limit"),
+    ))
+}
+
 /// Refuses: one count in `roomcast_refusals_total{kind,code}`, one log line,
 /// and the [`Refusal`] the transport turns into its own wire error.
 fn refuse(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{RawQuery, State};
-use axum::http::{Extensions, HeaderMap};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
@@ -28,7 +28,7 @@ use crate::telemetry;
 use crate::transports::connection::{self, Admitted, Connection};
 use crate::transports::json;
 use crate::transports::websocket::{self, Close};
-use protocol::{ProtocolError, Request};
+use protocol::Request;
 
 /// Write buffer of a connection, bytes (tungstenite allocates it on first use).
 const WRITE_BUFFER: usize = 8 * 1024;
@@ -263,7 +263,8 @@ impl Client {
             Message::Text(text) => protocol::parse(text.as_str()),
             Message::Binary(_) => (
                 None,
-                Err(ProtocolError::new(
+                Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
                     "binary_unsupported",
                     "binary frames are not supported; send JSON text",
                 )),
@@ -298,15 +299,16 @@ impl Client {
     }
 
     /// Performs a request; returns the reply type.
-    async fn act(&mut self, request: Request) -> Result<&'static str, ProtocolError> {
+    async fn act(&mut self, request: Request) -> Result<&'static str, Refusal> {
         match request {
             Request::Subscribe { channel, since } => {
-                self.conn.join(&channel, since).await.map_err(refused)?;
+                self.conn.join(&channel, since).await?;
                 Ok("ok")
             }
             Request::Unsubscribe { channel } => {
                 if !self.conn.holds(&channel) {
-                    return Err(ProtocolError::new(
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
                         "not_subscribed",
                         format!("not subscribed to {channel:?}"),
                     ));
@@ -316,14 +318,16 @@ impl Client {
             }
             Request::Publish { channel, payload } => {
                 if !self.ws.allow_publish {
-                    return Err(ProtocolError::new(
+                    return Err(Refusal::new(
+                        StatusCode::FORBIDDEN,
                         "publish_disabled",
                         "client publishing is disabled (server flag --ws-publish)",
                     ));
                 }
                 if crate::emitter::is_emitter_channel(&self.ws.emitter_key, &channel) {
                     crate::telemetry::refused("forbidden", "reserved_channel");
-                    return Err(ProtocolError::new(
+                    return Err(Refusal::new(
+                        StatusCode::FORBIDDEN,
                         "reserved_channel",
                         format!(
                             "{channel:?} is a Socket.IO emitter channel; only the back end publishes there"
@@ -331,32 +335,21 @@ impl Client {
                     ));
                 }
                 let security = &self.ws.security;
-                security
-                    .check_room(FORMAT.name, &channel)
-                    .and_then(|()| {
-                        security.authorize(FORMAT.name, self.conn.identity(), &channel, Op::Publish)
-                    })
-                    .map_err(refused)?;
-                if payload.len() > self.ws.max_frame {
-                    crate::telemetry::refused("limit", "too_large");
-                    return Err(ProtocolError::new(
-                        "too_large",
-                        format!("data exceeds {} bytes", self.ws.max_frame),
-                    ));
-                }
+                security.check_room(FORMAT.name, &channel).and_then(|()| {
+                    security.authorize(FORMAT.name, self.conn.identity(), &channel, Op::Publish)
+                })?;
+                security::payload_limit(FORMAT.name, payload.len(), self.ws.max_frame)?;
                 self.ws
                     .broker
                     .publish(&channel, payload.into())
                     .await
-                    .map_err(|e| ProtocolError::new(e.code(), e.to_string()))?;
+                    .map_err(|e| {
+                        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
+                    })?;
                 telemetry::message_published("ws");
                 Ok("ok")
             }
             Request::Ping => Ok("pong"),
         }
     }
-}
-
-fn refused(refusal: Refusal) -> ProtocolError {
-    ProtocolError::new(refusal.code, refusal.message)
 }

@@ -6,8 +6,11 @@
 //! `{"type":"ok","id":n}`, `{"type":"pong","id":n}`,
 //! `{"type":"error","id":n,"code":"...","message":"..."}`. `id` is echoed as sent.
 
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::refusal::Refusal;
 
 /// A request the connection acts on.
 #[derive(Debug, PartialEq)]
@@ -27,20 +30,10 @@ pub enum Request {
     Ping,
 }
 
-/// A refused frame: a stable code and a message for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProtocolError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl ProtocolError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        ProtocolError {
-            code,
-            message: message.into(),
-        }
-    }
+/// A refused frame: a stable code and a message for the client, the
+/// [`Refusal`] every transport and the HTTP API use (status 400).
+fn bad(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, code, message)
 }
 
 #[derive(Deserialize)]
@@ -54,7 +47,7 @@ struct RawRequest {
 
 /// Parses one text frame. The request id comes back even when the request
 /// is refused, so the error reply can carry it.
-pub fn parse(text: &str) -> (Option<Value>, Result<Request, ProtocolError>) {
+pub fn parse(text: &str) -> (Option<Value>, Result<Request, Refusal>) {
     let raw: RawRequest = match serde_json::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -65,7 +58,7 @@ pub fn parse(text: &str) -> (Option<Value>, Result<Request, ProtocolError>) {
             };
             return (
                 None,
-                Err(ProtocolError::new(
+                Err(bad(
                     code,
                     format!("expected a JSON object with \"op\": {e}"),
                 )),
@@ -81,8 +74,8 @@ fn request(
     channel: Option<Value>,
     data: Option<Value>,
     since: Option<Value>,
-) -> Result<Request, ProtocolError> {
-    let op = op.ok_or_else(|| ProtocolError::new("missing_field", "missing field \"op\""))?;
+) -> Result<Request, Refusal> {
+    let op = op.ok_or_else(|| bad("missing_field", "missing field \"op\""))?;
     match op.as_str() {
         "subscribe" => Ok(Request::Subscribe {
             channel: channel_field(channel)?,
@@ -93,8 +86,7 @@ fn request(
         }),
         "publish" => {
             let channel = channel_field(channel)?;
-            let data =
-                data.ok_or_else(|| ProtocolError::new("missing_field", "missing field \"data\""))?;
+            let data = data.ok_or_else(|| bad("missing_field", "missing field \"data\""))?;
             // A string is published as its characters, anything else as JSON text
             // (the same rule as POST /api/publish).
             let payload = match data {
@@ -104,7 +96,7 @@ fn request(
             Ok(Request::Publish { channel, payload })
         }
         "ping" => Ok(Request::Ping),
-        other => Err(ProtocolError::new(
+        other => Err(bad(
             "unknown_op",
             format!("unknown op {other:?}; expected subscribe, unsubscribe, publish or ping"),
         )),
@@ -112,26 +104,20 @@ fn request(
 }
 
 /// A message id as the server sent it (a decimal string), or a number.
-fn since_field(since: Value) -> Result<u64, ProtocolError> {
+fn since_field(since: Value) -> Result<u64, Refusal> {
     let parsed = match &since {
         Value::String(text) => text.parse().ok(),
         Value::Number(number) => number.as_u64(),
         _ => None,
     };
-    parsed.ok_or_else(|| ProtocolError::new("bad_since", "\"since\" must be a message id"))
+    parsed.ok_or_else(|| bad("bad_since", "\"since\" must be a message id"))
 }
 
-fn channel_field(channel: Option<Value>) -> Result<String, ProtocolError> {
+fn channel_field(channel: Option<Value>) -> Result<String, Refusal> {
     match channel {
         Some(Value::String(channel)) => Ok(channel),
-        Some(_) => Err(ProtocolError::new(
-            "bad_channel",
-            "\"channel\" must be a string",
-        )),
-        None => Err(ProtocolError::new(
-            "missing_field",
-            "missing field \"channel\"",
-        )),
+        Some(_) => Err(bad("bad_channel", "\"channel\" must be a string")),
+        None => Err(bad("missing_field", "missing field \"channel\"")),
     }
 }
 
@@ -145,7 +131,7 @@ pub fn reply(kind: &str, id: Option<&Value>) -> String {
 }
 
 /// `{"type":"error","id":..,"code":..,"message":..}`.
-pub fn error(id: Option<&Value>, error: &ProtocolError) -> String {
+pub fn error(id: Option<&Value>, error: &Refusal) -> String {
     let mut reply =
         serde_json::json!({ "type": "error", "code": error.code, "message": error.message });
     if let Some(id) = id {
