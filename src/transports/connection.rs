@@ -242,16 +242,7 @@ impl Connection {
         rooms: Vec<String>,
     ) -> impl Future<Output = Result<(), Refusal>> + Send + 'static {
         let (hub, client) = (self.hub.clone(), self.client);
-        async move {
-            let result = confirm_all(&hub, &rooms).await;
-            if let Err(refused) = &result {
-                tracing::info!(client = client.0, code = refused.code, message = %refused.message, "join not confirmed");
-                for room in &rooms {
-                    hub.leave(room, client);
-                }
-            }
-            result.map_err(refusal)
-        }
+        async move { confirmed(&hub, client, &rooms).await }
     }
 
     /// Forgets rooms whose join was not confirmed (the hub already let go).
@@ -267,7 +258,13 @@ impl Connection {
         if self.holds(room) {
             return Ok(Joined::Already);
         }
-        self.join_all(vec![room.to_owned()], since).await?;
+        self.enter(room, since);
+        // Not through `join_all`: one room needs no list, and every byte of
+        // this future is in each idle connection's task.
+        if let Err(refused) = confirmed(&self.hub, self.client, &[room]).await {
+            self.forget(&[room]);
+            return Err(refused);
+        }
         Ok(Joined::New)
     }
 
@@ -280,11 +277,11 @@ impl Connection {
         for room in &rooms {
             self.enter(room, since);
         }
-        let confirmed = self.confirm(rooms.clone()).await;
-        if confirmed.is_err() {
+        let result = confirmed(&self.hub, self.client, &rooms).await;
+        if result.is_err() {
             self.forget(&rooms);
         }
-        confirmed
+        result
     }
 
     /// Leaves `room`. Returns false if the hub did not have the client in it.
@@ -341,9 +338,22 @@ fn refusal(refused: JoinRefused) -> Refusal {
     Refusal::new(status, refused.code, refused.message)
 }
 
-async fn confirm_all(hub: &Hub, rooms: &[String]) -> Result<(), JoinRefused> {
+/// [`Connection::confirm`] on borrowed parts; a refused join leaves the
+/// rooms in the hub.
+async fn confirmed<R: AsRef<str>>(hub: &Hub, client: ClientId, rooms: &[R]) -> Result<(), Refusal> {
+    let result = confirm_all(hub, rooms).await;
+    if let Err(refused) = &result {
+        tracing::info!(client = client.0, code = refused.code, message = %refused.message, "join not confirmed");
+        for room in rooms {
+            hub.leave(room.as_ref(), client);
+        }
+    }
+    result.map_err(refusal)
+}
+
+async fn confirm_all<R: AsRef<str>>(hub: &Hub, rooms: &[R]) -> Result<(), JoinRefused> {
     let deadline = tokio::time::Instant::now() + JOIN_CONFIRM_TIMEOUT;
-    for room in rooms {
+    for room in rooms.iter().map(AsRef::as_ref) {
         match hub.ready(room) {
             Ready::Now(result) => result?,
             Ready::Later(pending) => match tokio::time::timeout_at(deadline, pending).await {

@@ -116,7 +116,10 @@ pub async fn write_batch(
         return Ok(None);
     }
     let bytes = batch.iter().map(Frame::len).sum();
-    for frame in batch {
+    // Popped from the end: only the list lives across the writes (an
+    // iterator would add its size to every connection's task).
+    batch.reverse();
+    while let Some(frame) = batch.pop() {
         if let Some(message) = message(frame) {
             socket.feed(message).await.map_err(|e| write_failed(&e))?;
         }

@@ -134,8 +134,7 @@ impl Client {
     }
 
     async fn run(mut self, mut socket: WebSocket) {
-        let client = self.conn.client().0;
-        tracing::debug!(client, "ws client connected");
+        tracing::debug!(client = self.conn.client().0, "ws client connected");
         let close = self.serve(&mut socket).await;
         let reason = close
             .as_ref()
@@ -146,13 +145,16 @@ impl Client {
             let level_info = close.reason != DisconnectReason::ClientClosed;
             if level_info {
                 tracing::info!(
-                    client,
+                    client = self.conn.client().0,
                     reason = close.reason.code(),
                     "ws client disconnected"
                 );
             }
         } else {
-            tracing::debug!(client, "ws client closed the connection");
+            tracing::debug!(
+                client = self.conn.client().0,
+                "ws client closed the connection"
+            );
         }
     }
 
