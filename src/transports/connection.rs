@@ -371,3 +371,75 @@ async fn confirm_all<R: AsRef<str>>(hub: &Hub, rooms: &[R]) -> Result<(), JoinRe
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::OutboxLimits;
+    use crate::security::Limits;
+    use crate::transports::ws::FORMAT;
+
+    fn connection(hub: &Arc<Hub>, max_rooms: usize) -> Connection {
+        let security = Arc::new(Security::open(Limits {
+            max_rooms_per_connection: max_rooms,
+            max_messages_per_s: 1.0,
+            ..Limits::default()
+        }));
+        let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+        Connection::new(
+            hub.clone(),
+            security,
+            &FORMAT,
+            outbox,
+            Identity::Anonymous,
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn joins_are_checked_counted_once_and_left_at_the_end() {
+        let hub = Arc::new(Hub::new());
+        let mut conn = connection(&hub, 2);
+        assert_eq!(conn.join("a", None).await, Ok(Joined::New));
+        assert_eq!(conn.join("a", None).await, Ok(Joined::Already));
+        assert_eq!(hub.room_size("a"), 1);
+        // Only rooms not held count against the limit; a refused list
+        // joins nothing.
+        assert!(conn.may_join(&["a", "b", "b"]).is_ok());
+        let refused = conn.may_join(&["b", "c"]).unwrap_err();
+        assert_eq!(refused.code, "too_many_channels");
+        assert_eq!(conn.join("", None).await.unwrap_err().code, "room_empty");
+        assert_eq!(hub.room_size("b"), 0);
+        conn.join_all(vec!["b".into()], Some(0)).await.unwrap();
+        assert_eq!(conn.rooms().len(), 2);
+        assert!(conn.leave("b"));
+        assert!(!conn.holds("b"));
+        assert_eq!(hub.room_size("b"), 0);
+        conn.end(DisconnectReason::ServerShutdown);
+        assert!(conn.ended());
+        assert_eq!(hub.room_size("a"), 0, "ending leaves every room");
+        assert!(conn.rooms().is_empty());
+    }
+
+    #[tokio::test]
+    async fn dropping_a_connection_leaves_its_rooms() {
+        let hub = Arc::new(Hub::new());
+        let mut conn = connection(&hub, 64);
+        conn.join_all(vec!["x".into(), "y".into()], None)
+            .await
+            .unwrap();
+        assert_eq!((hub.room_size("x"), hub.room_size("y")), (1, 1));
+        drop(conn);
+        assert_eq!((hub.room_size("x"), hub.room_size("y")), (0, 0));
+    }
+
+    #[test]
+    fn the_message_rate_is_the_connection_s() {
+        let hub = Arc::new(Hub::new());
+        let mut conn = connection(&hub, 64);
+        // 1 message per second: a burst of two seconds' worth, then refused.
+        assert!(conn.allow_message().is_ok());
+        assert!(conn.allow_message().is_ok());
+        assert_eq!(conn.allow_message(), Err(DisconnectReason::MessageRate));
+    }
+}
