@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::brokers::interest::{Interest, Subscribed};
+use crate::brokers::interest::{Interest, Subscribed, Tracker};
 use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, nats, redis};
 use crate::config::{BrokerConfig, RedisSubscribe, ServeArgs};
 use crate::emitter::{self, Emitter};
@@ -164,31 +164,11 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 broker: "redis",
                 source,
             };
-            let tls_roots = match &ca_file {
-                Some(path) => Some(std::fs::read(path).map_err(|e| {
-                    broker_error(BrokerError::Config(format!(
-                        "cannot read --redis-ca-file {}: {e}",
-                        path.display()
-                    )))
-                })?),
-                None => None,
-            };
-            let options = redis::RedisOptions {
-                tls_roots,
-                ..redis::RedisOptions::default()
-            };
+            let options = redis_options(ca_file.as_deref()).map_err(broker_error)?;
             let receive = match subscribe {
                 RedisSubscribe::Pattern => redis::Receive::Pattern(pattern),
                 RedisSubscribe::Rooms => {
-                    let allowed = move |room: &str| {
-                        if security::rules::glob_match(&pattern, room) {
-                            Ok(())
-                        } else {
-                            Err(format!(
-                                "room {room:?} is not served by this cluster (--pattern {pattern})"
-                            ))
-                        }
-                    };
+                    let allowed = served_by(pattern);
                     // The emitter's channels come through its patterns.
                     let key = emitter_key.clone();
                     let covered = move |room: &str| emitter::covered_by_patterns(&key, room);
@@ -200,6 +180,33 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             Arc::new(
                 redis::start_with(&url, receive, options, sink, &shutdown).map_err(broker_error)?,
             )
+        }
+        BrokerConfig::RedisCluster {
+            urls,
+            pattern,
+            ca_file,
+        } => {
+            let broker_error = |source| ServeError::Broker {
+                broker: "redis-cluster",
+                source,
+            };
+            let options = redis_options(ca_file.as_deref()).map_err(broker_error)?;
+            let allowed = Arc::new(served_by(pattern));
+            // Sharded pub/sub has no patterns: the Socket.IO emitter's
+            // channels are not received (see README "Scaling out").
+            let tracker = move || {
+                let allowed = allowed.clone();
+                Interest::new(
+                    "redis-cluster",
+                    linger,
+                    move |room: &str| allowed(room),
+                    |_: &str| false,
+                )
+            };
+            let (broker, rooms) = redis::cluster::start(&urls, tracker, options, sink, &shutdown)
+                .map_err(broker_error)?;
+            hub.set_interest(Arc::new(HubInterest(rooms)));
+            Arc::new(broker)
         }
     };
     let mqtt = mqtt_settings.map(|settings| mqtt::start(settings, broker.clone(), &shutdown));
@@ -290,12 +297,42 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     })
 }
 
+/// The Redis broker's settings from the flags (`--redis-ca-file`).
+fn redis_options(ca_file: Option<&std::path::Path>) -> Result<redis::RedisOptions, BrokerError> {
+    let tls_roots = match ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            BrokerError::Config(format!(
+                "cannot read --redis-ca-file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    Ok(redis::RedisOptions {
+        tls_roots,
+        ..redis::RedisOptions::default()
+    })
+}
+
+/// Per-room Redis: only rooms `--pattern` matches may be joined.
+fn served_by(pattern: String) -> impl Fn(&str) -> Result<(), String> + Send + Sync + 'static {
+    move |room: &str| {
+        if security::rules::glob_match(&pattern, room) {
+            Ok(())
+        } else {
+            Err(format!(
+                "room {room:?} is not served by this cluster (--pattern {pattern})"
+            ))
+        }
+    }
+}
+
 /// The hub's interest signal, carried to a broker's tracker: the hub never
 /// imports a broker, so the glue lives here.
 #[derive(Debug)]
-struct HubInterest(Interest);
+struct HubInterest<T>(T);
 
-impl RoomInterest for HubInterest {
+impl<T: Tracker> RoomInterest for HubInterest<T> {
     fn first_member(&self, room: &str) {
         self.0.want(room);
     }

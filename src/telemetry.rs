@@ -91,6 +91,10 @@ fn describe() {
     );
     describe_gauge!("roomcast_broker_up", "1 while the broker is connected");
     describe_gauge!(
+        "roomcast_broker_shard_up",
+        "1 while this node's subscription to that Redis Cluster master is live"
+    );
+    describe_gauge!(
         "roomcast_broker_subscriptions",
         "Rooms this node's broker connection is subscribed to (per-room modes), by broker"
     );
@@ -310,6 +314,15 @@ pub fn broker_subscribe_seconds(broker: &'static str, seconds: f64) {
 
 pub fn broker_up(broker: &'static str, up: bool) {
     gauge!("roomcast_broker_up", "broker" => broker).set(if up { 1.0 } else { 0.0 });
+}
+
+/// One part of the broker (a Redis Cluster master) is reachable or not.
+pub fn broker_shard_up(broker: &'static str, shard: String, up: bool) {
+    gauge!("roomcast_broker_shard_up", "broker" => broker, "shard" => shard).set(if up {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 pub fn broker_reconnected(broker: &'static str) {

@@ -14,14 +14,11 @@ mod support;
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use common::{RedisServer, ServerProcess};
+use common::{RedisServer, ServerProcess, http_get as get};
 use support::next_json;
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -53,15 +50,6 @@ async fn channels(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
         .unwrap();
     channels.sort();
     channels
-}
-
-async fn get(port: u16, path: &str) -> (u16, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-    let uri = format!("http://127.0.0.1:{port}{path}");
-    let response = client.get(uri.parse().unwrap()).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A series of a node's `/metrics` (0 when absent).

@@ -87,6 +87,11 @@ impl Inbox {
 
     /// Queues what fits of `batch` (in order) and drops the rest; returns
     /// how many were dropped.
+    /// The engine's name, for the metrics of those who feed it.
+    pub fn broker(&self) -> &'static str {
+        self.broker
+    }
+
     pub fn push(&self, mut batch: Vec<Received>) -> usize {
         if batch.is_empty() {
             return 0;

@@ -34,6 +34,31 @@ pub enum Subscribed {
     Later(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
+/// What the hub's adapter in `server` needs of a broker's room tracking:
+/// one [`Interest`], or a Redis Cluster's trackers routed by slot.
+pub trait Tracker: Send + Sync + std::fmt::Debug {
+    /// `room` has a member here: subscribe it (unless it still is).
+    fn want(&self, room: &str);
+    /// `room` has no member here any more: unsubscribe it after the linger.
+    fn unwant(&self, room: &str);
+    /// The room's subscription, for a join to wait on.
+    fn ready(&self, room: &str) -> Subscribed;
+}
+
+impl Tracker for Interest {
+    fn want(&self, room: &str) {
+        Interest::want(self, room)
+    }
+
+    fn unwant(&self, room: &str) {
+        Interest::unwant(self, room)
+    }
+
+    fn ready(&self, room: &str) -> Subscribed {
+        Interest::ready(self, room)
+    }
+}
+
 /// A room's state on this node.
 struct Room {
     /// It has members here.
@@ -280,23 +305,104 @@ impl Interest {
     /// The connection was lost: nothing is subscribed any more. Every room
     /// still wanted (or lingering) is sent again by the next [`Interest::batch`].
     pub fn lost(&self) {
+        // Lingering rooms are subscribed again too: their history is still
+        // filling; their linger goes on and ends as usual.
+        self.dropped_where(|_| true);
+        self.resend();
+    }
+
+    /// The engine ended (or refused) the subscriptions of the rooms `which`
+    /// accepts: they wait, unconfirmed, until [`Interest::resend`] (once the
+    /// engine knows where they belong now). Returns how many there were.
+    pub fn dropped_where(&self, which: impl Fn(&str) -> bool) -> usize {
+        let mut state = self.lock();
+        let mut dropped = 0;
+        for (name, room) in state.rooms.iter_mut() {
+            if room.sent && which(name) {
+                room.sent = false;
+                dropped += 1;
+                if room.confirmed.send_replace(false) {
+                    telemetry::broker_subscriptions(self.inner.broker, -1.0);
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Every room not subscribed now is sent by the next [`Interest::batch`].
+    pub fn resend(&self) {
         let mut state = self.lock();
         let state = &mut *state;
-        let mut was_confirmed = 0;
-        for (name, room) in state.rooms.iter_mut() {
-            if *room.confirmed.borrow() {
-                was_confirmed += 1;
-            }
-            room.confirmed.send_replace(false);
-            // Lingering rooms are subscribed again too: their history is
-            // still filling; their linger goes on and ends as usual.
-            if room.sent {
-                room.sent = false;
+        for (name, room) in state.rooms.iter() {
+            if !room.sent {
                 state.dirty.push(name.clone());
             }
         }
-        telemetry::broker_subscriptions(self.inner.broker, -(was_confirmed as f64));
         self.inner.changed.notify_one();
+    }
+
+    /// True unless `room` has members here and is not confirmed: a message
+    /// published now might not reach them.
+    pub fn settled(&self, room: &str) -> bool {
+        self.lock()
+            .rooms
+            .get(room)
+            .is_none_or(|existing| *existing.confirmed.borrow())
+    }
+
+    /// Takes out the rooms `which` accepts, to be [`Interest::put`] into the
+    /// tracker of another connection (a Redis Cluster slot changed master).
+    /// Nothing is unsubscribed: the old connection lost them already.
+    pub fn take_where(&self, which: impl Fn(&str) -> bool) -> Moving {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let names: Vec<Arc<str>> = state.rooms.keys().filter(|n| which(n)).cloned().collect();
+        let mut moving = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(mut room) = state.rooms.remove(&name) {
+                room.sent = false;
+                if room.confirmed.send_replace(false) {
+                    telemetry::broker_subscriptions(self.inner.broker, -1.0);
+                }
+                moving.push((name, room));
+            }
+        }
+        let rooms = &state.rooms;
+        state.dirty.retain(|name| rooms.contains_key(name));
+        Moving(moving)
+    }
+
+    /// Adopts rooms taken from another tracker: each keeps its members'
+    /// state, linger and confirmation watch (the joins waiting on it keep
+    /// waiting), and is sent by the next [`Interest::batch`].
+    pub fn put(&self, moving: Moving) {
+        if moving.0.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        let state = &mut *state;
+        for (name, room) in moving.0 {
+            if let Some(left) = room.left_at {
+                let at = state.lingering.partition_point(|(other, _)| *other <= left);
+                state.lingering.insert(at, (left, name.clone()));
+            }
+            state.dirty.push(name.clone());
+            state.rooms.insert(name, room);
+        }
+        self.inner.changed.notify_one();
+    }
+}
+
+/// Rooms on their way from one tracker to another ([`Interest::take_where`]).
+pub struct Moving(Vec<(Arc<str>, Room)>);
+
+impl Moving {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

@@ -95,4 +95,11 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The engine's name, for logs and `/readyz`.
     fn name(&self) -> &'static str;
+
+    /// The parts of the engine that fail on their own (a Redis Cluster's
+    /// masters): each one's name and whether this node's path to it is up.
+    /// Empty for an engine reached through one connection.
+    fn shards(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }

@@ -1,9 +1,10 @@
-//! The message broker: which engine (memory, Redis, NATS), its address and
+//! The message broker: which engine (memory, Redis, Redis Cluster, NATS), its address and
 //! options, and the Socket.IO emitter's channel prefix.
 //!
 //! Turned into a [`BrokerConfig`] here only ([`BrokerArgs::settings`]):
 //! `--broker`, else redis when a Redis address is known (REDIS_URL, or the
-//! seed's REDISHOST), else nats when a NATS URL is, else memory.
+//! seed's REDISHOST), else redis-cluster when only REDIS_CLUSTER_URLS is,
+//! else nats when a NATS URL is, else memory.
 
 use std::path::PathBuf;
 
@@ -19,6 +20,9 @@ pub enum BrokerKind {
     /// Redis Pub/Sub: SUBSCRIBE per room with members here, or PSUBSCRIBE on --pattern
     /// (--redis-subscribe).
     Redis,
+    /// Redis Cluster sharded pub/sub: SSUBSCRIBE each room with members here on the master
+    /// of its slot; publishers use SPUBLISH. --redis-url lists seed nodes.
+    RedisCluster,
     /// NATS: room R is subject <--nats-prefix>.R, subscribed per room with members here.
     Nats,
 }
@@ -42,8 +46,18 @@ pub struct BrokerArgs {
     pub broker: Option<BrokerKind>,
 
     /// Redis URL, e.g. redis://127.0.0.1:6379 or rediss://user:pass@host:6380/0 (TLS).
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
+    /// With --broker redis-cluster: seed nodes, comma-separated or repeated.
+    #[arg(long, env = "REDIS_URL", value_delimiter = ',')]
+    pub redis_url: Vec<String>,
+
+    /// Redis Cluster seed nodes when --redis-url is not set (selects --broker redis-cluster).
+    #[arg(
+        long,
+        env = "REDIS_CLUSTER_URLS",
+        value_delimiter = ',',
+        hide_short_help = true
+    )]
+    pub redis_cluster_urls: Vec<String>,
 
     /// PEM file of the CA(s) that alone are trusted for a rediss:// server; default: the
     /// system's roots and Mozilla's.
@@ -101,6 +115,12 @@ pub enum BrokerConfig {
         /// `--redis-ca-file`: the only CA(s) trusted for rediss://.
         ca_file: Option<PathBuf>,
     },
+    RedisCluster {
+        urls: Vec<String>,
+        pattern: String,
+        /// `--redis-ca-file`, for every node.
+        ca_file: Option<PathBuf>,
+    },
     Nats {
         urls: Vec<String>,
         prefix: String,
@@ -112,9 +132,33 @@ impl BrokerArgs {
     /// Resolves the broker: `--broker`, else redis when a Redis address is
     /// known, else memory. REDISHOST=host:port becomes redis://host:port.
     pub fn settings(&self) -> Result<BrokerConfig, ConfigError> {
-        let url = self
+        let urls: Vec<String> = self
             .redis_url
-            .clone()
+            .iter()
+            .map(|url| url.trim().to_string())
+            .filter(|url| !url.is_empty())
+            .collect();
+        let cluster = || {
+            let seeds = if urls.is_empty() {
+                &self.redis_cluster_urls
+            } else {
+                &urls
+            };
+            match seeds.is_empty() {
+                true => Err(ConfigError::MissingClusterUrls),
+                false => Ok(BrokerConfig::RedisCluster {
+                    urls: seeds.clone(),
+                    pattern: self.pattern.clone(),
+                    ca_file: self.redis_ca_file.clone(),
+                }),
+            }
+        };
+        if urls.len() > 1 && matches!(self.broker, None | Some(BrokerKind::Redis)) {
+            return Err(ConfigError::TooManyRedisUrls(urls.len()));
+        }
+        let url = urls
+            .first()
+            .cloned()
             .or_else(|| self.redishost.as_ref().map(|h| format!("redis://{h}")));
         let nats = || match self.nats_url.is_empty() {
             true => Err(ConfigError::MissingNatsUrl),
@@ -125,6 +169,8 @@ impl BrokerArgs {
             }),
         };
         match (self.broker, url) {
+            (Some(BrokerKind::RedisCluster), _) => cluster(),
+            (None, None) if !self.redis_cluster_urls.is_empty() => cluster(),
             (Some(BrokerKind::Nats), _) => nats(),
             (None, None) if !self.nats_url.is_empty() => nats(),
             (Some(BrokerKind::Memory), _) | (None, None) => Ok(BrokerConfig::Memory),

@@ -209,6 +209,12 @@ pub enum ConfigError {
     BadRules { path: PathBuf, message: String },
     #[error("--broker redis needs --redis-url (or REDIS_URL, or REDISHOST=host:port)")]
     MissingRedisUrl,
+    #[error(
+        "--broker redis takes one --redis-url, got {0}; a list of seed nodes is for --broker redis-cluster"
+    )]
+    TooManyRedisUrls(usize),
+    #[error("--broker redis-cluster needs --redis-url (or REDIS_CLUSTER_URLS) with seed nodes")]
+    MissingClusterUrls,
     #[error("--broker nats needs --nats-url (or NATS_URL)")]
     MissingNatsUrl,
     #[error("--socketio-path must start with `/`, got `{0}`")]
@@ -494,6 +500,51 @@ mod tests {
         ));
         let cli = parse_with(&["--broker", "memory", "--redis-url", "redis://x"], &[]).unwrap();
         assert_eq!(cli.serve.broker.settings().unwrap(), BrokerConfig::Memory);
+    }
+
+    #[test]
+    fn redis_cluster_takes_seed_lists_from_flags_or_env() {
+        let cluster = |urls: &[&str]| BrokerConfig::RedisCluster {
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            pattern: "*".into(),
+            ca_file: None,
+        };
+        let cli = parse_with(
+            &[
+                "--broker",
+                "redis-cluster",
+                "--redis-url",
+                "redis://a:7000,redis://b:7001",
+                "--redis-url",
+                "redis://c:7002",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            cli.serve.broker.settings().unwrap(),
+            cluster(&["redis://a:7000", "redis://b:7001", "redis://c:7002"])
+        );
+        // The flag in the env variable's place (REDIS_CLUSTER_URLS).
+        let cli = parse_with(
+            &["--redis-cluster-urls", "redis://a:7000,redis://b:7001"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            cli.serve.broker.settings().unwrap(),
+            cluster(&["redis://a:7000", "redis://b:7001"])
+        );
+        let cli = parse_with(&["--broker", "redis-cluster"], &[]).unwrap();
+        assert!(matches!(
+            cli.serve.broker.settings(),
+            Err(ConfigError::MissingClusterUrls)
+        ));
+        let cli = parse_with(&["--redis-url", "redis://a:1,redis://b:2"], &[]).unwrap();
+        assert!(matches!(
+            cli.serve.broker.settings(),
+            Err(ConfigError::TooManyRedisUrls(2))
+        ));
     }
 
     #[test]

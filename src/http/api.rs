@@ -180,6 +180,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         (StatusCode::OK, "ready")
     };
     let mut body = serde_json::json!({ "status": text, "broker": broker });
+    let shards = state.broker.shards();
+    if !shards.is_empty() {
+        body["shards"] = shards
+            .into_iter()
+            .map(|(shard, up)| {
+                (
+                    shard,
+                    serde_json::Value::from(if up { "up" } else { "down" }),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     if let Some(Err(reason)) = tls {
         body["tls"] = serde_json::Value::String(reason);
     }
@@ -200,6 +213,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response();
     };
     telemetry::broker_up(state.broker.name(), state.broker.is_ready());
+    for (shard, up) in state.broker.shards() {
+        telemetry::broker_shard_up(state.broker.name(), shard, up);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -426,3 +426,180 @@ pub async fn http_once(
         Err(_) => panic!("{method} {target}: no answer within 10 s (server hung?)"),
     }
 }
+
+/// A Redis Cluster of `redis-server`s this test started (`--cluster-enabled`,
+/// a 1 s node timeout so a replica takes over quickly), created with
+/// `redis-cli --cluster create`. Every node is killed on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// `masters` masters with `replicas` replicas each, every slot served.
+    pub async fn start(masters: usize, replicas: usize) -> RedisCluster {
+        let count = masters * (1 + replicas);
+        // Client and cluster-bus ports at once, so all are distinct.
+        let ports = free_ports(2 * count);
+        let mut nodes = Vec::with_capacity(count);
+        for i in 0..count {
+            let bus = ports[count + i].to_string();
+            let config = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-port",
+                &bus,
+            ];
+            nodes.push(RedisServer::launch(ports[i], None, &config).await);
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let output = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.settled(masters) {
+            assert!(Instant::now() < deadline, "the cluster did not settle");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster
+    }
+
+    /// Every live node says the cluster is ok and knows `masters` masters,
+    /// and every replica's link to its master is up.
+    fn settled(&self, masters: usize) -> bool {
+        self.nodes.iter().filter(|n| n.child.is_some()).all(|node| {
+            let info = node.cli(&["CLUSTER", "INFO"]);
+            let replication = node.cli(&["INFO", "replication"]);
+            info.contains("cluster_state:ok")
+                && info.contains(&format!("cluster_size:{masters}"))
+                && (replication.contains("role:master")
+                    || replication.contains("master_link_status:up"))
+        })
+    }
+
+    /// Seed URLs of every node, comma-separated.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node that serves `slot` now, as one live node sees it.
+    pub fn owner(&self, slot: u16) -> &RedisServer {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a live node");
+        let nodes = live.cli(&["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (start, end) = range.split_once('-').unwrap_or((range, range));
+                match (start.parse::<u16>(), end.parse::<u16>()) {
+                    (Ok(start), Ok(end)) => (start..=end).contains(&slot),
+                    _ => false,
+                }
+            });
+            let port: u16 = fields[1]
+                .split(['@', ':'])
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .expect("port in CLUSTER NODES");
+            if serves {
+                return self
+                    .nodes
+                    .iter()
+                    .find(|n| n.port == port)
+                    .expect("our node");
+            }
+        }
+        panic!("no master serves slot {slot}: {nodes}");
+    }
+}
+
+impl RedisServer {
+    /// `redis-cli -p PORT args...`'s output (raw).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// This node's cluster id.
+    pub fn node_id(&self) -> String {
+        self.cli(&["CLUSTER", "MYID"]).trim().to_string()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// `GET http://127.0.0.1:PORT/PATH`: the status and the body as text.
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri = format!("http://127.0.0.1:{port}{path}");
+    let response = client.get(uri.parse().unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A raw `GET /sse?channel=ROOM` stream and what it has sent so far.
+pub struct RawSse {
+    stream: tokio::net::TcpStream,
+    pub seen: Vec<u8>,
+}
+
+impl RawSse {
+    pub async fn open(port: u16, room: &str) -> RawSse {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect for /sse");
+        let request = format!("GET /sse?channel={room} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        RawSse {
+            stream,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads until `marker` has arrived (`: connected`: the head and the
+    /// stream's first chunk, the join confirmed), within 10 s per read.
+    pub async fn until(&mut self, marker: &str) {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&self.seen).contains(marker) {
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{marker:?} within 10 s"))
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&self.seen));
+            self.seen.extend_from_slice(&buf[..n]);
+        }
+    }
+}

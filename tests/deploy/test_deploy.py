@@ -528,7 +528,7 @@ def compose(name: str = "compose.yaml") -> dict:
     return yaml.safe_load((DEPLOY / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["compose.yaml", "compose-nats.yaml"])
+@pytest.mark.parametrize("name", ["compose.yaml", "compose-nats.yaml", "compose-redis-cluster.yaml"])
 def test_compose_matches_the_compose_spec(name):
     exe = tool("check-jsonschema")
     if not exe:
@@ -561,6 +561,27 @@ def test_compose_nats_two_nodes_on_a_private_nats_cluster():
     for svc in services.values():
         assert svc.get("network_mode") != "host"
         assert "healthcheck" in svc and svc.get("restart") in ("always", "unless-stopped", "on-failure")
+
+
+def test_compose_redis_cluster_private_nodes_and_seeds():
+    services = compose("compose-redis-cluster.yaml")["services"]
+    nodes = {name: svc for name, svc in services.items() if re.fullmatch(r"redis-\d", name)}
+    assert len(nodes) == 6, "3 masters and 3 replicas"
+    for name, svc in nodes.items():
+        assert "ports" not in svc, f"{name}: Redis must not be published to the host"
+        assert "healthcheck" in svc and svc.get("restart") == "unless-stopped"
+        assert svc["environment"]["NODE"] == name, "each node announces its own service name"
+        command = " ".join(svc["command"])
+        assert "--cluster-enabled yes" in command and '--cluster-announce-hostname "$$NODE"' in command
+    create = services["redis-cluster-create"]
+    assert set(create["depends_on"]) == set(nodes)
+    assert "--cluster-replicas 1" in " ".join(create["command"])
+    rc = services["roomcast"]
+    assert rc["environment"]["ROOMCAST_BROKER"] == "redis-cluster"
+    seeds = rc["environment"]["REDIS_CLUSTER_URLS"].split(",")
+    assert seeds and all(re.fullmatch(r"redis://(redis-\d):6379", s).group(1) in nodes for s in seeds)
+    assert rc["depends_on"]["redis-cluster-create"]["condition"] == "service_completed_successfully"
+    assert rc["healthcheck"]["test"][:2] == ["CMD", "/roomcast"] and rc.get("read_only") is True
 
 
 def test_compose_roomcast_and_private_redis():

@@ -32,7 +32,9 @@
 //! Called by `server`, which builds it with [`start`] from
 //! `BrokerConfig::Redis { url, pattern }` and hands it the hub as the [`Sink`].
 
+pub mod cluster;
 mod resp;
+mod slots;
 mod subscriber;
 
 use std::sync::Arc;
@@ -69,13 +71,14 @@ impl Receive {
         match self {
             Receive::Pattern(pattern) => format!("PSUBSCRIBE {pattern}"),
             Receive::Rooms { .. } => "SUBSCRIBE per room".to_string(),
+            Receive::Shard(_) => "SSUBSCRIBE per room".to_string(),
         }
     }
 
     fn interest(&self) -> Option<&Interest> {
         match self {
             Receive::Pattern(_) => None,
-            Receive::Rooms { interest, .. } => Some(interest),
+            Receive::Rooms { interest, .. } | Receive::Shard(interest) => Some(interest),
         }
     }
 }
@@ -135,6 +138,28 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// A lazily dialled publisher for `client`: connecting here would make an
+    /// unreachable Redis a start-up error.
+    fn new(client: redis::Client, options: &RedisOptions) -> Result<Publisher, BrokerError> {
+        // Few, quick retries inside the manager: a publish during an outage
+        // should fail fast with a reason, not hang; every failed command
+        // triggers a new background reconnect anyway.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(options.backoff_min)
+            .set_max_delay(options.backoff_max)
+            .set_connection_timeout(Some(options.op_timeout))
+            .set_response_timeout(Some(options.op_timeout));
+        let current = client
+            .get_connection_manager_lazy(config.clone())
+            .map_err(|e| BrokerError::Config(format!("cannot set up the Redis publisher: {e}")))?;
+        Ok(Publisher {
+            client,
+            config,
+            current: std::sync::RwLock::new(current),
+        })
+    }
+
     /// A handle onto the current shared connection (cheap clone; the lock is
     /// never held across an await).
     fn connection(&self) -> ConnectionManager {
@@ -192,6 +217,13 @@ impl Subscription {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
+
+    /// A new generation, live as before: part of what the connection
+    /// receives ended (Redis Cluster moved a room's slot), so a publish
+    /// that spans this cannot be sure it was received.
+    fn bump(&self) {
+        self.0.fetch_add(2, Ordering::SeqCst);
+    }
 }
 
 impl State {
@@ -231,27 +263,7 @@ pub fn start_with(
     shutdown: &Shutdown,
 ) -> Result<RedisBroker, BrokerError> {
     let client = client(url, options.tls_roots.as_deref())?;
-    // Few, quick retries inside the manager: a publish during an outage should
-    // fail fast with a reason, not hang; every failed command triggers a new
-    // background reconnect anyway.
-    let manager_config = ConnectionManagerConfig::new()
-        .set_number_of_retries(1)
-        .set_min_delay(options.backoff_min)
-        .set_max_delay(options.backoff_max)
-        .set_connection_timeout(Some(options.op_timeout))
-        .set_response_timeout(Some(options.op_timeout));
-    // Lazy: connecting here would make an unreachable Redis a start-up error.
-    let publisher = Arc::new(Publisher {
-        current: std::sync::RwLock::new(
-            client
-                .get_connection_manager_lazy(manager_config.clone())
-                .map_err(|e| {
-                    BrokerError::Config(format!("cannot set up the Redis publisher: {e}"))
-                })?,
-        ),
-        client: client.clone(),
-        config: manager_config,
-    });
+    let publisher = Arc::new(Publisher::new(client.clone(), &options)?);
     let target = Target::new(
         client.get_connection_info().clone(),
         options.tls_roots.as_deref(),
@@ -291,7 +303,20 @@ pub fn start_with(
 
 /// The client for `url`; `rediss://` is TLS (rustls with our ring provider).
 fn client(url: &str, tls_roots: Option<&[u8]>) -> Result<redis::Client, BrokerError> {
-    let tls = url.starts_with("rediss://");
+    use redis::IntoConnectionInfo;
+    let info = url
+        .into_connection_info()
+        .map_err(|e| BrokerError::Config(format!("invalid Redis URL: {e}")))?;
+    client_for(info, tls_roots)
+}
+
+/// The client for a resolved address (a cluster's masters: the seed URL's
+/// scheme and credentials, another host).
+fn client_for(
+    info: redis::ConnectionInfo,
+    tls_roots: Option<&[u8]>,
+) -> Result<redis::Client, BrokerError> {
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
     if tls {
         // The redis crate asks rustls for the process-wide provider. Err:
         // one is installed already, which is as good.
@@ -306,13 +331,13 @@ fn client(url: &str, tls_roots: Option<&[u8]>) -> Result<redis::Client, BrokerEr
             ));
         }
         Some(roots) => redis::Client::build_with_tls(
-            url,
+            info,
             redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(roots.to_vec()),
             },
         ),
-        None => redis::Client::open(url),
+        None => redis::Client::open(info),
     };
     client.map_err(|e| BrokerError::Config(format!("invalid Redis URL or TLS setting: {e}")))
 }
@@ -460,28 +485,17 @@ impl Task {
                         inbox: &self.inbox,
                         stats: &self.stats,
                         interest: self.receive.interest(),
+                        moved: &|| {},
                     };
-                    // Live once the first subscriptions are confirmed (per
-                    // room: every room this node has, again after a reconnect).
-                    let live = || {
-                        self.state.subscription.set(true);
-                        self.state.recheck.notify_one();
-                    };
-                    let lost = subscribed
-                        .run(
-                            reader,
-                            &live,
-                            self.options.health_interval,
-                            self.options.op_timeout,
-                        )
-                        .await;
-                    self.state.subscription.set(false);
-                    if let Some(interest) = self.receive.interest() {
-                        // Joins wait again until the rooms are re-subscribed.
-                        interest.lost();
-                    }
+                    let lost = read_until_lost(
+                        subscribed,
+                        reader,
+                        &self.state.subscription,
+                        &|| self.state.recheck.notify_one(),
+                        &self.options,
+                    )
+                    .await;
                     self.state.recheck.notify_one();
-                    telemetry::broker_disconnected("redis", lost.reason.code());
                     tracing::warn!(
                         address = %self.address, reason = lost.reason.code(), detail = %lost.detail,
                         up_ms = connected_at.elapsed().as_millis() as u64,
@@ -562,6 +576,33 @@ impl Task {
             }
         }
     }
+}
+
+/// Reads a subscribed connection until it is lost. `subscription` is live
+/// (and `on_live` called) once its first subscriptions are confirmed (per
+/// room: every room this node has, again after a reconnect); when lost, it
+/// is down, the loss counted, and the joins wait again until the rooms are
+/// re-subscribed.
+async fn read_until_lost(
+    subscribed: subscriber::Subscribed,
+    reader: Reader<'_>,
+    subscription: &Subscription,
+    on_live: &(dyn Fn() + Sync),
+    options: &RedisOptions,
+) -> subscriber::Lost {
+    let live = || {
+        subscription.set(true);
+        on_live();
+    };
+    let lost = subscribed
+        .run(reader, &live, options.health_interval, options.op_timeout)
+        .await;
+    subscription.set(false);
+    if let Some(interest) = reader.interest {
+        interest.lost();
+    }
+    telemetry::broker_disconnected(reader.inbox.broker(), lost.reason.code());
+    lost
 }
 
 /// Awaits `future` at most `limit`; a timeout becomes an I/O error.

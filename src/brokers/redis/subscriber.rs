@@ -11,12 +11,20 @@
 //! reports why the connection ended ([`Lost`]). The connection is live (the
 //! broker's `live` callback) once its first subscriptions are confirmed.
 //!
+//! On a Redis Cluster master ([`Receive::Shard`]) the rooms are shard
+//! channels: `SSUBSCRIBE`/`SUNSUBSCRIBE` one slot per command (Redis refuses
+//! a command whose channels span slots), `smessage`s delivered the same way;
+//! a `sunsubscribe` we did not ask for (Redis moved the slot away) or a
+//! `MOVED`/`ASK` reply drops those rooms back to the tracker and tells the
+//! cluster broker (`Reader::moved`) to read the topology again.
+//!
 //! Never: delivers to the hub itself (the inbox's fan-out task does, so a
 //! slow fan-out never slows reading), waits on anything but the socket and
 //! its timers, or logs per message.
 //!
 //! Called by the broker's subscriber task in `redis/mod.rs`.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -131,6 +139,9 @@ pub enum Receive {
         interest: Interest,
         patterns: Vec<String>,
     },
+    /// `SSUBSCRIBE` each room the tracker lists: the rooms whose slot this
+    /// Redis Cluster master serves.
+    Shard(Interest),
 }
 
 /// Rooms per SUBSCRIBE/UNSUBSCRIBE command: many joins cost one round trip,
@@ -145,6 +156,13 @@ pub struct Subscribed {
     /// Confirmations still due for the connection's first subscriptions;
     /// the connection is live once there are none.
     first_unconfirmed: usize,
+    /// Shard channels ([`Receive::Shard`]): the first batch is followed by a
+    /// PING, whose pong (replies come in order) says every subscription of it
+    /// was answered, confirmed or redirected.
+    sharded: bool,
+    /// Our own SUNSUBSCRIBEs whose reply is still due, per room: any other
+    /// `sunsubscribe` is Redis taking the room's slot away.
+    unsubscribing: HashMap<Vec<u8>, u32>,
 }
 
 /// Why a connection attempt failed.
@@ -199,6 +217,8 @@ async fn try_subscribe(target: &Target, receive: &Receive) -> Result<Subscribed,
         io,
         buf: BytesMut::with_capacity(READ_BUFFER),
         first_unconfirmed: 0,
+        sharded: matches!(receive, Receive::Shard(_)),
+        unsubscribing: HashMap::new(),
     };
     let settings = target.info.redis_settings();
     if let Some(password) = settings.password() {
@@ -220,36 +240,112 @@ async fn try_subscribe(target: &Target, receive: &Receive) -> Result<Subscribed,
             interest.lost();
             let batch = interest.batch();
             connection.first_unconfirmed = batch.subscribe.len() + patterns.len();
-            let mut commands = packed(&batch);
+            let mut commands = connection.pack(&batch);
             if !patterns.is_empty() {
                 commands.extend(redis::cmd("PSUBSCRIBE").arg(patterns).get_packed_command());
             }
+            connection.write(&commands).await?;
+        }
+        Receive::Shard(interest) => {
+            interest.lost();
+            let batch = interest.batch();
+            let mut commands = connection.pack(&batch);
+            commands.extend_from_slice(PING);
+            connection.first_unconfirmed = 1;
             connection.write(&commands).await?;
         }
     }
     Ok(connection)
 }
 
-/// The commands of a batch, packed: SUBSCRIBE and UNSUBSCRIBE of up to
-/// [`ROOMS_PER_COMMAND`] rooms each.
-fn packed(batch: &Batch) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for (command, rooms) in [
-        ("SUBSCRIBE", &batch.subscribe),
-        ("UNSUBSCRIBE", &batch.unsubscribe),
-    ] {
-        for chunk in rooms.chunks(ROOMS_PER_COMMAND) {
-            let mut cmd = redis::cmd(command);
-            for room in chunk {
-                cmd.arg(room.as_bytes());
-            }
-            bytes.extend(cmd.get_packed_command());
+/// In subscribed mode PING answers `["pong", ""]`, else `+PONG`.
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
+/// `SUBSCRIBE` and `UNSUBSCRIBE` of up to [`ROOMS_PER_COMMAND`] rooms each.
+fn pack_rooms(bytes: &mut Vec<u8>, command: &str, rooms: &[&Arc<str>]) {
+    for chunk in rooms.chunks(ROOMS_PER_COMMAND) {
+        let mut cmd = redis::cmd(command);
+        for room in chunk {
+            cmd.arg(room.as_bytes());
+        }
+        bytes.extend(cmd.get_packed_command());
+    }
+}
+
+/// The rooms of `rooms` grouped by cluster slot.
+fn by_slot(rooms: &[Arc<str>]) -> BTreeMap<u16, Vec<&Arc<str>>> {
+    let mut slots: BTreeMap<u16, Vec<&Arc<str>>> = BTreeMap::new();
+    for room in rooms {
+        slots
+            .entry(super::slots::slot(room.as_bytes()))
+            .or_default()
+            .push(room);
+    }
+    slots
+}
+
+/// One reply to the first subscriptions came: live once all did.
+fn first_answered(unconfirmed: &mut usize, live: &(dyn Fn() + Sync)) {
+    if *unconfirmed > 0 {
+        *unconfirmed -= 1;
+        if *unconfirmed == 0 {
+            live();
         }
     }
-    bytes
+}
+
+/// A `sunsubscribe` for `room`: the reply to one of ours, or Redis taking
+/// the room's slot away (true).
+fn taken_away(unsubscribing: &mut HashMap<Vec<u8>, u32>, room: &[u8]) -> bool {
+    match unsubscribing.get_mut(room) {
+        Some(pending) => {
+            *pending -= 1;
+            if *pending == 0 {
+                unsubscribing.remove(room);
+            }
+            false
+        }
+        None => true,
+    }
+}
+
+/// A `MOVED <slot> <address>` or `ASK <slot> <address>` reply's slot.
+fn redirected_slot(error: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(error).ok()?;
+    let rest = text
+        .strip_prefix("MOVED ")
+        .or_else(|| text.strip_prefix("ASK "))?;
+    rest.split(' ').next()?.parse().ok()
 }
 
 impl Subscribed {
+    /// The commands of a batch, packed (in one write: one round trip); shard
+    /// channels one slot per command, our SUNSUBSCRIBEs remembered.
+    fn pack(&mut self, batch: &Batch) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        if !self.sharded {
+            fn all(rooms: &[Arc<str>]) -> Vec<&Arc<str>> {
+                rooms.iter().collect()
+            }
+            pack_rooms(&mut bytes, "SUBSCRIBE", &all(&batch.subscribe));
+            pack_rooms(&mut bytes, "UNSUBSCRIBE", &all(&batch.unsubscribe));
+            return bytes;
+        }
+        for rooms in by_slot(&batch.subscribe).values() {
+            pack_rooms(&mut bytes, "SSUBSCRIBE", rooms);
+        }
+        for rooms in by_slot(&batch.unsubscribe).values() {
+            pack_rooms(&mut bytes, "SUNSUBSCRIBE", rooms);
+        }
+        for room in &batch.unsubscribe {
+            *self
+                .unsubscribing
+                .entry(room.as_bytes().to_vec())
+                .or_default() += 1;
+        }
+        bytes
+    }
+
     /// Sends one command and reads its one reply (before anything else can
     /// arrive: only during the handshake).
     async fn command(&mut self, command: &redis::Cmd) -> Result<(), ConnectError> {
@@ -289,12 +385,7 @@ impl Subscribed {
         quiet: Duration,
         timeout: Duration,
     ) -> Lost {
-        let Reader {
-            sink,
-            inbox,
-            stats,
-            interest,
-        } = reader;
+        let interest = reader.interest;
         if self.first_unconfirmed == 0 {
             live();
         }
@@ -333,7 +424,7 @@ impl Subscribed {
                     Ok(_) => {
                         last_read = Instant::now();
                         pinged = false;
-                        match self.take_replies(sink, inbox, stats, interest, live) {
+                        match self.take_replies(reader, live) {
                             Ok(any) => had_worked |= any,
                             Err(lost_now) => return Lost { had_worked, ..lost_now },
                         }
@@ -346,12 +437,7 @@ impl Subscribed {
                     if pinged {
                         return lost(LostReason::NoAnswer, format!("no answer from Redis within {timeout:?}"), had_worked);
                     }
-                    // In subscribed mode PING answers ["pong", ""].
-                    let ping = async {
-                        self.io.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
-                        self.io.flush().await
-                    };
-                    if let Err(error) = ping.await {
+                    if let Err(error) = self.write(PING).await {
                         return lost(LostReason::Io, error.to_string(), had_worked);
                     }
                     pinged = true;
@@ -369,19 +455,20 @@ impl Subscribed {
         if batch.is_empty() {
             return Ok(());
         }
-        self.write(&packed(&batch)).await
+        let commands = self.pack(&batch);
+        self.write(&commands).await
     }
 
     /// Parses every complete reply in the buffer. `Ok(true)` if Redis sent
     /// something that shows it works (a message or a pong).
-    fn take_replies(
-        &mut self,
-        sink: &Sink,
-        inbox: &Inbox,
-        stats: &ReadStats,
-        interest: Option<&Interest>,
-        live: &(dyn Fn() + Sync),
-    ) -> Result<bool, Lost> {
+    fn take_replies(&mut self, reader: Reader<'_>, live: &(dyn Fn() + Sync)) -> Result<bool, Lost> {
+        let Reader {
+            sink,
+            inbox,
+            stats,
+            interest,
+            moved,
+        } = reader;
         let mut used = 0;
         let mut batch = Vec::new();
         let mut read = 0u64;
@@ -397,32 +484,65 @@ impl Subscribed {
                                 worked = true;
                                 take_message(channel, payload, sink, &mut batch, stats);
                             }
-                            [kind, channel, payload] if *kind == b"message" => {
+                            [kind, channel, payload]
+                                if *kind == b"message" || *kind == b"smessage" =>
+                            {
                                 read += 1;
                                 worked = true;
                                 take_message(channel, payload, sink, &mut batch, stats);
                             }
                             [kind, channel, _count]
-                                if *kind == b"subscribe" || *kind == b"psubscribe" =>
+                                if *kind == b"subscribe"
+                                    || *kind == b"psubscribe"
+                                    || *kind == b"ssubscribe" =>
                             {
                                 worked = true;
-                                if *kind == b"subscribe"
+                                if *kind != b"psubscribe"
                                     && let Some(interest) = interest
                                 {
                                     interest.confirmed(channel);
                                 }
-                                if self.first_unconfirmed > 0 {
-                                    self.first_unconfirmed -= 1;
-                                    if self.first_unconfirmed == 0 {
-                                        live();
-                                    }
+                                if !self.sharded {
+                                    first_answered(&mut self.first_unconfirmed, live);
                                 }
                             }
-                            [kind, ..] if *kind == b"pong" => worked = true,
+                            [kind, channel, _count]
+                                if *kind == b"sunsubscribe"
+                                    && taken_away(&mut self.unsubscribing, channel) =>
+                            {
+                                if let Some(interest) = interest {
+                                    interest.dropped_where(|room| room.as_bytes() == *channel);
+                                }
+                                moved();
+                            }
+                            [kind, ..] if *kind == b"pong" => {
+                                worked = true;
+                                if self.sharded {
+                                    first_answered(&mut self.first_unconfirmed, live);
+                                }
+                            }
                             _ => {}
                         },
                         // PING outside subscribed mode (no room subscribed).
-                        Reply::Simple(b"PONG") => worked = true,
+                        Reply::Simple(b"PONG") => {
+                            worked = true;
+                            if self.sharded {
+                                first_answered(&mut self.first_unconfirmed, live);
+                            }
+                        }
+                        // A shard channel whose slot another master serves
+                        // now: subscribed there once the topology is read.
+                        Reply::Error(text)
+                            if self.sharded
+                                && let Some(slot) = redirected_slot(text) =>
+                        {
+                            if let Some(interest) = interest {
+                                interest.dropped_where(|room| {
+                                    super::slots::slot(room.as_bytes()) == slot
+                                });
+                            }
+                            moved();
+                        }
                         Reply::Error(text) => {
                             break Err(Lost {
                                 reason: LostReason::ErrorReply,
@@ -445,7 +565,7 @@ impl Subscribed {
         };
         self.buf.advance(used);
         if read > 0 {
-            telemetry::messages_received("redis", read);
+            telemetry::messages_received(inbox.broker(), read);
         }
         inbox.push(batch);
         result
@@ -485,6 +605,8 @@ pub struct Reader<'a> {
     pub stats: &'a ReadStats,
     /// Per-room mode's tracker.
     pub interest: Option<&'a Interest>,
+    /// Called when Redis says a room's slot moved (Redis Cluster).
+    pub moved: &'a (dyn Fn() + Sync),
 }
 
 /// Counters of the read loop, kept across connections.
