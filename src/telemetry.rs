@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -21,6 +21,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets when nobody
+/// scrapes `/metrics`.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 /// `None` if another recorder was installed first.
 pub fn install() -> Option<PrometheusHandle> {
@@ -34,9 +38,29 @@ pub fn install() -> Option<PrometheusHandle> {
             STATS.started.get_or_init(Instant::now);
             metrics::set_global_recorder(recorder).ok()?;
             describe();
+            spawn_upkeep(handle.clone());
             Some(handle)
         })
         .clone()
+}
+
+/// The recorder keeps every histogram sample (8 bytes and more each, one or
+/// two per delivered message) until a scrape or an upkeep pass drains them
+/// into buckets: without this, a node that nobody scrapes grows for ever.
+/// A thread rather than a task: the recorder is process-wide and outlives
+/// any one runtime (tests start many servers in one process).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let upkeep = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = upkeep {
+        tracing::warn!(%error, "metrics: no upkeep thread; histogram samples are drained only when /metrics is scraped");
+    }
 }
 
 /// Renders the metrics page, refreshing the process metrics first.
