@@ -2,7 +2,8 @@
 //! replicas started here: rooms spread over every master deliver what back
 //! ends `SPUBLISH` (`redis-cli -c`) and what the HTTP API publishes to `/ws`,
 //! SSE and Socket.IO clients; a slot in use moved to another master
-//! (`CLUSTER SETSLOT`) moves the subscription; a master killed with SIGKILL
+//! (`CLUSTER SETSLOT`) moves the subscription, and a publish to a moved room
+//! that meets `MOVED` is sent again at the new master; a master killed with SIGKILL
 //! makes `/readyz` 503 (and publishes to its rooms 503) until its replica took
 //! over, and delivery to its rooms resumes without restarting roomcast; a room
 //! whose last member left is unsubscribed from its master after the linger.
@@ -253,6 +254,25 @@ async fn sharded_rooms_deliver_and_follow_resharding_and_failover() {
         next_message(&mut client).await,
         (room.into(), "moved-api".into())
     );
+
+    // A room with no member here moves: this node's slot map is stale, its
+    // SPUBLISH meets MOVED, and the publish is sent again at the new master.
+    let room = "nobody-here";
+    let moving = slot(room.as_bytes()).to_string();
+    let source = cluster.owner(slot(room.as_bytes()));
+    let masters: Vec<&RedisServer> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.cli(&["ROLE"]).starts_with("master"))
+        .collect();
+    let target = masters.iter().find(|n| n.port != source.port).unwrap();
+    let (source_id, target_id) = (source.node_id(), target.node_id());
+    target.cli(&["CLUSTER", "SETSLOT", &moving, "IMPORTING", &source_id]);
+    source.cli(&["CLUSTER", "SETSLOT", &moving, "MIGRATING", &target_id]);
+    for node in &masters {
+        node.cli(&["CLUSTER", "SETSLOT", &moving, "NODE", &target_id]);
+    }
+    assert_eq!(http_publish(port, room, "redirected").await, 200);
 
     // Failover: SIGKILL the master of a room; its replica takes over.
     let room = "room-5";
