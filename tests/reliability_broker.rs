@@ -410,3 +410,54 @@ async fn a_flood_cut_by_redis_reconnects_at_once_and_a_quiet_room_loses_nothing_
     assert!(missing.is_empty(), "quiet room lost {missing:?}");
     listening.abort();
 }
+
+/// A broker outage is not the client's fault: `/ws` requests refused with
+/// `broker_unavailable` (503) do not count toward `--max-protocol-errors`,
+/// so a client that keeps publishing through an outage keeps its connection
+/// and publishes again once Redis is back.
+#[tokio::test]
+async fn ws_refusals_during_an_outage_do_not_close_the_client() {
+    common::init_logs();
+    let mut redis = RedisServer::start().await;
+    let server = Server::start(&[
+        "--ws-publish",
+        "--max-protocol-errors",
+        "2",
+        "--redis-url",
+        &redis.url(),
+    ])
+    .await;
+    wait_ready(&server, Duration::from_secs(20)).await;
+    let url = server.url("/ws").replace("http://", "ws://");
+    let (mut ws, _) = connect_async(url).await.expect("websocket handshake");
+    redis.kill();
+    let down = tokio::time::Instant::now();
+    while ready(&server).await {
+        assert!(down.elapsed() < Duration::from_secs(5), "still ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in 1..=5 {
+        let publish = json!({"op": "publish", "channel": ROOM, "data": "x", "id": id});
+        ws.send(Message::text(publish.to_string()))
+            .await
+            .expect("send");
+        let reply = next_json(&mut ws).await;
+        assert_eq!(
+            (&reply["type"], &reply["id"], &reply["code"]),
+            (&json!("error"), &json!(id), &json!("broker_unavailable")),
+            "{reply}"
+        );
+    }
+    redis.restart().await;
+    wait_ready(&server, Duration::from_secs(20)).await;
+    let publish = json!({"op": "publish", "channel": ROOM, "data": "x", "id": 6});
+    ws.send(Message::text(publish.to_string()))
+        .await
+        .expect("send after the outage");
+    let reply = next_json(&mut ws).await;
+    assert_eq!(
+        (&reply["type"], &reply["id"]),
+        (&json!("ok"), &json!(6)),
+        "{reply}"
+    );
+}

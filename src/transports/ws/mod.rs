@@ -281,7 +281,11 @@ impl Client {
         let text = match &reply {
             Ok(kind) => protocol::reply(kind, id.as_ref()),
             Err(error) => {
-                self.errors += 1;
+                // Only the client's own mistakes count toward the limit: a
+                // broker outage (5xx) is not a reason to close anyone.
+                if error.status.is_client_error() {
+                    self.errors += 1;
+                }
                 tracing::info!(client = self.conn.client().0, code = error.code, message = %error.message, "ws request refused");
                 protocol::error(id.as_ref(), error)
             }
