@@ -1,20 +1,25 @@
 //! One hub/transport suite run against every engine: memory, Redis per-room
-//! (`--redis-subscribe rooms`), Redis pattern (`--redis-subscribe pattern`)
-//! and NATS, each on a real server this test starts on a free port.
+//! (`--redis-subscribe rooms`), Redis pattern (`--redis-subscribe pattern`),
+//! Redis Cluster (3 masters) and NATS, each on real servers this test starts
+//! on free ports.
 //!
 //! The scenarios: a join acknowledged on Socket.IO, `/ws` or `/sse` is
 //! followed by a publish from outside (the engine's own client: `PUBLISH`,
-//! a NATS `PUB`; the HTTP API for memory) that must arrive — 1,000 times in
+//! `SPUBLISH` on the room's master, a NATS `PUB`; the HTTP API for memory)
+//! that must arrive — 1,000 times in
 //! a row on `/ws`; a leave stops delivery; the HTTP API publishes; two nodes
 //! see each other's publishes; room names follow the engine's documented
 //! mapping (NATS refuses what a subject cannot hold, Redis takes any name).
 //!
 //! Engine-specific behaviour (failover, restart, linger, TLS, credentials)
-//! stays in `redis_broker.rs`, `redis_rooms.rs` and `nats_broker.rs`.
+//! stays in `redis_broker.rs`, `redis_rooms.rs`, `redis_cluster.rs` and
+//! `nats_broker.rs`.
 
 mod common;
 mod support;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use futures_util::SinkExt;
@@ -23,7 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use common::{NatsServer, RedisServer};
+use common::{NatsServer, RedisCluster, RedisServer};
+use roomcast::brokers::redis::cluster::slot;
 use support::{Server, next_engine_text, next_json};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -35,6 +41,7 @@ enum Engine {
     Memory,
     RedisRooms,
     RedisPattern,
+    RedisCluster,
     Nats,
 }
 
@@ -42,6 +49,7 @@ enum Engine {
 struct Bed {
     engine: Engine,
     redis: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
     nats: Option<NatsServer>,
     /// A back end's connection to the engine, for publishing from outside.
     outside: Outside,
@@ -51,42 +59,62 @@ enum Outside {
     /// Memory has no outside: the back end uses the node's HTTP API.
     Http,
     Redis(redis::aio::MultiplexedConnection),
+    /// A connection per master (by port), and each slot's master as first
+    /// looked up: the cluster does not move during a scenario.
+    RedisCluster {
+        masters: HashMap<u16, redis::aio::MultiplexedConnection>,
+        owners: HashMap<u16, u16>,
+    },
     Nats(async_nats::Client),
+}
+
+async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
 
 impl Bed {
     async fn start(engine: Engine) -> Bed {
         common::init_logs();
-        let (redis, nats, outside) = match engine {
-            Engine::Memory => (None, None, Outside::Http),
+        let mut bed = Bed {
+            engine,
+            redis: None,
+            cluster: None,
+            nats: None,
+            outside: Outside::Http,
+        };
+        match engine {
+            Engine::Memory => {}
             Engine::RedisRooms | Engine::RedisPattern => {
                 let redis = RedisServer::start().await;
-                let connection = redis::Client::open(redis.url())
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap();
-                (Some(redis), None, Outside::Redis(connection))
+                bed.outside = Outside::Redis(redis_connection(&redis.url()).await);
+                bed.redis = Some(redis);
+            }
+            Engine::RedisCluster => {
+                bed.cluster = Some(RedisCluster::start(3, 0).await);
+                bed.outside = Outside::RedisCluster {
+                    masters: HashMap::new(),
+                    owners: HashMap::new(),
+                };
             }
             Engine::Nats => {
                 let nats = NatsServer::start().await;
-                let client = async_nats::connect(nats.url()).await.unwrap();
-                (None, Some(nats), Outside::Nats(client))
+                bed.outside = Outside::Nats(async_nats::connect(nats.url()).await.unwrap());
+                bed.nats = Some(nats);
             }
-        };
-        Bed {
-            engine,
-            redis,
-            nats,
-            outside,
         }
+        bed
     }
 
     /// A roomcast node on this engine, ready.
     async fn node(&self) -> Server {
-        let url = match (&self.redis, &self.nats) {
-            (Some(redis), _) => redis.url(),
-            (_, Some(nats)) => nats.url(),
+        let url = match (&self.redis, &self.cluster, &self.nats) {
+            (Some(redis), _, _) => redis.url(),
+            (_, Some(cluster), _) => cluster.urls(),
+            (_, _, Some(nats)) => nats.url(),
             _ => String::new(),
         };
         // No `hello` to a room's other Socket.IO members: the scenarios count frames.
@@ -104,6 +132,7 @@ impl Bed {
             Engine::RedisPattern => {
                 args.extend(["--redis-url", &url, "--redis-subscribe", "pattern"])
             }
+            Engine::RedisCluster => args.extend(["--broker", "redis-cluster", "--redis-url", &url]),
             Engine::Nats => args.extend(["--broker", "nats", "--nats-url", &url]),
         }
         let server = Server::start(&args).await;
@@ -115,8 +144,9 @@ impl Bed {
         server
     }
 
-    /// Publishes as a back end would: with the engine's own client (a NATS
-    /// client publishes to `roomcast.<room>`); memory through `node`'s API.
+    /// Publishes as a back end would: with the engine's own client (Redis
+    /// Cluster: `SPUBLISH` on the master of the room's slot; a NATS client
+    /// publishes to `roomcast.<room>`); memory through `node`'s API.
     async fn publish_outside(&mut self, node: &Server, room: &str, data: &str) {
         match &mut self.outside {
             Outside::Http => http_publish(node, room, data).await,
@@ -125,6 +155,27 @@ impl Bed {
                     .arg(room)
                     .arg(data)
                     .query_async::<i64>(connection)
+                    .await
+                    .unwrap();
+            }
+            Outside::RedisCluster { masters, owners } => {
+                let Some(cluster) = &self.cluster else {
+                    unreachable!("a cluster bed has its cluster")
+                };
+                let slot = slot(room.as_bytes());
+                let port = *owners
+                    .entry(slot)
+                    .or_insert_with(|| cluster.owner(slot).port);
+                let master = match masters.entry(port) {
+                    Entry::Occupied(known) => known.into_mut(),
+                    Entry::Vacant(new) => {
+                        new.insert(redis_connection(&format!("redis://127.0.0.1:{port}")).await)
+                    }
+                };
+                redis::cmd("SPUBLISH")
+                    .arg(room)
+                    .arg(data)
+                    .query_async::<i64>(master)
                     .await
                     .unwrap();
             }
@@ -143,7 +194,10 @@ impl Bed {
     fn odd_rooms(&self) -> (&'static [&'static str], &'static [&'static str]) {
         const ANY: &[&str] = &["a b", "a..b", ".a", "a*", "a.>", "ünï:1", "x/y#z"];
         match self.engine {
-            Engine::Memory | Engine::RedisRooms | Engine::RedisPattern => (ANY, &[]),
+            // Shard channels, like channels, are any bytes.
+            Engine::Memory | Engine::RedisRooms | Engine::RedisPattern | Engine::RedisCluster => {
+                (ANY, &[])
+            }
             // A dot makes subject tokens; empty tokens, whitespace, `*`, `>` are refused.
             Engine::Nats => (
                 &["a.b", "ünï:1", "x/y#z"],
@@ -413,6 +467,7 @@ macro_rules! engine_suite {
 engine_suite!(memory, Engine::Memory);
 engine_suite!(redis_rooms, Engine::RedisRooms);
 engine_suite!(redis_pattern, Engine::RedisPattern);
+engine_suite!(redis_cluster, Engine::RedisCluster);
 engine_suite!(nats, Engine::Nats);
 
 /// Several nodes on one engine (memory is one node by design).
@@ -427,6 +482,11 @@ mod two_nodes {
     #[tokio::test]
     async fn redis_pattern() {
         two_nodes_see_each_others_publishes(Engine::RedisPattern).await;
+    }
+
+    #[tokio::test]
+    async fn redis_cluster() {
+        two_nodes_see_each_others_publishes(Engine::RedisCluster).await;
     }
 
     #[tokio::test]
