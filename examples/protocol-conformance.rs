@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use roomcast::disconnect::DisconnectReason;
 use roomcast::hub::{Frame, Hub, OutboxLimits};
+use roomcast::security::Permit;
 use roomcast::shutdown::{self, Shutdown};
 use roomcast::transports::socketio::engine::{Engine, EngineConfig, Link, Upper};
 use roomcast::transports::socketio::{
@@ -39,7 +40,8 @@ struct Echo;
 impl Upper for Echo {
     type Conn = ();
 
-    fn open(&self, _link: &Link<'_>, _query: &[(String, String)]) {}
+    // No security settings here: the permit is always `None`.
+    fn open(&self, _link: &Link<'_>, _query: &[(String, String)], _permit: Option<Permit>) {}
 
     fn message(
         &self,

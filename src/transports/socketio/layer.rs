@@ -19,7 +19,7 @@ use super::protocol::{Kind, Packet, ProtocolError};
 use super::socket::{AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket};
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Hub, Member};
-use crate::security::{Identity, Security};
+use crate::security::{Identity, Permit, Security};
 use crate::transports::Connection;
 
 pub struct Layer {
@@ -49,7 +49,7 @@ pub struct Conn {
 impl Upper for Layer {
     type Conn = Conn;
 
-    fn open(&self, link: &Link<'_>, query: &[(String, String)]) -> Conn {
+    fn open(&self, link: &Link<'_>, query: &[(String, String)], permit: Option<Permit>) -> Conn {
         let mut conn = Conn {
             core: Core {
                 conn: Connection::new(
@@ -58,7 +58,7 @@ impl Upper for Layer {
                     &FORMAT,
                     link.outbox.clone(),
                     Identity::Anonymous,
-                    None,
+                    permit,
                 ),
                 next_ack: 0,
                 deferred: None,
@@ -420,7 +420,7 @@ mod tests {
             version: Version::V4,
             outbox: &outbox,
         };
-        let mut conn = layer.open(&link, &[]);
+        let mut conn = layer.open(&link, &[], None);
         assert!(drain(&outbox).is_empty(), "v5: nothing before CONNECT");
         layer
             .message(&mut conn, &link, Frame::Text(Bytes::from_static(b"0")))
@@ -451,7 +451,7 @@ mod tests {
             let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
             let version = if v3 { Version::V3 } else { Version::V4 };
             let link = Link { sid: "s", version, outbox: &outbox };
-            let mut conn = layer.open(&link, &[]);
+            let mut conn = layer.open(&link, &[], None);
             for frame in frames {
                 if layer.message(&mut conn, &link, frame).is_err() {
                     break;

@@ -34,7 +34,7 @@ use http::{StatusCode, header};
 
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox, OutboxLimits, StallLimit};
-use crate::security::Security;
+use crate::security::{Permit, Security};
 use crate::shutdown::Shutdown;
 
 pub use packet::{Version, message_text};
@@ -117,7 +117,14 @@ pub trait Upper: Send + Sync + 'static {
     /// A connection opened; the open packet is already on its way, so what
     /// this queues follows it. `query` is the handshake query string (minus
     /// the Engine.IO parameters); copy what you need, it is dropped after.
-    fn open(&self, link: &Link<'_>, query: &[(String, String)]) -> Self::Conn;
+    /// `permit` is the connection's slot in the limits (when the engine has
+    /// security settings): keep it exactly as long as the connection.
+    fn open(
+        &self,
+        link: &Link<'_>,
+        query: &[(String, String)],
+        permit: Option<Permit>,
+    ) -> Self::Conn;
 
     /// A message from the client. `Err` closes the connection.
     fn message(

@@ -46,7 +46,7 @@ pub fn handshake<U: Upper>(
         version,
         outbox: &outbox,
     };
-    let conn = engine.upper.open(&link, &query);
+    let conn = engine.upper.open(&link, &query, permit);
     drop(query);
     let config = &engine.config;
     let heartbeat = Heartbeat::new(
@@ -63,7 +63,6 @@ pub fn handshake<U: Upper>(
         outbox,
         conn,
         heartbeat,
-        permit,
     ));
     engine.sessions().insert(sid, session.clone());
     let live = engine.track();
@@ -238,7 +237,7 @@ mod tests {
 
     impl Upper for Silent {
         type Conn = ();
-        fn open(&self, _link: &Link<'_>, _query: &[(String, String)]) {}
+        fn open(&self, _link: &Link<'_>, _query: &[(String, String)], _permit: Option<Permit>) {}
         fn message(&self, _: &mut (), _: &Link<'_>, _: Frame) -> Result<(), DisconnectReason> {
             Ok(())
         }

@@ -18,7 +18,6 @@ use super::packet::{Packet, Version};
 use super::{Engine, Link, LiveGuard, Sid, Upper, log_close};
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Outbox};
-use crate::security::Permit;
 
 /// Which transport carries the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +56,6 @@ pub struct Session<C> {
     upgrade_settled: Notify,
     /// Asks the upgrading websocket task to catch up (see [`Session::catch_up`]).
     catch_up: Notify,
-    /// The connection's slot in the limits, held while the session lives.
-    _permit: Option<Permit>,
 }
 
 pub struct State<C> {
@@ -87,7 +84,6 @@ impl<C> Session<C> {
         outbox: Arc<Outbox>,
         conn: C,
         heartbeat: Heartbeat,
-        permit: Option<Permit>,
     ) -> Self {
         Session {
             sid,
@@ -108,7 +104,6 @@ impl<C> Session<C> {
             timer_wake: Notify::new(),
             upgrade_settled: Notify::new(),
             catch_up: Notify::new(),
-            _permit: permit,
         }
     }
 

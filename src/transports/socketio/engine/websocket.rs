@@ -71,7 +71,6 @@ async fn fresh<U: Upper>(
     query: Vec<(String, String)>,
     permit: Option<Permit>,
 ) {
-    let _permit = permit;
     let _live = engine.track();
     let sid = Sid::random();
     let outbox = engine.new_outbox();
@@ -84,7 +83,7 @@ async fn fresh<U: Upper>(
         version,
         outbox: &outbox,
     };
-    let mut conn = engine.upper.open(&link, &query);
+    let mut conn = engine.upper.open(&link, &query, permit);
     drop(query);
     let reason = run(&engine, &mut socket, &link, &mut conn).await;
     finish(&engine, &mut socket, &link, &mut conn, reason).await;
