@@ -26,9 +26,13 @@ use roomcast::hub::{Frame, Hub, OutboxLimits};
 use roomcast::security::Permit;
 use roomcast::shutdown::{self, Shutdown};
 use roomcast::transports::socketio::engine::{Engine, EngineConfig, Link, Upper};
-use roomcast::transports::socketio::{
-    AckId, Args, ConnectError, Handler, Handshake, Socket, SocketIo, SocketIoConfig,
-};
+use roomcast::transports::socketio::{SocketIo, SocketIoConfig};
+
+// The Socket.IO handler, shared with the wire tests.
+#[path = "../tests/support/conformance.rs"]
+#[allow(dead_code)] // the tests use the other constructor
+mod conformance;
+use conformance::Conformance;
 
 const PING_INTERVAL_MS: u64 = 300;
 const PING_TIMEOUT_MS: u64 = 200;
@@ -64,43 +68,6 @@ impl Upper for Echo {
     }
 
     fn close(&self, _conn: &mut (), _link: &Link<'_>, _reason: DisconnectReason) {}
-}
-
-/// The Socket.IO behaviour the suites and roomcast's e2e tests expect.
-struct Conformance;
-
-impl Handler for Conformance {
-    fn on_connect(
-        &self,
-        socket: &mut Socket<'_>,
-        handshake: &Handshake<'_>,
-    ) -> Result<(), ConnectError> {
-        let auth = handshake.auth;
-        let _ = socket.emit("auth", Args::new(vec![auth.clone()]));
-        Ok(())
-    }
-
-    fn on_event(&self, socket: &mut Socket<'_>, event: &str, args: Args, ack: Option<AckId>) {
-        match event {
-            "message" => {
-                let _ = socket.emit("message-back", args);
-            }
-            "message-with-ack" => {
-                if let Some(ack) = ack {
-                    let _ = socket.ack(ack, args);
-                }
-            }
-            "request-ack" => {
-                let _ = socket.emit_with_ack("ack-request", args);
-            }
-            "disconnect-me" => socket.disconnect(),
-            _ => {}
-        }
-    }
-
-    fn on_ack(&self, socket: &mut Socket<'_>, _id: u64, args: Args) {
-        let _ = socket.emit("ack-received", args);
-    }
 }
 
 struct Options {
@@ -182,7 +149,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             security: None,
         },
         Arc::new(Hub::new()),
-        Arc::new(Conformance),
+        Arc::new(Conformance::suites()),
         shutdown.clone(),
     );
     let app = engine.router("/engine.io/").merge(socketio.router());

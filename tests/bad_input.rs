@@ -4,14 +4,14 @@
 //! each case the server still answers /healthz and a well-behaved /ws client
 //! in the watched room receives the next message, so it misses none.
 
-mod socketio_support;
 mod support;
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use socketio_support::{Got, http, ws as sio_ws};
+use support::http::http;
+use support::socketio::{Got, ws as sio_ws};
 use support::{Server, next_json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -564,9 +564,9 @@ async fn bad_input_on_every_transport_hurts_only_its_sender() {
             b"42[\"channel\"".to_vec(),
         ),
     ] {
-        let (sid, _) = socketio_support::poll_handshake(addr, 3, "").await;
+        let (sid, _) = support::socketio::poll_handshake(addr, 3, "").await;
         let response =
-            socketio_support::post(addr, &format!("EIO=3&transport=polling&sid={sid}"), &body)
+            support::socketio::post(addr, &format!("EIO=3&transport=polling&sid={sid}"), &body)
                 .await;
         assert_eq!(response.status, 400, "{name}: {}", response.text());
         watcher.check(&server, name).await;

@@ -15,7 +15,6 @@
 //! stays in `redis_broker.rs`, `redis_rooms.rs`, `redis_cluster.rs` and
 //! `nats_broker.rs`.
 
-mod common;
 mod support;
 
 use std::collections::HashMap;
@@ -28,8 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use common::{NatsServer, RedisCluster, RedisServer};
 use roomcast::brokers::redis::cluster::slot;
+use support::nats::NatsServer;
+use support::redis::{RedisCluster, RedisServer};
 use support::{Server, next_engine_text, next_json};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -78,7 +78,7 @@ async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
 
 impl Bed {
     async fn start(engine: Engine) -> Bed {
-        common::init_logs();
+        support::init_logs();
         let mut bed = Bed {
             engine,
             redis: None,

@@ -4,37 +4,10 @@
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 mod support;
 use support::Server;
-
-/// Reads SSE body chunks until `count` events have arrived; returns their data lines.
-async fn sse_events(body: &mut Incoming, count: usize) -> Vec<serde_json::Value> {
-    let mut text = String::new();
-    let mut events = Vec::new();
-    while events.len() < count {
-        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
-            .await
-            .expect("event within 5 s")
-            .expect("stream open")
-            .expect("frame");
-        if let Ok(data) = frame.into_data() {
-            text.push_str(std::str::from_utf8(&data).unwrap());
-        }
-        while let Some(end) = text.find("\n\n") {
-            let event: String = text.drain(..end + 2).collect();
-            if event.starts_with("event: message") {
-                let data: Vec<&str> = event
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .collect();
-                events.push(serde_json::from_str(&data.join("\n")).unwrap());
-            }
-        }
-    }
-    events
-}
+use support::sse::messages as sse_events;
 
 async fn publish(server: &Server, channel: &str, data: &str) -> (u16, serde_json::Value) {
     let body = format!(r#"{{"channel":"{channel}","data":{data}}}"#);

@@ -17,7 +17,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-mod common;
 mod support;
 use support::{Server, next_json};
 
@@ -174,7 +173,7 @@ struct Limited {
 
 impl Limited {
     async fn start(files: u32, args: &[&str]) -> Limited {
-        let port = common::free_port();
+        let port = support::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let log =
             std::env::temp_dir().join(format!("roomcast-fds-{}-{port}.log", std::process::id()));

@@ -8,9 +8,7 @@
 //! `mosquitto`, `mosquitto-clients`) and `redis-server`; ./scripts/test
 //! installs them.
 
-mod common;
 mod support;
-mod tls_support;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,14 +16,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use common::{RedisServer, free_port, init_logs, wait_until};
-use support::{Server, next_json};
+use support::redis::RedisServer;
+use support::{Server, free_port, init_logs, next_json, wait_until};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -269,32 +266,6 @@ async fn sse_open(
     tokio::spawn(response)
 }
 
-/// The next `message` event of an SSE body; `text` keeps what was read
-/// past it (two events can come in one chunk).
-async fn sse_next(body: &mut hyper::body::Incoming, text: &mut String) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        while let Some(end) = text.find("\n\n") {
-            let event: String = text.drain(..end + 2).collect();
-            if event.starts_with("event: message") {
-                let data: Vec<&str> = event
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .collect();
-                return serde_json::from_str(&data.join("\n")).unwrap();
-            }
-        }
-        let frame = tokio::time::timeout_at(deadline, body.frame())
-            .await
-            .expect("an SSE event in time")
-            .expect("stream open")
-            .expect("frame");
-        if let Ok(data) = frame.into_data() {
-            text.push_str(std::str::from_utf8(&data).unwrap());
-        }
-    }
-}
-
 #[tokio::test]
 async fn mosquitto_pub_reaches_ws_sse_and_socketio_through_the_room_template() {
     init_logs();
@@ -352,7 +323,7 @@ async fn mosquitto_pub_reaches_ws_sse_and_socketio_through_the_room_template() {
             (&message["channel"], &message["data"]),
             (&json!("device-42"), &expected)
         );
-        let event = sse_next(&mut sse, &mut sse_text).await;
+        let event = support::sse::next_message(&mut sse, &mut sse_text, WAIT).await;
         assert_eq!(
             (&event["channel"], &event["data"]),
             (&json!("device-42"), &expected)
@@ -446,7 +417,7 @@ async fn a_password_file_admits_the_right_credentials_only() {
 #[tokio::test]
 async fn mqtts_with_a_private_ca_is_trusted_only_through_the_ca_file() {
     init_logs();
-    let ca = tls_support::TestCa::new();
+    let ca = support::tls::TestCa::new();
     let (cert, key) = ca.leaf(&["localhost"]);
     let mosquitto = Mosquitto::start(MosquittoOptions {
         tls: Some((cert, key, ca.root_pem.clone())),

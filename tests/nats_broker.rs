@@ -7,9 +7,7 @@
 //! credentials in `--nats-url` and refuses wrong ones; a TLS server is
 //! reached with `--nats-ca-file` and refused under another CA.
 
-mod common;
 mod support;
-mod tls_support;
 
 use std::time::Duration;
 
@@ -21,8 +19,8 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use common::{NatsServer, ServerProcess};
-use support::next_json;
+use support::nats::NatsServer;
+use support::{ServerProcess, next_json};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -180,13 +178,13 @@ async fn a_user_and_password_or_a_token_in_the_url_log_in_and_wrong_ones_do_not(
 
 #[tokio::test]
 async fn tls_with_nats_ca_file_delivers_and_a_stranger_ca_is_refused() {
-    let ca = tls_support::TestCa::new();
+    let ca = support::tls::TestCa::new();
     let (cert, key) = ca.leaf(&["127.0.0.1"]);
-    let stranger = tls_support::TestCa::new();
+    let stranger = support::tls::TestCa::new();
     let dir = std::env::temp_dir().join(format!(
         "roomcast-nats-tls-{}-{}",
         std::process::id(),
-        common::free_port()
+        support::free_port()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let file = |name: &str, text: &str| {

@@ -4,14 +4,14 @@
 //! PUBLISH commands). A client that stopped polling is dropped
 //! (`polling_buffer_full`): tests/security.rs.
 
-mod common;
 mod support;
 
 use std::time::Duration;
 
-use common::{RedisServer, http_once, wait_until};
 use futures_util::{SinkExt, StreamExt};
 use support::Server;
+use support::redis::RedisServer;
+use support::wait_until;
 use tokio_tungstenite::tungstenite::Message;
 
 const BURST: usize = 5_000;
@@ -22,7 +22,10 @@ const POLL_PAUSE: Duration = Duration::from_millis(30);
 /// One Engine.IO v4 polling request (`query` after the fixed part).
 async fn http(server: &Server, method: &str, query: &str, body: &str) -> (u16, String) {
     let target = format!("/socket.io/?EIO=4&transport=polling{query}");
-    http_once(server.running.local_addr, method, &target, body).await
+    let headers = [("Content-Type", "text/plain")];
+    let addr = server.running.local_addr;
+    let response = support::http::http(addr, method, &target, &headers, body.as_bytes()).await;
+    (response.status, response.text())
 }
 
 /// A Socket.IO v5 client over polling, joined to `room`; returns its sid.

@@ -4,8 +4,7 @@
 //! frozen and resumed (no acknowledged publish lost), a password in the URL,
 //! and `rediss://` with a private CA.
 
-mod common;
-mod tls_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +16,8 @@ use roomcast::brokers::{Broker, BrokerError, Sink};
 use roomcast::shutdown::Shutdown;
 use tokio::sync::mpsc;
 
-use common::{RedisServer, free_port, init_logs, wait_until};
+use support::redis::RedisServer;
+use support::{free_port, init_logs, wait_until};
 
 /// Long enough for the 5 s backoff cap plus a reconnect, on a slow CI box.
 const READY_LIMIT: Duration = Duration::from_secs(20);
@@ -411,7 +411,7 @@ async fn a_password_in_the_url_authenticates_both_connections() {
 
 #[tokio::test]
 async fn rediss_with_a_private_ca_delivers_and_a_stranger_ca_is_refused() {
-    let ca = tls_support::TestCa::new();
+    let ca = support::tls::TestCa::new();
     let (cert, key) = ca.leaf(&["127.0.0.1"]);
     let redis = RedisServer::start_tls(&cert, &key).await;
     let trusting = |root_pem: &str| RedisOptions {
@@ -432,7 +432,7 @@ async fn rediss_with_a_private_ca_delivers_and_a_stranger_ca_is_refused() {
     stop(shutdown).await;
 
     // Trusting another CA: every handshake fails, the broker never gets ready.
-    let stranger = tls_support::TestCa::new();
+    let stranger = support::tls::TestCa::new();
     let shutdown = Shutdown::new();
     let (sink, _rx) = collecting_sink();
     let broker = start_with(

@@ -8,7 +8,6 @@
 //! over, and delivery to its rooms resumes without restarting roomcast; a room
 //! whose last member left is unsubscribed from its master after the linger.
 
-mod common;
 mod support;
 
 use std::collections::HashSet;
@@ -24,7 +23,10 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use common::{RawSse, RedisCluster, RedisServer, ServerProcess, http_get};
+use support::ServerProcess;
+use support::http::http_get;
+use support::redis::{RedisCluster, RedisServer};
+use support::sse::RawSse;
 use support::{next_engine_text, next_json};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;

@@ -8,7 +8,6 @@
 //! on Socket.IO and `/sse`) is the engine suite's, `tests/engines.rs`, run
 //! on every engine.
 
-mod common;
 mod support;
 
 use std::time::Duration;
@@ -18,8 +17,9 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-use common::{RedisServer, ServerProcess, http_get as get};
-use support::next_json;
+use support::http::http_get as get;
+use support::redis::RedisServer;
+use support::{ServerProcess, next_json};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -159,7 +159,7 @@ async fn nodes_receive_only_their_rooms_unsubscribe_after_the_linger_and_resubsc
 
     // Redis restarts: the room is subscribed again before A is ready.
     redis.restart().await;
-    common::wait_until(Duration::from_secs(20), "x subscribed again", || {
+    support::wait_until(Duration::from_secs(20), "x subscribed again", || {
         std::process::Command::new("redis-cli")
             .args(["-p", &redis.port.to_string(), "PUBSUB", "CHANNELS"])
             .output()

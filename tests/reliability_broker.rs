@@ -10,7 +10,6 @@
 //! subscriber is back within a second of every cut, and once the flood stops
 //! a quiet room's member gets every message.
 
-mod common;
 mod support;
 
 use std::collections::BTreeSet;
@@ -24,7 +23,7 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::RedisServer;
+use support::redis::RedisServer;
 use support::{Server, next_json};
 
 const ROOM: &str = "outage";
@@ -139,7 +138,7 @@ async fn wait_ready(server: &Server, limit: Duration) {
 /// for a while after readiness returns, and checks the accounting.
 /// `subscribe` is `--redis-subscribe`: both modes keep the same guarantees.
 async fn publish_through(subscribe: &str, outage: impl AsyncFnOnce(&mut RedisServer, &Server)) {
-    common::init_logs();
+    support::init_logs();
     let mut redis = RedisServer::start().await;
     let server = Arc::new(
         Server::start(&[
@@ -304,7 +303,7 @@ async fn longest_not_ready(server: Arc<Server>, stop: Arc<AtomicBool>) -> Durati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_cut_by_redis_reconnects_at_once_and_a_quiet_room_loses_nothing_after() {
-    common::init_logs();
+    support::init_logs();
     let redis =
         RedisServer::start_with(&["--client-output-buffer-limit", "pubsub 256kb 128kb 1"]).await;
     // Pattern mode: the flood's room has no member, so per room it would
@@ -417,7 +416,7 @@ async fn a_flood_cut_by_redis_reconnects_at_once_and_a_quiet_room_loses_nothing_
 /// and publishes again once Redis is back.
 #[tokio::test]
 async fn ws_refusals_during_an_outage_do_not_close_the_client() {
-    common::init_logs();
+    support::init_logs();
     let mut redis = RedisServer::start().await;
     let server = Server::start(&[
         "--ws-publish",

@@ -4,7 +4,6 @@
 //! connection limits, message rate and rooms per connection, and API keys
 //! and tokens never written to the logs.
 
-mod socketio_support;
 mod support;
 
 use std::io::Write;
@@ -14,8 +13,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use socketio_support::{Got, http, ws as sio_ws};
 use support::Server;
+use support::http::http;
+use support::socketio::{Got, ws as sio_ws};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -641,18 +641,18 @@ async fn an_overflowing_polling_buffer_has_its_own_reason() {
     let series = r#"roomcast_disconnects_total{transport="socketio",reason="polling_buffer_full"}"#;
     let slow = r#"roomcast_disconnects_total{transport="socketio",reason="slow_consumer"}"#;
     let (before, slow_before) = (server.metric(series).await, server.metric(slow).await);
-    let (sid, _) = socketio_support::poll_handshake(addr, 4, "").await;
+    let (sid, _) = support::socketio::poll_handshake(addr, 4, "").await;
     let query = format!("EIO=4&transport=polling&sid={sid}");
-    socketio_support::post(addr, &query, b"40").await;
+    support::socketio::post(addr, &query, b"40").await;
     assert!(
-        socketio_support::get(addr, &query)
+        support::socketio::get(addr, &query)
             .await
             .text()
             .starts_with("40")
     );
-    socketio_support::post(addr, &query, br#"420["channel","pb"]"#).await;
+    support::socketio::post(addr, &query, br#"420["channel","pb"]"#).await;
     assert!(
-        socketio_support::get(addr, &query)
+        support::socketio::get(addr, &query)
             .await
             .text()
             .contains("430[")
@@ -674,7 +674,7 @@ async fn an_overflowing_polling_buffer_has_its_own_reason() {
     assert_eq!(server.metric(series).await, before, "fresh frames: kept");
     tokio::time::sleep(Duration::from_millis(5_500)).await;
     publish().await;
-    let reply = socketio_support::get(addr, &query).await;
+    let reply = support::socketio::get(addr, &query).await;
     assert_eq!(
         reply.text(),
         "1",

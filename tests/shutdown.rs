@@ -2,13 +2,13 @@
 //! drains its clients and exits 0 within `--shutdown-timeout-s`. (A task
 //! that never yields cannot hold the exit either: `shutdown::tests`.)
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::ServerProcess;
 use futures_util::StreamExt;
+use support::ServerProcess;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]

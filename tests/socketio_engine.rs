@@ -1,16 +1,18 @@
 //! Engine.IO over the wire: handshakes, error codes, polling, upgrade,
 //! heartbeats, CORS. Raw HTTP and websocket against a server on a free port.
 
-mod socketio_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use socketio_support::*;
+use support::conformance::Conformance;
+use support::http::*;
+use support::socketio::*;
 
 async fn server() -> Server {
-    start(config(), Arc::new(TestHandler)).await
+    start(config(), Arc::new(Conformance::with_test_extras())).await
 }
 
 #[tokio::test]

@@ -2,14 +2,15 @@
 //! acks both ways, binary attachments, DISCONNECT, and bad input closing
 //! only its own connection.
 
-mod socketio_support;
+mod support;
 
 use std::sync::Arc;
 
-use socketio_support::*;
+use support::conformance::Conformance;
+use support::socketio::*;
 
 async fn server() -> Server {
-    start(config(), Arc::new(TestHandler)).await
+    start(config(), Arc::new(Conformance::with_test_extras())).await
 }
 
 #[tokio::test]

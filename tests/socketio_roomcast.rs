@@ -2,7 +2,7 @@
 //! `hello`, broadcasts as `message`, an event right after CONNECT, and slow
 //! consumers disconnected while others keep receiving in order.
 
-mod socketio_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use roomcast::hub::OutboxLimits;
 use roomcast::transports::socketio::RoomcastHandler;
 use serde_json::Value;
-use socketio_support::*;
+use support::socketio::*;
 
 async fn server() -> Server {
     start(config(), Arc::new(RoomcastHandler::default())).await

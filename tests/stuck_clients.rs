@@ -18,7 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 mod support;
-use support::{Server, next_json};
+use support::{Server, next_engine_text, next_json};
 
 /// Stuck clients per test.
 const STUCK: usize = 3;
@@ -229,28 +229,13 @@ async fn socketio<S>(ws: &mut WebSocketStream<S>, room: &str)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    async fn text<S>(ws: &mut WebSocketStream<S>) -> String
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        loop {
-            let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-                .await
-                .expect("a frame within 10 s")
-                .expect("open")
-                .expect("valid");
-            if let Message::Text(text) = frame {
-                return text.to_string();
-            }
-        }
-    }
-    assert!(text(ws).await.starts_with("0{"));
+    assert!(next_engine_text(ws).await.starts_with("0{"));
     ws.send(Message::text("40")).await.unwrap();
-    assert!(text(ws).await.starts_with("40{"));
+    assert!(next_engine_text(ws).await.starts_with("40{"));
     ws.send(Message::text(format!(r#"421["channel","{room}"]"#)))
         .await
         .unwrap();
-    while !text(ws).await.starts_with("431") {}
+    while !next_engine_text(ws).await.starts_with("431") {}
 }
 
 #[tokio::test]

@@ -11,10 +11,9 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 mod support;
-mod tls_support;
-use support::next_json;
-use tls_support::pebble::{ChallDns, Pebble};
-use tls_support::*;
+use support::tls::pebble::{ChallDns, Pebble};
+use support::tls::*;
+use support::{Server, TempDir, eventually, free_port, next_json};
 
 /// Waits until HTTPS serves a certificate the client verifies for `name`.
 async fn wait_for_certificate(
@@ -54,7 +53,7 @@ async fn http01_issues_reuses_the_cache_and_renews() {
         ],
     ]
     .concat();
-    let server = Roomcast::start(&args).await;
+    let server = Server::start(&args).await;
     let addr = server.running.local_addr;
     let first = wait_for_certificate(addr, name, &roots).await;
     assert_eq!(server.tls().issued(), 1);
@@ -96,7 +95,7 @@ async fn http01_issues_reuses_the_cache_and_renews() {
     server.stop().await;
 
     // Restart: the cached certificate is served at once, with no new order.
-    let server = Roomcast::start(&args).await;
+    let server = Server::start(&args).await;
     assert!(
         server.tls().readiness().check().is_ok(),
         "cached certificate served before any order"
@@ -117,7 +116,7 @@ async fn tls_alpn01_issues_on_the_https_port() {
     let name = "alpn.example.com";
     let listen = format!("127.0.0.1:{https_port}");
     let cache = dir.str("cache");
-    let server = Roomcast::start(
+    let server = Server::start(
         &[
             &["--listen", &listen, "--http-listen", "off"][..],
             &pebble.acme_args(name, &cache),

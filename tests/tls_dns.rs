@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-mod tls_support;
-use tls_support::dns::{Knot, TSIG_KEY};
-use tls_support::pebble::Pebble;
-use tls_support::*;
+mod support;
+use support::tls::dns::{Knot, TSIG_KEY};
+use support::tls::pebble::Pebble;
+use support::tls::*;
+use support::{Server, TempDir, eventually, free_port};
 
 #[tokio::test]
 async fn dns01_over_rfc2136_issues_a_certificate() {
@@ -20,7 +21,7 @@ async fn dns01_over_rfc2136_issues_a_certificate() {
     let name = "dns01.example.com";
     let cache = dir.str("cache");
     let server = knot.addr.to_string();
-    let roomcast = Roomcast::start(
+    let roomcast = Server::start(
         &[
             &["--listen", "127.0.0.1:0", "--http-listen", "off"][..],
             &pebble.acme_args(name, &cache),
@@ -58,7 +59,7 @@ async fn a_wrong_tsig_key_fails_loudly_and_readyz_says_so() {
     let pebble = Pebble::start(&dir, free_port(), free_port(), knot.addr).await;
     let cache = dir.str("cache");
     let server = knot.addr.to_string();
-    let roomcast = Roomcast::start(
+    let roomcast = Server::start(
         &[
             &["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"][..],
             &pebble.acme_args("bad.example.com", &cache),

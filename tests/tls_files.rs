@@ -11,9 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod support;
-mod tls_support;
-use support::next_json;
-use tls_support::*;
+use support::tls::*;
+use support::{Server, TempDir, eventually, next_json};
 
 const NAME: &str = "localhost";
 
@@ -26,7 +25,7 @@ async fn serves_reloads_and_redirects() {
     std::fs::write(dir.path("cert.pem"), &cert).unwrap();
     std::fs::write(dir.path("key.pem"), &key).unwrap();
     let (cert_path, key_path) = (dir.str("cert.pem"), dir.str("key.pem"));
-    let server = Roomcast::start(&[
+    let server = Server::start(&[
         "--listen",
         "127.0.0.1:0",
         "--tls-cert",
@@ -129,7 +128,7 @@ async fn bad_files_fail_startup_by_name() {
     std::fs::write(dir.path("cert.pem"), "nothing").unwrap();
     std::fs::write(dir.path("key.pem"), "nothing").unwrap();
     let (cert, key) = (dir.str("cert.pem"), dir.str("key.pem"));
-    let result = Roomcast::try_start(&[
+    let result = Server::try_start(&[
         "--listen",
         "127.0.0.1:0",
         "--tls-cert",
@@ -143,7 +142,7 @@ async fn bad_files_fail_startup_by_name() {
     let error = result.err().expect("startup refused").to_string();
     assert!(error.contains("cert.pem"), "{error}");
     let missing = dir.str("missing.pem");
-    let result = Roomcast::try_start(&[
+    let result = Server::try_start(&[
         "--listen",
         "127.0.0.1:0",
         "--tls-cert",

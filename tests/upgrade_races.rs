@@ -4,14 +4,14 @@
 //! the official engine.io-protocol suite's upgrade cases, each many times,
 //! and several clients mixing upgrades, polls and closes at once.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, conformance_bin, http_once};
 use futures_util::{SinkExt, StreamExt};
+use support::{ServerProcess, conformance_bin};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -23,7 +23,10 @@ const STEP: Duration = Duration::from_secs(10);
 /// One Engine.IO v4 polling request (`query` after the fixed part).
 async fn http(port: u16, method: &str, query: &str, body: &str) -> (u16, String) {
     let target = format!("/engine.io/?EIO=4&transport=polling{query}");
-    http_once(([127, 0, 0, 1], port).into(), method, &target, body).await
+    let headers = [("Content-Type", "text/plain")];
+    let addr = ([127, 0, 0, 1], port).into();
+    let response = support::http::http(addr, method, &target, &headers, body.as_bytes()).await;
+    (response.status, response.text())
 }
 
 /// Opens a polling session; returns its sid.

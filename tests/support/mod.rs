@@ -1,117 +1,134 @@
-//! An in-process roomcast on a free port, and an HTTP client for it.
-#![allow(dead_code)] // each test binary uses a different part
+//! The one helper folder of the integration tests (`mod support;`):
+//!
+//! - `server`: roomcast in-process on a free port ([`Server`]), or a server
+//!   binary as a process ([`ServerProcess`]: roomcast, the conformance example);
+//! - `redis`, `nats`: a private `redis-server` / `nats-server` on a free port,
+//!   killed (only it) on drop;
+//! - `http`: the raw HTTP/1.1 client (exact status lines, headers, bodies);
+//!   `sse`: the `message` events of a `/sse` body;
+//! - `socketio`: the Socket.IO layer alone in-process, its raw websocket
+//!   client and the polling requests; `conformance`: the handler the
+//!   official suites expect, shared with `examples/protocol-conformance.rs`;
+//! - `tls`: a throwaway CA, a verifying TLS client, and (`tls::pebble`,
+//!   `tls::dns`) the ACME test CA and DNS servers;
+//! - here: [`free_port`], the one wait helper ([`eventually`], and
+//!   [`wait_until`] for a plain condition), [`TempDir`], [`init_logs`],
+//!   websocket readers and a JWT signer.
+//!
+//! Every process a test needs is started by the test on a free port (never a
+//! default port) and killed on drop; nothing else is ever killed.
+#![allow(dead_code, unused_imports)] // each test binary uses a different part
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
-use roomcast::server::{self, Running};
-use roomcast::shutdown::Shutdown;
+pub mod conformance;
+pub mod http;
+pub mod nats;
+pub mod redis;
+pub mod server;
+pub mod socketio;
+pub mod sse;
+pub mod tls;
 
-pub struct Server {
-    pub running: Running,
-    pub shutdown: Shutdown,
-    client: Client<HttpConnector, Full<Bytes>>,
+use std::time::{Duration, Instant};
+
+pub use server::{Server, ServerProcess, conformance_bin};
+
+/// A loopback port nothing listens on right now (bound to 0 and released).
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
 }
 
-impl Server {
-    pub async fn start(extra: &[&str]) -> Server {
-        let mut args = vec!["roomcast", "--listen", "127.0.0.1:0"];
-        args.extend_from_slice(extra);
-        let cli =
-            roomcast::config::parse_from(args.into_iter().map(Into::into).collect(), |_| None)
-                .expect("valid flags");
-        let shutdown = Shutdown::new();
-        let running = server::start(&cli.serve, shutdown.clone())
-            .await
-            .expect("server starts");
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        Server {
-            running,
-            shutdown,
-            client,
-        }
-    }
-
-    pub fn client(&self) -> &Client<HttpConnector, Full<Bytes>> {
-        &self.client
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.local_addr)
-    }
-
-    pub async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: &str,
-    ) -> hyper::Response<Incoming> {
-        let mut request = hyper::Request::builder().method(method).uri(self.url(path));
-        if let Some(key) = key {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        self.client.request(request).await.expect("server answers")
-    }
-
-    pub async fn json(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: &str,
-    ) -> (u16, serde_json::Value) {
-        let response = self.request(method, path, key, body).await;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).expect("JSON body"))
-    }
-
-    /// The value of one series on `/metrics` (0 while it does not exist
-    /// yet). The recorder is process-global: compare deltas.
-    pub async fn metric(&self, series: &str) -> f64 {
-        let response = self.request("GET", "/metrics", None, "").await;
-        assert_eq!(response.status(), 200);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8(body.to_vec()).unwrap();
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(series)
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or(0.0)
-    }
+/// `n` distinct loopback ports nothing listens on right now (all bound at
+/// once, so they differ).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-/// The next JSON text frame of a websocket (pings and pongs skipped), within 10 s.
-pub async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+/// Retries `check` every 20 ms until it returns `Some`, at most `limit`
+/// (`None` then). The one polling loop of the tests.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
 {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame within 10 s")
-            .expect("connection open")
-            .expect("valid frame");
-        match frame {
-            Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON frame"),
-            Message::Close(close) => panic!("closed: {close:?}"),
-            _ => continue,
+        if let Some(value) = check().await {
+            return Some(value);
         }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `condition` holds; panics with `what` after `limit`.
+/// Returns how long it took.
+pub async fn wait_until(limit: Duration, what: &str, condition: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    eventually(limit, || std::future::ready(condition().then_some(())))
+        .await
+        .unwrap_or_else(|| panic!("timed out after {limit:?} waiting until {what}"));
+    start.elapsed()
+}
+
+/// Waits until something accepts TCP on `addr` (at most `limit`).
+pub async fn wait_listening(addr: std::net::SocketAddr, limit: Duration, what: &str) {
+    eventually(limit, || async {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{what} did not listen on {addr} within {limit:?}"));
+}
+
+/// Sends the code's logs to the test's captured output (shown on failure, or
+/// with `--nocapture`); `RUST_LOG` filters, default `roomcast=debug`.
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("roomcast=debug"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A scratch directory removed on drop (`ROOMCAST_KEEP_TEST_DIRS=1` keeps
+/// it, with the logs of the processes a test started there).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "roomcast-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    pub fn str(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("ROOMCAST_KEEP_TEST_DIRS").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -126,6 +143,27 @@ pub fn hs256_token(secret: &str, claims: &serde_json::Value) -> String {
     .expect("claims serialize")
 }
 
+/// The next JSON text frame of a websocket (pings and pongs skipped), within 10 s.
+pub async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("connection open")
+            .expect("valid frame");
+        match frame {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON frame"),
+            Message::Close(close) => panic!("closed: {close:?}"),
+            _ => continue,
+        }
+    }
+}
+
 /// The next Engine.IO text frame of a websocket, heartbeat pings (`2`) and
 /// non-text frames skipped, within 10 s.
 pub async fn next_engine_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
@@ -135,7 +173,7 @@ where
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     loop {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
             .expect("a frame within 10 s");
         match frame {

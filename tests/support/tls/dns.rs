@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 
 use base64::Engine;
 
-use super::pebble::{Process, spawn, wait_listening};
-use super::{TempDir, free_port};
+use super::pebble::{LISTEN_LIMIT, Process, spawn};
+use crate::support::{TempDir, free_port, wait_listening};
 
 pub const ZONE: &str = "example.com";
 pub const TSIG_KEY: &str = "roomcast-test";
@@ -56,7 +56,7 @@ impl Knot {
         };
         let process = spawn(knotd, &args, &dir.path("knot.log"));
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_listening(addr, "knotd").await;
+        wait_listening(addr, LISTEN_LIMIT, "knotd").await;
         Knot {
             addr,
             tsig_secret,

@@ -1,20 +1,16 @@
-//! Helpers for the HTTPS tests: a throwaway CA, a verifying TLS client,
-//! HTTP/1.1 and websocket over it, roomcast in-process, and (in `pebble`)
-//! the ACME test CA and DNS servers started on free loopback ports.
-#![allow(dead_code)] // each test binary uses a different part
+//! Helpers for the HTTPS tests: a throwaway CA, a verifying TLS client and
+//! HTTP/1.1 over it, and (in `pebble`, `dns`) the ACME test CA and DNS
+//! servers started on free loopback ports.
 
 pub mod dns;
 pub mod pebble;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use roomcast::server::{self, Running};
-use roomcast::shutdown::Shutdown;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -125,102 +121,4 @@ pub async fn https_get(
     let serial = peer_serial(&stream);
     let (status, _, body) = get(stream, name, path).await;
     (status, body, serial)
-}
-
-/// Retries `check` every 50 ms until it returns Some, at most `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if tokio::time::Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// roomcast in-process with `args` (no environment).
-pub struct Roomcast {
-    pub running: Running,
-    pub shutdown: Shutdown,
-}
-
-impl Roomcast {
-    pub async fn start(args: &[&str]) -> Roomcast {
-        Self::try_start(args).await.expect("roomcast starts")
-    }
-
-    pub async fn try_start(args: &[&str]) -> Result<Roomcast, server::ServeError> {
-        let mut all = vec!["roomcast"];
-        all.extend_from_slice(args);
-        let cli = roomcast::config::parse_from(all.into_iter().map(Into::into).collect(), |_| None)
-            .expect("valid flags");
-        let shutdown = Shutdown::new();
-        let running = server::start(&cli.serve, shutdown.clone()).await?;
-        Ok(Roomcast { running, shutdown })
-    }
-
-    pub fn tls(&self) -> &roomcast::tls::TlsHandle {
-        self.running.tls.as_ref().expect("TLS on")
-    }
-
-    /// Stops and waits for every task (the port is free afterwards).
-    pub async fn stop(self) {
-        self.shutdown.trigger();
-        self.shutdown.wait(Duration::from_secs(5)).await;
-    }
-}
-
-impl Drop for Roomcast {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-/// A free loopback TCP port (bound and released; tests then bind it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// A scratch directory removed on drop.
-pub struct TempDir(pub std::path::PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "roomcast-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-
-    pub fn path(&self, name: &str) -> std::path::PathBuf {
-        self.0.join(name)
-    }
-
-    pub fn str(&self, name: &str) -> String {
-        self.path(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        // ROOMCAST_KEEP_TEST_DIRS=1 keeps the logs of pebble, knot and friends.
-        if std::env::var_os("ROOMCAST_KEEP_TEST_DIRS").is_some() {
-            eprintln!("kept {}", self.0.display());
-            return;
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

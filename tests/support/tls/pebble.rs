@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{TempDir, TestCa, eventually, free_port, get, roots, tls_connect};
+use super::{TestCa, get, roots, tls_connect};
+use crate::support::{TempDir, free_port, wait_listening};
+
+/// How long pebble, its DNS server and knotd may take to listen.
+pub const LISTEN_LIMIT: Duration = Duration::from_secs(20);
 
 /// A child process killed (and reaped) on drop: only what the test started.
 pub struct Process(pub Child, pub &'static str);
@@ -35,15 +39,6 @@ pub fn spawn(program: &'static str, args: &[String], log: &std::path::Path) -> P
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {program} ({e}); run ./scripts/install-tls-deps"));
     Process(child, program)
-}
-
-/// Waits until something accepts TCP on `addr`.
-pub async fn wait_listening(addr: SocketAddr, what: &str) {
-    eventually(Duration::from_secs(20), || async {
-        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-    })
-    .await
-    .unwrap_or_else(|| panic!("{what} did not listen on {addr}"));
 }
 
 /// pebble-challtestsrv as a DNS server answering 127.0.0.1 for every name.
@@ -77,6 +72,7 @@ impl ChallDns {
         let process = spawn("pebble-challtestsrv", &args, &dir.path("challtestsrv.log"));
         wait_listening(
             format!("127.0.0.1:{management}").parse().unwrap(),
+            LISTEN_LIMIT,
             "pebble-challtestsrv",
         )
         .await;
@@ -143,8 +139,13 @@ impl Pebble {
         ];
         let process = spawn("pebble", &args, &dir.path("pebble.log"));
         let management: SocketAddr = format!("127.0.0.1:{management}").parse().unwrap();
-        wait_listening(format!("127.0.0.1:{listen}").parse().unwrap(), "pebble").await;
-        wait_listening(management, "pebble management").await;
+        wait_listening(
+            format!("127.0.0.1:{listen}").parse().unwrap(),
+            LISTEN_LIMIT,
+            "pebble",
+        )
+        .await;
+        wait_listening(management, LISTEN_LIMIT, "pebble management").await;
         // The root pebble issues under, from its management endpoint.
         let api_roots = roots(&ca.root_pem);
         let stream = tls_connect(management, "127.0.0.1", &api_roots)
