@@ -82,7 +82,9 @@ pub struct Connection {
     client: ClientId,
     outbox: Arc<Outbox>,
     rooms: Vec<Arc<str>>,
-    identity: Identity,
+    /// `None`: anonymous, and nothing inline for the claims an idle
+    /// anonymous connection would otherwise carry.
+    identity: Option<Box<Identity>>,
     rate: MessageRate,
     /// Counts the connection while it is open; taken when it ends.
     metric: Option<telemetry::ConnectionMetric>,
@@ -109,7 +111,7 @@ impl Connection {
             format,
             outbox,
             rooms: Vec::new(),
-            identity,
+            identity: boxed(identity),
             rate,
             metric: Some(telemetry::ConnectionMetric::open(format.name)),
             _permit: permit,
@@ -151,13 +153,13 @@ impl Connection {
     }
 
     pub fn identity(&self) -> &Identity {
-        &self.identity
+        self.identity.as_deref().unwrap_or(&ANONYMOUS)
     }
 
     /// Who the connection is, when a protocol authenticates after it opened
     /// (Socket.IO's CONNECT).
     pub fn set_identity(&mut self, identity: Identity) {
-        self.identity = identity;
+        self.identity = boxed(identity);
     }
 
     /// The rooms this connection joined (and did not leave).
@@ -194,7 +196,7 @@ impl Connection {
         let transport = self.transport();
         for room in rooms {
             self.security
-                .may_subscribe(transport, &self.identity, room.as_ref())?;
+                .may_subscribe(transport, self.identity(), room.as_ref())?;
         }
         let mut adding: Vec<&str> = Vec::new();
         for room in rooms.iter().map(AsRef::as_ref) {
@@ -326,6 +328,15 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.end(DisconnectReason::ClientClosed);
+    }
+}
+
+static ANONYMOUS: Identity = Identity::Anonymous;
+
+fn boxed(identity: Identity) -> Option<Box<Identity>> {
+    match identity {
+        Identity::Anonymous => None,
+        identity => Some(Box::new(identity)),
     }
 }
 
