@@ -214,14 +214,25 @@ async fn missing_after_a_while(
 async fn ws_publish_is_refused(server: &Server) {
     let url = server.url("/ws").replace("http://", "ws://");
     let (mut ws, _) = connect_async(url).await.expect("websocket handshake");
-    let publish = json!({"op": "publish", "channel": ROOM, "data": "x", "id": 7});
+    assert_refused(&ws_publish(&mut ws, 7).await, 7);
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Publishes on `/ws` as request `id` and returns the reply.
+async fn ws_publish(ws: &mut Ws, id: u64) -> serde_json::Value {
+    let publish = json!({"op": "publish", "channel": ROOM, "data": "x", "id": id});
     ws.send(Message::text(publish.to_string()))
         .await
         .expect("send");
-    let reply = next_json(&mut ws).await;
+    next_json(ws).await
+}
+
+fn assert_refused(reply: &serde_json::Value, id: u64) {
     assert_eq!(
         (&reply["type"], &reply["id"], &reply["code"]),
-        (&json!("error"), &json!(7), &json!("broker_unavailable")),
+        (&json!("error"), &json!(id), &json!("broker_unavailable")),
         "{reply}"
     );
 }
@@ -436,24 +447,11 @@ async fn ws_refusals_during_an_outage_do_not_close_the_client() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for id in 1..=5 {
-        let publish = json!({"op": "publish", "channel": ROOM, "data": "x", "id": id});
-        ws.send(Message::text(publish.to_string()))
-            .await
-            .expect("send");
-        let reply = next_json(&mut ws).await;
-        assert_eq!(
-            (&reply["type"], &reply["id"], &reply["code"]),
-            (&json!("error"), &json!(id), &json!("broker_unavailable")),
-            "{reply}"
-        );
+        assert_refused(&ws_publish(&mut ws, id).await, id);
     }
     redis.restart().await;
     wait_ready(&server, Duration::from_secs(20)).await;
-    let publish = json!({"op": "publish", "channel": ROOM, "data": "x", "id": 6});
-    ws.send(Message::text(publish.to_string()))
-        .await
-        .expect("send after the outage");
-    let reply = next_json(&mut ws).await;
+    let reply = ws_publish(&mut ws, 6).await;
     assert_eq!(
         (&reply["type"], &reply["id"]),
         (&json!("ok"), &json!(6)),
