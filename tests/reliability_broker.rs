@@ -27,6 +27,11 @@ use support::redis::RedisServer;
 use support::{Server, next_json};
 
 const ROOM: &str = "outage";
+
+/// The tests of this file run one at a time: each kills, freezes or floods
+/// its own Redis on purpose and times recovery, and a flood beside an
+/// outage starves the other's recovery on a 2-core machine (seen in CI).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 /// Publishers running at once: a publish can be in flight while the other
 /// one sees the outage begin or end.
 const PUBLISHERS: usize = 2;
@@ -138,6 +143,7 @@ async fn wait_ready(server: &Server, limit: Duration) {
 /// for a while after readiness returns, and checks the accounting.
 /// `subscribe` is `--redis-subscribe`: both modes keep the same guarantees.
 async fn publish_through(subscribe: &str, outage: impl AsyncFnOnce(&mut RedisServer, &Server)) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     support::init_logs();
     let mut redis = RedisServer::start().await;
     let server = Arc::new(
@@ -314,6 +320,7 @@ async fn longest_not_ready(server: Arc<Server>, stop: Arc<AtomicBool>) -> Durati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_cut_by_redis_reconnects_at_once_and_a_quiet_room_loses_nothing_after() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     support::init_logs();
     let redis =
         RedisServer::start_with(&["--client-output-buffer-limit", "pubsub 256kb 128kb 1"]).await;
@@ -427,6 +434,7 @@ async fn a_flood_cut_by_redis_reconnects_at_once_and_a_quiet_room_loses_nothing_
 /// and publishes again once Redis is back.
 #[tokio::test]
 async fn ws_refusals_during_an_outage_do_not_close_the_client() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     support::init_logs();
     let mut redis = RedisServer::start().await;
     let server = Server::start(&[
