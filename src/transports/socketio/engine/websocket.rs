@@ -410,6 +410,13 @@ async fn finish<U: Upper>(
 /// Sends a close frame carrying the reason, briefly; the caller drops the
 /// socket.
 async fn close(socket: &mut WebSocket, reason: DisconnectReason) {
-    let sent = websocket::send_close(socket, Close::because(reason));
+    let mut close = Close::because(reason);
+    if matches!(reason, DisconnectReason::ServerShutdown) {
+        // 1001, not /ws's 1012: the `ws` inside socket.io-client 1.x throws
+        // on 1012 ("invalid error code") instead of reconnecting. Socket.IO
+        // clients reconnect after any close, so nothing is lost by it.
+        close.code = 1001;
+    }
+    let sent = websocket::send_close(socket, close);
     let _ = tokio::time::timeout(CLOSE_GRACE, sent).await;
 }
