@@ -34,7 +34,7 @@
 
 pub mod cluster;
 mod resp;
-mod slots;
+pub mod slots;
 mod subscriber;
 
 use std::sync::Arc;

@@ -7,7 +7,8 @@
 //! shard channel is served by its slot's master). Never: talks to Redis
 //! (the cluster's topology task does and hands the reply here).
 //!
-//! Called by the cluster broker (routing joins, publishes, moves) and by the
+//! Called by the cluster broker (routing joins, publishes, moves), by the
+//! bench's cluster publisher (it routes as the broker does), and by the
 //! subscriber (shard channels are subscribed one slot per command; a `MOVED
 //! <slot>` reply names the rooms it concerns).
 
