@@ -3,6 +3,7 @@
 //
 //   PORT=8081 REDIS_URL=redis://127.0.0.1:6379 node server.mjs
 //   node server.mjs --port 8081 --redis-url redis://127.0.0.1:6379 [--no-hello]
+//   node server.mjs ... --tls-cert cert.pem --tls-key key.pem   (HTTPS: its own `https` server)
 //
 // - Redis PSUBSCRIBE to the pattern (default `*`); a message on channel C is
 //   emitted as event `message` (payload, {room, id, ts}) to the room C.
@@ -11,7 +12,9 @@
 // - Engine.IO v3 clients (socket.io-client 1.x/2.x) are allowed, as in the seed.
 // Stops on SIGTERM/SIGINT.
 
+import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
+import { createServer as createSecureServer } from "node:https";
 import { Server } from "socket.io";
 import { createClient } from "redis";
 
@@ -29,13 +32,24 @@ const pattern = option("pattern", "PATTERN", "*");
 // the fan-out benchmark: 10k joins to one room would otherwise be 50M hello frames.
 const hello = !(process.argv.includes("--no-hello") || process.env.HELLO === "0");
 
-const http = createServer((req, res) => {
+// `--tls-cert`/`--tls-key` (PEM files): serve HTTPS and wss:// the way Node.js deployments do,
+// so the benchmark's TLS rows compare like with like.
+const tlsCert = option("tls-cert", "TLS_CERT", "");
+const tlsKey = option("tls-key", "TLS_KEY", "");
+if (Boolean(tlsCert) !== Boolean(tlsKey)) {
+  console.error("peer: --tls-cert and --tls-key go together");
+  process.exit(2);
+}
+const tls = tlsCert ? { cert: readFileSync(tlsCert), key: readFileSync(tlsKey) } : null;
+
+const handler = (req, res) => {
   if (req.url === "/healthz") {
     res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
     return;
   }
   res.writeHead(404).end();
-});
+};
+const http = tls ? createSecureServer(tls, handler) : createServer(handler);
 const io = new Server(http, { allowEIO3: true, serveClient: false, cors: { origin: "*" } });
 
 const validRoom = (room) => typeof room === "string" && room.length > 0 && room.length <= 200;
@@ -71,7 +85,7 @@ await subscriber.pSubscribe(pattern, (message, channel) => {
 });
 
 http.listen(port, host, () => {
-  console.log(`peer: socket.io listening on ${host}:${port}, redis ${redisUrl}, pattern ${pattern}`);
+  console.log(`peer: socket.io listening on ${tls ? "https" : "http"}://${host}:${port}, redis ${redisUrl}, pattern ${pattern}`);
 });
 
 function stop() {

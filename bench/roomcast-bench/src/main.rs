@@ -8,7 +8,7 @@
 //! connections (started by `run`, never by hand).
 //!
 //! Parts: `clients` (sio4/sio3/ws/sse client connections), `net` (loopback
-//! source addresses), `payload` (stamped payloads), `tally` (loss, duplicate
+//! source addresses), `tls` (clients over TLS), `payload` (stamped payloads), `tally` (loss, duplicate
 //! and reorder detection), `histogram` (latency), `publisher` (Redis/NATS/HTTP/MQTT,
 //! Redis Cluster through `redis_cluster`,
 //! rate or window), `proc_stats` (/proc sampling), `protocol` + `fleet` +
@@ -34,6 +34,7 @@ mod report;
 mod result;
 mod run;
 mod tally;
+mod tls;
 mod worker;
 
 #[derive(Parser)]

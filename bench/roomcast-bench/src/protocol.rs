@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clients::Transport;
 use crate::histogram::Histogram;
+use crate::tls::TlsTarget;
 
 /// What a worker does with its connections.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +41,8 @@ pub struct WorkerPlan {
     pub connect_rate: f64,
     pub timeout_ms: u64,
     pub mode: WorkerMode,
+    /// Connect over TLS (`run --tls-ca`).
+    pub tls: Option<TlsTarget>,
 }
 
 impl WorkerPlan {

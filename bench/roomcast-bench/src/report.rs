@@ -81,16 +81,20 @@ pub fn write(args: &ReportArgs) -> Result<(), ReportError> {
             &a.scenario,
             a.transport.name(),
             a.connections,
+            a.tls,
         )
             .cmp(&(
                 scenario_order(&b.scenario),
                 &b.scenario,
                 b.transport.name(),
                 b.connections,
+                b.tls,
             ))
     });
     let rows = rows(&results);
-    let chart_svg = chart::render(&results).map_err(ReportError::Chart)?;
+    // The chart compares plain connections; TLS rows are in the table.
+    let plain: Vec<RunResult> = results.iter().filter(|r| !r.tls).cloned().collect();
+    let chart_svg = chart::render(&plain).map_err(ReportError::Chart)?;
     write_file(&args.chart, &chart_svg)?;
     let chart_link = relative_link(&args.markdown, &args.chart);
     let generated = markdown(args, &results, &rows, &chart_link);
@@ -172,26 +176,18 @@ pub fn label(result: &RunResult) -> String {
     match result.scenario.as_str() {
         "rooms" => format!(
             "rooms {} ×{} / {} rooms",
-            result.transport.name(),
+            result.wire(),
             result.connections,
             result.rooms
         ),
-        "churn" => format!(
-            "churn {} ({} loops)",
-            result.transport.name(),
-            result.connections
-        ),
+        "churn" => format!("churn {} ({} loops)", result.wire(), result.connections),
         "scale" => format!(
             "scale {} ×{} / {} nodes",
-            result.transport.name(),
+            result.wire(),
             result.connections,
             result.nodes
         ),
-        other => format!(
-            "{other} {} ×{}",
-            result.transport.name(),
-            result.connections
-        ),
+        other => format!("{other} {} ×{}", result.wire(), result.connections),
     }
 }
 
@@ -356,17 +352,7 @@ fn markdown(args: &ReportArgs, results: &[RunResult], rows: &[Row], chart: &str)
 /// The benchmark goals, checked against the numbers.
 fn goals(results: &[RunResult]) -> String {
     let by = |scenario: &str, transport: &str, server: &str| {
-        results
-            .iter()
-            .filter(|r| {
-                r.scenario == scenario && r.transport.name() == transport && r.server == server
-            })
-            .max_by_key(|r| r.connections)
-    };
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "met",
-        Some(false) => "**missed**",
-        None => "not measured",
+        largest(results, scenario, transport, server, false)
     };
     let mut out = String::from("### Goals\n\n| goal | measured | verdict |\n|---|---|---|\n");
     let fan = (
@@ -466,12 +452,115 @@ fn goals(results: &[RunResult]) -> String {
         "| 100k idle connections across nodes | {text} | {} |\n",
         verdict(ok)
     ));
+    out.push_str(&tls_goals(results));
+    out
+}
+
+/// The run of `scenario`/`transport`/`server` with the most connections,
+/// over TLS or plain.
+fn largest<'a>(
+    results: &'a [RunResult],
+    scenario: &str,
+    transport: &str,
+    server: &str,
+    tls: bool,
+) -> Option<&'a RunResult> {
+    results
+        .iter()
+        .filter(|r| {
+            r.scenario == scenario
+                && r.transport.name() == transport
+                && r.server == server
+                && r.tls == tls
+        })
+        .max_by_key(|r| r.connections)
+}
+
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+/// `sio4 1.23 KiB, ws …` and whether every value is at most `limit`
+/// (`None` when nothing was measured).
+fn within(values: &[(&str, f64)], unit: &str, limit: f64) -> (String, Option<bool>) {
+    if values.is_empty() {
+        return ("—".into(), None);
+    }
+    let text = values
+        .iter()
+        .map(|(name, value)| format!("{name} {value:.2}{unit}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (text, Some(values.iter().all(|(_, value)| *value <= limit)))
+}
+
+/// Issue 17's goals: idle memory per connection plain and over TLS on every
+/// transport, TLS fan-out CPU against plain, TLS handshakes/s.
+fn tls_goals(results: &[RunResult]) -> String {
+    const TRANSPORTS: [&str; 3] = ["sio4", "ws", "sse"];
+    let mut out = String::new();
+    for (tls, limit) in [(false, 2.5), (true, 5.0)] {
+        let idle: Vec<(&str, f64)> = TRANSPORTS
+            .iter()
+            .filter_map(|t| {
+                largest(results, "idle", t, "roomcast", tls)
+                    .map(|r| (*t, r.resources.rss_per_connection_kib))
+            })
+            .collect();
+        let (text, ok) = within(&idle, " KiB", limit);
+        out.push_str(&format!(
+            "| ≤ {limit} KiB per idle {} connection, every transport | {text} | {} |\n",
+            if tls { "TLS" } else { "plain" },
+            verdict(ok)
+        ));
+    }
+    let ratios: Vec<(&str, f64)> = TRANSPORTS
+        .iter()
+        .filter_map(|t| {
+            let plain = largest(results, "fanout", t, "roomcast", false)?;
+            let tls = largest(results, "fanout", t, "roomcast", true)?;
+            let base = plain.resources.cpu_us_per_delivery;
+            (base > 0.0).then(|| (*t, tls.resources.cpu_us_per_delivery / base))
+        })
+        .collect();
+    let (text, ok) = within(&ratios, "×", 1.5);
+    out.push_str(&format!(
+        "| TLS fan-out CPU per delivery ≤ 1.5× plain | {text} | {} |\n",
+        verdict(ok)
+    ));
+    let handshakes = |server| {
+        largest(results, "churn", "sio4", server, true)
+            .and_then(|r| r.churn.as_ref())
+            .map(|c| format!("{server} {:.0}/s", c.cycles_per_s))
+    };
+    let text: Vec<String> = ["roomcast", "peer"]
+        .into_iter()
+        .filter_map(handshakes)
+        .collect();
+    out.push_str(&format!(
+        "| TLS handshakes/s reported (churn, full handshakes) | {} | {} |\n",
+        if text.is_empty() {
+            "—".into()
+        } else {
+            text.join(", ")
+        },
+        if text.is_empty() {
+            "not measured"
+        } else {
+            "reported"
+        }
+    ));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clients::Transport;
 
     #[test]
     fn splice_keeps_the_hand_written_parts() {
@@ -493,5 +582,53 @@ mod tests {
         };
         assert_eq!(row(Better::Lower).advantage(), Some(4.0));
         assert_eq!(row(Better::Higher).advantage(), Some(0.25));
+    }
+
+    fn idle(transport: Transport, tls: bool, kib: f64) -> RunResult {
+        RunResult {
+            scenario: "idle".into(),
+            server: "roomcast".into(),
+            transport,
+            tls,
+            connections: 10_000,
+            rooms: 1_000,
+            nodes: 1,
+            workers: 1,
+            started_unix: 0,
+            seconds: 0.0,
+            connect: Default::default(),
+            resources: crate::proc_stats::ServerResources {
+                rss_per_connection_kib: kib,
+                ..Default::default()
+            },
+            publish: None,
+            delivery: None,
+            churn: None,
+            cluster: None,
+        }
+    }
+
+    #[test]
+    fn tls_runs_get_their_own_rows_and_goals() {
+        let results = [
+            idle(Transport::Ws, false, 2.0),
+            idle(Transport::Ws, true, 11.0),
+        ];
+        assert_eq!(label(&results[0]), "idle ws ×10000");
+        assert_eq!(label(&results[1]), "idle ws TLS ×10000");
+        assert_eq!(rows(&results).len(), 6, "plain and TLS rows apart");
+        let goals = tls_goals(&results);
+        assert!(
+            goals.contains(
+                "≤ 2.5 KiB per idle plain connection, every transport | ws 2.00 KiB | met"
+            ),
+            "{goals}"
+        );
+        assert!(
+            goals.contains(
+                "≤ 5 KiB per idle TLS connection, every transport | ws 11.00 KiB | **missed**"
+            ),
+            "{goals}"
+        );
     }
 }

@@ -15,6 +15,9 @@ pub struct RunResult {
     /// Which server was measured (roomcast, peer).
     pub server: String,
     pub transport: Transport,
+    /// The clients spoke TLS (absent in older results: plain).
+    #[serde(default)]
+    pub tls: bool,
     pub connections: u64,
     pub rooms: u32,
     pub nodes: usize,
@@ -104,6 +107,15 @@ pub struct ChurnSummary {
 }
 
 impl RunResult {
+    /// The transport as the tables name it: `sio4`, or `sio4 TLS` over TLS.
+    pub fn wire(&self) -> String {
+        if self.tls {
+            format!("{} TLS", self.transport.name())
+        } else {
+            self.transport.name().to_owned()
+        }
+    }
+
     /// A few lines for a person watching the run.
     pub fn table(&self) -> String {
         let r = &self.resources;
@@ -114,7 +126,7 @@ impl RunResult {
                     "{} / {} / {} — {} connections, {} rooms, {} node(s), {} worker(s)",
                     self.scenario,
                     self.server,
-                    self.transport.name(),
+                    self.wire(),
                     self.connections,
                     self.rooms,
                     self.nodes,

@@ -21,6 +21,7 @@ use crate::result::{
     ChurnSummary, ClusterSummary, ConnectSummary, DeliverySummary, NodeLoad, PublishSummary,
     RunResult,
 };
+use crate::tls::TlsTarget;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -118,6 +119,12 @@ pub struct RunArgs {
     /// Exit non-zero on any failed connection, loss, duplicate, reorder or drop.
     #[arg(long)]
     pub require_clean: bool,
+    /// Connect over TLS (`wss://`, `https://`), trusting the CA certificate in this PEM file.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the name sent in SNI and checked against the server's certificate.
+    #[arg(long, default_value = "localhost", requires = "tls_ca")]
+    pub tls_server_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +171,10 @@ fn plans(args: &RunArgs, mode: WorkerMode, total: u64) -> Vec<WorkerPlan> {
                 connect_rate: args.connect_rate / workers as f64,
                 timeout_ms: args.timeout_ms,
                 mode: mode.clone(),
+                tls: args.tls_ca.as_ref().map(|ca_file| TlsTarget {
+                    ca_file: ca_file.clone(),
+                    server_name: args.tls_server_name.clone(),
+                }),
             };
             first += count;
             plan
@@ -185,6 +196,7 @@ pub async fn run(args: RunArgs) -> Result<RunResult, RunError> {
         scenario: args.scenario.clone(),
         server: args.server.clone(),
         transport: args.transport,
+        tls: args.tls_ca.is_some(),
         connections: args.connections,
         rooms: args.rooms.max(1),
         nodes: args.targets.len(),

@@ -25,6 +25,7 @@ use crate::protocol::{
     ChurnTally, Command, DeliveryTally, MAX_ERRORS, Report, WorkerMode, WorkerPlan, room_name,
 };
 use crate::tally::{Arrival, SeqTally};
+use crate::tls::Connector;
 
 /// Runs the worker until the parent says `Close` or its stdin ends.
 pub fn main() -> std::process::ExitCode {
@@ -109,13 +110,14 @@ async fn serve() -> Result<(), String> {
     for server in &plan.servers {
         net::check_loopback(*server).map_err(|e| e.to_string())?;
     }
+    let tls = plan.tls.as_ref().map(Connector::new).transpose()?;
     match plan.mode.clone() {
-        WorkerMode::Hold => hold(plan, &mut lines).await,
+        WorkerMode::Hold => hold(plan, tls, &mut lines).await,
         WorkerMode::Churn {
             concurrency,
             duration_ms,
         } => {
-            let tally = churn(&plan, concurrency, Duration::from_millis(duration_ms)).await;
+            let tally = churn(&plan, tls, concurrency, Duration::from_millis(duration_ms)).await;
             emit(&Report::Churned(tally));
             // Wait for Close (or EOF) so the parent sees every report first.
             while let Some(command) = next_command(&mut lines).await? {
@@ -144,17 +146,18 @@ async fn next_command(lines: &mut Lines) -> Result<Option<Command>, String> {
         .map_err(|e| format!("bad command {line:?}: {e}"))
 }
 
-fn spec_for(plan: &WorkerPlan, index: u64) -> ConnectSpec {
+fn spec_for(plan: &WorkerPlan, tls: &Option<Connector>, index: u64) -> ConnectSpec {
     ConnectSpec {
         transport: plan.transport,
         server: plan.server_of(index),
         source: net::source_for(index),
         room: room_name(&plan.room_prefix, plan.room_of(index)),
         timeout: Duration::from_millis(plan.timeout_ms),
+        tls: tls.clone(),
     }
 }
 
-async fn hold(plan: WorkerPlan, lines: &mut Lines) -> Result<(), String> {
+async fn hold(plan: WorkerPlan, tls: Option<Connector>, lines: &mut Lines) -> Result<(), String> {
     let shared = Arc::new(Shared::default());
     let cancel = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
@@ -172,7 +175,7 @@ async fn hold(plan: WorkerPlan, lines: &mut Lines) -> Result<(), String> {
         });
         slots.push(slot.clone());
         tasks.spawn(hold_one(
-            spec_for(&plan, index),
+            spec_for(&plan, &tls, index),
             slot,
             shared.clone(),
             cancel.clone(),
@@ -313,7 +316,12 @@ async fn finish(
 
 /// Connect → join → close loops; each loop uses fresh connection indices so
 /// source addresses rotate.
-async fn churn(plan: &WorkerPlan, concurrency: u64, duration: Duration) -> ChurnTally {
+async fn churn(
+    plan: &WorkerPlan,
+    tls: Option<Connector>,
+    concurrency: u64,
+    duration: Duration,
+) -> ChurnTally {
     let shared = Arc::new(Shared::default());
     let cycles = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -321,6 +329,7 @@ async fn churn(plan: &WorkerPlan, concurrency: u64, duration: Duration) -> Churn
     let mut loops = tokio::task::JoinSet::new();
     for lane in 0..concurrency.max(1) {
         let plan = plan.clone();
+        let tls = tls.clone();
         let shared = shared.clone();
         let cycles = cycles.clone();
         loops.spawn(async move {
@@ -329,7 +338,7 @@ async fn churn(plan: &WorkerPlan, concurrency: u64, duration: Duration) -> Churn
                 let index = plan.first_index + lane + n * concurrency.max(1);
                 n += 1;
                 let begun = Instant::now();
-                match Connection::open(&spec_for(&plan, index)).await {
+                match Connection::open(&spec_for(&plan, &tls, index)).await {
                     Ok(connection) => {
                         shared.latency.record(begun.elapsed().as_micros() as u64);
                         connection.close().await;

@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::tls::{Connector, Stream};
+
 /// The wire protocol a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -63,8 +65,22 @@ pub struct ConnectSpec {
     pub server: SocketAddr,
     pub source: Ipv4Addr,
     pub room: String,
-    /// Whole handshake: TCP, upgrade, namespace connect, join acknowledged.
+    /// Whole handshake: TCP, TLS, upgrade, namespace connect, join acknowledged.
     pub timeout: Duration,
+    /// Speak TLS (`wss://`, `https://`) through this connector.
+    pub tls: Option<Connector>,
+}
+
+impl ConnectSpec {
+    /// The TCP connection from `source`, with its TLS handshake done when
+    /// `tls` is set.
+    async fn connect(&self) -> Result<Stream, ClientError> {
+        let tcp = crate::net::connect_from(self.source, self.server, self.timeout).await?;
+        Ok(match &self.tls {
+            Some(connector) => connector.handshake(tcp).await?,
+            None => Stream::Plain(tcp),
+        })
+    }
 }
 
 /// How a pump ended.

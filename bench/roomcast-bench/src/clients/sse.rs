@@ -3,14 +3,13 @@
 //! (blank-line separated). Buffers start small and grow only with the data.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClientError, ConnectSpec, End};
-use crate::net;
+use crate::tls::Stream;
 
 pub struct SseClient {
-    stream: TcpStream,
+    stream: Stream,
     /// Raw bytes read and not yet decoded.
     raw: Vec<u8>,
     /// Decoded body bytes not yet forming a whole event.
@@ -22,7 +21,7 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn open(spec: &ConnectSpec) -> Result<SseClient, ClientError> {
-        let mut stream = net::connect_from(spec.source, spec.server, spec.timeout).await?;
+        let mut stream = spec.connect().await?;
         let room = percent_encode(&spec.room);
         let request = format!(
             "GET /sse?channel={room} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",

@@ -10,17 +10,16 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClientError, ConnectSpec, End, Transport};
-use crate::net;
+use crate::tls::Stream;
 
 pub struct WsClient {
-    socket: WebSocketStream<TcpStream>,
+    socket: WebSocketStream<Stream>,
     transport: Transport,
     /// Engine.IO v3 only: the client pings at this interval.
     client_ping: Option<Duration>,
@@ -36,13 +35,14 @@ fn config() -> WebSocketConfig {
 
 impl WsClient {
     pub async fn open(spec: &ConnectSpec) -> Result<WsClient, ClientError> {
-        let stream = net::connect_from(spec.source, spec.server, spec.timeout).await?;
+        let stream = spec.connect().await?;
         let path = match spec.transport {
             Transport::Sio4 => "/socket.io/?EIO=4&transport=websocket",
             Transport::Sio3 => "/socket.io/?EIO=3&transport=websocket",
             Transport::Ws | Transport::Sse => "/ws",
         };
-        let url = format!("ws://{}{}", spec.server, path);
+        let scheme = if spec.tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}{}", spec.server, path);
         let (socket, _response) =
             tokio_tungstenite::client_async_with_config(url, stream, Some(config())).await?;
         let mut client = WsClient {
