@@ -101,6 +101,10 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         verifier.watch(&shutdown);
     }
     let hub = Arc::new(Hub::with_config(args.hub.hub_config()));
+    if security.rules.any_cache() {
+        let rules = security.rules.clone();
+        hub.set_cached_rooms(Box::new(move |room: &str| rules.caches_last(room)));
+    }
     let sink = {
         let (hub, wanting) = (hub.clone(), hub.clone());
         let emitter = Emitter::new(&args.broker.emitter_key, hub.clone());

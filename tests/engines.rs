@@ -30,7 +30,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use roomcast::brokers::redis::cluster::slot;
 use support::nats::NatsServer;
 use support::redis::{RedisCluster, RedisServer};
-use support::{Server, next_engine_text, next_json};
+use support::{Server, TempDir, next_engine_text, next_json};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -111,6 +111,11 @@ impl Bed {
 
     /// A roomcast node on this engine, ready.
     async fn node(&self) -> Server {
+        self.node_with(&[]).await
+    }
+
+    /// [`Bed::node`] with `extra` flags.
+    async fn node_with(&self, extra: &[&str]) -> Server {
         let url = match (&self.redis, &self.cluster, &self.nats) {
             (Some(redis), _, _) => redis.url(),
             (_, Some(cluster), _) => cluster.urls(),
@@ -135,6 +140,7 @@ impl Bed {
             Engine::RedisCluster => args.extend(["--broker", "redis-cluster", "--redis-url", &url]),
             Engine::Nats => args.extend(["--broker", "nats", "--nats-url", &url]),
         }
+        args.extend_from_slice(extra);
         let server = Server::start(&args).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while server.request("GET", "/readyz", None, "").await.status() != 200 {
@@ -435,6 +441,101 @@ async fn odd_room_names_follow_the_engines_mapping(engine: Engine) {
     }
 }
 
+/// A cached room (`cache = "last"`) greets each joiner with its newest
+/// message, on every transport, then live messages follow, each once. An
+/// engine that brings every message to every node (memory, Redis pattern)
+/// has the value before anyone joined; a per-room engine's node keeps it
+/// only while the room has members there (README "Latest value on join").
+async fn a_cached_room_greets_each_joiner_with_its_newest_message(engine: Engine) {
+    let mut bed = Bed::start(engine).await;
+    let dir = TempDir::new("cache-last");
+    let rules = "[[rules]]\nmatch = \"device-*\"\ncache = \"last\"\n";
+    std::fs::write(dir.path("roomcast.toml"), rules).unwrap();
+    let node = bed
+        .node_with(&["--config", &dir.str("roomcast.toml")])
+        .await;
+    let every_message_here = matches!(engine, Engine::Memory | Engine::RedisPattern);
+    // A witness in a room that is not cached: when it has a message
+    // published after one to device-1, the node has handled that one too.
+    let mut witness = ws(&node).await;
+    ws_join(&mut witness, "witness", 1).await;
+    let published = async |bed: &mut Bed, room: &str, data: &str, witness: &mut Ws| {
+        bed.publish_outside(&node, room, data).await;
+        bed.publish_outside(&node, "witness", data).await;
+        ws_receives(witness, "witness", data).await;
+    };
+
+    published(&mut bed, "device-1", "before anyone", &mut witness).await;
+    let mut first = ws_greeted(&node, every_message_here.then_some("before anyone")).await;
+    published(&mut bed, "device-1", "v1", &mut witness).await;
+    ws_receives(&mut first, "device-1", "v1").await;
+
+    // Joiners on each transport get v1 first, then v2, once each.
+    let mut second = ws(&node).await;
+    ws_join(&mut second, "device-1", 1).await;
+    let mut sio = socketio(&node).await;
+    socketio_join_greeted(&mut sio, "device-1", 1, "v1").await;
+    let (mut stream, mut seen) = sse(&node, "device-1").await;
+    read_until(&mut stream, &mut seen, "v1").await;
+    published(&mut bed, "device-1", "v2", &mut witness).await;
+    ws_receives(&mut second, "device-1", "v1").await;
+    for client in [&mut first, &mut second] {
+        ws_receives(client, "device-1", "v2").await;
+    }
+    socketio_receives(&mut sio, "device-1", "v2").await;
+    read_until(&mut stream, &mut seen, "v2").await;
+    let sse_text = String::from_utf8_lossy(&seen);
+    let data: Vec<&str> = sse_text
+        .lines()
+        .filter(|l| l.starts_with("data:"))
+        .collect();
+    assert_eq!(data.len(), 2, "v1 then v2, once each: {sse_text}");
+    assert!(
+        data[0].contains("v1") && data[1].contains("v2"),
+        "{sse_text}"
+    );
+
+    // Everyone leaves; on a per-room engine the node may miss what is
+    // published next, so the value goes with the last member.
+    for client in [&mut first, &mut second] {
+        assert_eq!(
+            ws_request(client, "unsubscribe", "device-1", 2).await["type"],
+            json!("ok")
+        );
+    }
+    drop((sio, stream));
+    support::wait_until(Duration::from_secs(10), "device-1 empty", || {
+        node.running.hub.room_size("device-1") == 0
+    })
+    .await;
+    let mut late = ws_greeted(&node, every_message_here.then_some("v2")).await;
+    published(&mut bed, "device-1", "v3", &mut witness).await;
+    ws_receives(&mut late, "device-1", "v3").await;
+}
+
+/// A `/ws` client that joined device-1, and got `value` first if given.
+async fn ws_greeted(node: &Server, value: Option<&str>) -> Ws {
+    let mut client = ws(node).await;
+    ws_join(&mut client, "device-1", 1).await;
+    if let Some(value) = value {
+        ws_receives(&mut client, "device-1", value).await;
+    }
+    client
+}
+
+/// [`socketio_join`] of a cached room: its value may come before or after the ack.
+async fn socketio_join_greeted(sio: &mut Ws, room: &str, id: u64, value: &str) {
+    let join = format!(r#"42{id}["channel",{}]"#, json!(room));
+    sio.send(Message::text(join)).await.unwrap();
+    let ack = format!(r#"43{id}[{{"ok":true}}]"#);
+    let message = format!(r#"42["message",{},{{"room":{}"#, json!(value), json!(room));
+    let (a, b) = (next_engine_text(sio).await, next_engine_text(sio).await);
+    assert!(
+        (a == ack && b.starts_with(&message)) || (b == ack && a.starts_with(&message)),
+        "{a} / {b}"
+    );
+}
+
 /// One module of tests per engine, each running every single-node scenario.
 macro_rules! engine_suite {
     ($name:ident, $engine:expr) => {
@@ -454,6 +555,11 @@ macro_rules! engine_suite {
             #[tokio::test]
             async fn the_http_api_publishes() {
                 super::the_http_api_publishes($engine).await;
+            }
+
+            #[tokio::test]
+            async fn a_cached_room_greets_each_joiner_with_its_newest_message() {
+                super::a_cached_room_greets_each_joiner_with_its_newest_message($engine).await;
             }
 
             #[tokio::test]

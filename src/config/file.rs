@@ -54,7 +54,7 @@ pub(super) fn file_rules(path: &Path, table: &toml::Table) -> Result<Vec<RuleCon
 }
 
 /// Parses the value of the `rules` key: an array of tables with `match`
-/// and optional `subscribe`/`publish` levels. Public for the fuzz tests.
+/// and optional `subscribe`/`publish` levels and `cache`. Public for the fuzz tests.
 pub fn parse_rules(value: &toml::Value) -> Result<Vec<RuleConfig>, String> {
     let rules: Vec<RuleConfig> = value
         .clone()
@@ -64,9 +64,9 @@ pub fn parse_rules(value: &toml::Value) -> Result<Vec<RuleConfig>, String> {
         if rule.pattern.is_empty() {
             return Err("`match` must not be empty".into());
         }
-        if rule.subscribe.is_none() && rule.publish.is_none() {
+        if rule.subscribe.is_none() && rule.publish.is_none() && rule.cache.is_none() {
             return Err(format!(
-                "rule `{}` sets neither `subscribe` nor `publish`",
+                "rule `{}` sets none of `subscribe`, `publish` and `cache`",
                 rule.pattern
             ));
         }

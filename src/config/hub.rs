@@ -1,4 +1,5 @@
-//! The hub's bounds: each client's outgoing queue and each room's history.
+//! The hub's bounds: each client's outgoing queue, each room's history and
+//! how long a cached room's newest message is kept.
 //!
 //! Turned into the hub's [`HubConfig`] and [`OutboxLimits`] here only.
 
@@ -26,6 +27,11 @@ pub struct HubArgs {
     #[arg(long, env = "ROOMCAST_HISTORY_TTL_S", default_value_t = 300)]
     pub history_ttl_s: u64,
 
+    /// Seconds a cached room's newest message (`cache = "last"` in the config file's [[rules]]) is
+    /// kept for clients that join later.
+    #[arg(long, env = "ROOMCAST_CACHE_TTL_S", default_value_t = 86_400)]
+    pub cache_ttl_s: u64,
+
     /// Send the seed's `hello` on join only while the room has fewer members than this (0: never).
     #[arg(long, env = "ROOMCAST_HELLO_MAX_MEMBERS", default_value_t = 1000)]
     pub hello_max_members: usize,
@@ -37,6 +43,7 @@ impl HubArgs {
             history_size: self.history_size,
             history_ttl: self.history_ttl(),
             hello_max_members: self.hello_max_members,
+            cache_ttl: Duration::from_secs(self.cache_ttl_s),
         }
     }
 

@@ -456,12 +456,21 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_may_set_only_the_cache() {
+        let (_dir, path) = write_file("[[rules]]\nmatch = \"device-*\"\ncache = \"last\"\n");
+        let cli = parse_with(&["--config", path.to_str().unwrap()], &[]).unwrap();
+        let rules = crate::security::Rules::new(cli.serve.security.rules);
+        assert!(rules.caches_last("device-1") && !rules.caches_last("other"));
+    }
+
+    #[test]
     fn bad_rules_are_refused_with_a_reason() {
         for text in [
             "[[rules]]\nmatch = \"a\"\nsubscribe = \"everyone\"\n",
             "[[rules]]\nmatch = \"a\"\n",
             "[[rules]]\nmatch = \"\"\nsubscribe = \"anyone\"\n",
             "[[rules]]\nmatch = \"a\"\nsubscribe = \"anyone\"\nextra = 1\n",
+            "[[rules]]\nmatch = \"a\"\ncache = \"first\"\n",
             "rules = 5\n",
         ] {
             let (_dir, path) = write_file(text);

@@ -113,7 +113,7 @@ impl Hub {
             shard.joined.remove(&client)
         };
         for room in joined.unwrap_or_default() {
-            self.rooms.remove(&room, client);
+            self.leave(&room, client);
         }
     }
 
@@ -161,7 +161,7 @@ impl Hub {
                         // Unregistered meanwhile: its transport will not
                         // leave this room, so undo the join.
                         drop(shard);
-                        self.rooms.remove(room, member.client);
+                        self.leave(room, member.client);
                     }
                 }
             }
@@ -174,7 +174,7 @@ impl Hub {
         let members = self.registered(target);
         for member in &members {
             for room in rooms {
-                self.rooms.remove(room, member.client);
+                self.leave(room, member.client);
             }
             let mut shard = self.registry.shard(member.client);
             if let Some(joined) = shard.joined.get_mut(&member.client) {

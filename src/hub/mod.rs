@@ -14,10 +14,13 @@
 //!   the broker confirmed the room's subscription.
 //! - Events an application emits to rooms (the Socket.IO emitter) and its
 //!   requests go through `emit.rs`.
+//! - Cached rooms (`cache = "last"` rules) keep their newest message for
+//!   clients that join later (`latest.rs`).
 
 mod emit;
 mod history;
 mod interest;
+mod latest;
 mod outbox;
 mod rooms;
 
@@ -33,6 +36,8 @@ use emit::Registry;
 pub use emit::{AppEvent, Target};
 use history::History;
 pub use interest::{JoinRefused, Ready, RoomInterest};
+pub use latest::CachePolicy;
+use latest::Latest;
 pub use outbox::{Frame, Outbox, OutboxLimits, PushError, StallLimit};
 use rooms::Rooms;
 pub use rooms::{
@@ -116,6 +121,8 @@ pub struct HubConfig {
     /// fewer members than this: in a room of n, n joins would cost n²/2
     /// frames (50 million for 10,000 members). 0 turns `hello` off.
     pub hello_max_members: usize,
+    /// How long a cached room's newest message is kept for joiners.
+    pub cache_ttl: Duration,
 }
 
 impl Default for HubConfig {
@@ -124,6 +131,7 @@ impl Default for HubConfig {
             history_size: 100,
             history_ttl: Duration::from_secs(300),
             hello_max_members: 1000,
+            cache_ttl: Duration::from_secs(86_400),
         }
     }
 }
@@ -133,6 +141,7 @@ impl Default for HubConfig {
 pub struct Hub {
     rooms: Rooms,
     history: History,
+    latest: Latest,
     registry: Registry,
     hello_max_members: usize,
     next_client: AtomicU64,
@@ -154,6 +163,7 @@ impl Hub {
         Hub {
             rooms: Rooms::default(),
             history: History::new(config.history_size, config.history_ttl),
+            latest: Latest::new(config.cache_ttl),
             registry: Registry::default(),
             hello_max_members: config.hello_max_members,
             next_client: AtomicU64::new(0),
@@ -167,8 +177,15 @@ impl Hub {
     }
 
     /// Adds `member` to `room`. Returns false if it was already a member.
-    /// The other members get the `Joined` event (the seed's `hello`).
+    /// The other members get the `Joined` event (the seed's `hello`); the
+    /// joiner gets the room's newest message if the room is cached.
     pub fn join(&self, room: &str, member: Member) -> bool {
+        self.enter(room, member, None).is_some()
+    }
+
+    /// Adds `member` to `room` and says hello to the others; false if it
+    /// was a member already.
+    fn add(&self, room: &str, member: Member) -> bool {
         let Some(others) = self.rooms.insert(room, member) else {
             return false;
         };
@@ -184,6 +201,26 @@ impl Hub {
         self.rooms.interest.set(interest).is_ok()
     }
 
+    /// Plugs in which rooms keep their newest message for joiners (once,
+    /// before the first message; `server` does it from the `cache` rules).
+    /// Returns false if a policy was set.
+    ///
+    /// With a per-room broker (a [`RoomInterest`] is plugged in) this node
+    /// receives a room's messages only while the room has members here, so
+    /// it keeps a room's value only while the room has members: a value
+    /// kept across a time it was not subscribed could be stale. Otherwise
+    /// (memory broker, Redis pattern mode) every message reaches every
+    /// node and a value is kept for `cache_ttl`.
+    pub fn set_cached_rooms(&self, policy: CachePolicy) -> bool {
+        self.latest.set_policy(policy)
+    }
+
+    /// Whether this node receives a room's messages only while it has
+    /// members here.
+    fn per_room(&self) -> bool {
+        self.rooms.interest.get().is_some()
+    }
+
     /// The confirmation a join of `room` waits for before it is
     /// acknowledged: ready at once unless a broker tracks interest.
     pub fn ready(&self, room: &str) -> Ready {
@@ -195,41 +232,105 @@ impl Hub {
 
     /// Removes `client` from `room`. Returns false if it was not a member.
     pub fn leave(&self, room: &str, client: ClientId) -> bool {
-        self.rooms.remove(room, client)
+        // Per-room broker: the last member's leaving ends the value (see
+        // `set_cached_rooms`), under the lock a join takes.
+        let mut latest = match self.per_room() {
+            true => self.latest.lock_if_cached(room),
+            false => None,
+        };
+        let left = self.rooms.remove(room, client);
+        if let Some(shard) = latest.as_mut()
+            && left
+            && !self.rooms.contains(room)
+        {
+            self.latest.forget(shard, room);
+        }
+        left
     }
 
     /// Like [`Hub::join`], and first queues the room's recent messages newer
     /// than `since` to the member: every message reaches it exactly once,
-    /// from history or live. Returns how many were replayed.
+    /// from history or live. Returns how many were replayed (the cached
+    /// value included when it was newer than those).
     pub fn join_since(&self, room: &str, member: Member, since: u64) -> usize {
-        let history = self.history.lock(room);
-        let outbox = member.outbox.clone();
-        let format = member.format;
-        if !self.join(room, member) {
-            return 0;
+        self.enter(room, member, Some(since)).unwrap_or(0)
+    }
+
+    /// Every join: adds the member and queues what it should see first, the
+    /// history after `since`, then the cached value if it is newer than
+    /// what the member saw. Holds the history and cache locks that
+    /// `deliver` holds while it records and snapshots members, so each
+    /// message reaches the joiner once: queued here or live. `None` if it
+    /// was a member already.
+    fn enter(&self, room: &str, member: Member, since: Option<u64>) -> Option<usize> {
+        let history = since.map(|_| self.history.lock(room));
+        let latest = self.latest.lock_if_cached(room);
+        let (outbox, format) = (member.outbox.clone(), member.format);
+        if !self.add(room, member) {
+            return None;
         }
-        let missed = self.history.since(&history, room, since);
-        for message in &missed {
+        let missed = match (&history, since) {
+            (Some(shard), Some(since)) => self.history.since(shard, room, since),
+            _ => Vec::new(),
+        };
+        let seen = missed.last().map(|m| m.id).or(since);
+        let cached = latest
+            .as_ref()
+            .and_then(|shard| self.latest.get(shard, room))
+            .filter(|m| seen.is_none_or(|seen| m.id > seen));
+        let mut queued = 0;
+        for message in missed.iter().chain(cached) {
             if let Some(frame) = (format.encode)(&Event::Message(message)) {
                 // A replay that overflows the queue makes this a slow consumer.
                 if outbox.push(frame).is_err() {
                     break;
                 }
             }
+            queued += 1;
         }
-        missed.len()
+        Some(queued)
     }
 
     /// Delivers a published message to every member of room `channel`, and
-    /// keeps it in the room's history.
+    /// keeps it in the room's history (and as its value, if cached).
     pub fn deliver(&self, channel: &str, payload: Bytes) -> FanOut {
+        self.deliver_unless_cached(channel, payload, false)
+            .unwrap_or_default()
+    }
+
+    /// Delivers `payload` like [`Hub::deliver`] only if the cached room
+    /// `room` has no value yet (`None` otherwise, and for a room that is not
+    /// cached): a value that was current somewhere else (an MQTT broker's
+    /// retained message) and may be older than the room's own.
+    pub fn offer_latest(&self, room: &str, payload: Bytes) -> Option<FanOut> {
+        if !self.latest.caches(room) {
+            return None;
+        }
+        self.deliver_unless_cached(room, payload, true)
+    }
+
+    fn deliver_unless_cached(
+        &self,
+        channel: &str,
+        payload: Bytes,
+        only_if_uncached: bool,
+    ) -> Option<FanOut> {
         let history = self.history.enabled().then(|| self.history.lock(channel));
+        let mut latest = self.latest.lock_if_cached(channel);
+        if only_if_uncached
+            && latest
+                .as_ref()
+                .is_some_and(|shard| self.latest.get(shard, channel).is_some())
+        {
+            return None;
+        }
         let members = self.rooms.members(channel);
         let keep = history
             .as_ref()
             .is_some_and(|shard| self.history.is_live(shard, channel));
-        if members.is_none() && !keep {
-            return FanOut::default();
+        let cache = latest.is_some() && (members.is_some() || !self.per_room());
+        if members.is_none() && !keep && !cache {
+            return Some(FanOut::default());
         }
         let message = Message {
             room: Arc::from(channel),
@@ -240,18 +341,25 @@ impl Hub {
         if let Some(mut shard) = history {
             self.history.record(&mut shard, &message, members.is_some());
         }
-        match members {
+        if let Some(shard) = latest.as_mut().filter(|_| cache) {
+            self.latest.record(shard, &message);
+        }
+        // Members are snapshotted: a joiner from here on gets the value.
+        drop(latest);
+        Some(match members {
             Some(members) => fan_out(&members, &Event::Message(&message)),
             None => FanOut::default(),
-        }
+        })
     }
 
     /// Whether a message to `room` would reach anyone or be kept: the room
-    /// has members here or a live history. No allocation, two short locks:
+    /// has members here, a live history, or is cached (and every message
+    /// reaches this node). No allocation, two short locks:
     /// a broker asks before it copies a message, so a flood to rooms nobody
     /// here is in costs little.
     pub fn wants(&self, room: &str) -> bool {
         self.rooms.contains(room)
+            || (!self.per_room() && self.latest.caches(room))
             || (self.history.enabled() && {
                 let shard = self.history.lock(room);
                 self.history.is_live(&shard, room)
@@ -560,6 +668,176 @@ mod tests {
         hub.deliver("r", Bytes::from_static(b"a"));
         let late = member(&hub, &B, Default::default());
         assert_eq!(hub.join_since("r", late, 0), 0);
+    }
+
+    /// A hub whose rooms starting with `dev` are cached.
+    fn caching_hub(config: HubConfig) -> Hub {
+        let hub = Hub::with_config(config);
+        assert!(hub.set_cached_rooms(Box::new(|room: &str| room.starts_with("dev"))));
+        hub
+    }
+
+    fn texts(outbox: &Outbox) -> Vec<Bytes> {
+        std::iter::from_fn(|| outbox.pop())
+            .map(|f| payload(Some(f)))
+            .collect()
+    }
+
+    #[test]
+    fn a_joiner_gets_a_cached_room_s_newest_message_first() {
+        let hub = caching_hub(HubConfig::default());
+        hub.deliver("dev1", Bytes::from_static(b"old"));
+        hub.deliver("dev1", Bytes::from_static(b"new"));
+        hub.deliver("other", Bytes::from_static(b"not cached"));
+        assert!(hub.wants("dev1") && !hub.wants("other"));
+        let x = member(&hub, &B, Default::default());
+        assert!(hub.join("dev1", x.clone()));
+        assert!(!hub.join("dev1", x.clone()), "a member gets nothing again");
+        hub.deliver("dev1", Bytes::from_static(b"live"));
+        assert_eq!(texts(&x.outbox), vec!["new", "live"]);
+        let y = member(&hub, &B, Default::default());
+        hub.join("other", y.clone());
+        assert_eq!(y.outbox.pop(), None, "other is not cached");
+        let z = member(&hub, &B, Default::default());
+        hub.join("dev1", z.clone());
+        assert_eq!(texts(&z.outbox), vec!["live"], "the value follows live");
+    }
+
+    #[test]
+    fn a_resuming_joiner_gets_the_cached_value_only_when_it_is_news() {
+        let hub = caching_hub(HubConfig::default());
+        let keeper = member(&hub, &B, Default::default());
+        hub.join("dev1", keeper.clone());
+        hub.deliver("dev1", Bytes::from_static(b"1"));
+        hub.deliver("dev1", Bytes::from_static(b"2"));
+        let ids: Vec<u64> = hub
+            .history
+            .since(&hub.history.lock("dev1"), "dev1", 0)
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        // Missed "2": history replays it, and the value (also "2") is not repeated.
+        let a = member(&hub, &B, Default::default());
+        assert_eq!(hub.join_since("dev1", a.clone(), ids[0]), 1);
+        assert_eq!(texts(&a.outbox), vec!["2"]);
+        // Saw everything: nothing.
+        let b = member(&hub, &B, Default::default());
+        assert_eq!(hub.join_since("dev1", b.clone(), ids[1]), 0);
+        assert_eq!(b.outbox.pop(), None);
+        // Without history, a client that missed some gets the value.
+        let hub = caching_hub(HubConfig {
+            history_size: 0,
+            ..HubConfig::default()
+        });
+        hub.deliver("dev1", Bytes::from_static(b"1"));
+        hub.deliver("dev1", Bytes::from_static(b"2"));
+        let c = member(&hub, &B, Default::default());
+        assert_eq!(hub.join_since("dev1", c.clone(), 1), 1);
+        assert_eq!(texts(&c.outbox), vec!["2"]);
+    }
+
+    #[test]
+    fn joins_racing_deliveries_get_each_message_once_in_order() {
+        let hub = Arc::new(caching_hub(HubConfig::default()));
+        let publisher = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                for n in 0..20_000u32 {
+                    hub.deliver("dev1", Bytes::from(n.to_string()));
+                }
+            })
+        };
+        let mut joiners = Vec::new();
+        while !publisher.is_finished() && joiners.len() < 50 {
+            let joiner = member(
+                &hub,
+                &B,
+                OutboxLimits {
+                    max_frames: 1 << 20,
+                    max_bytes: 1 << 30,
+                },
+            );
+            hub.join("dev1", joiner.clone());
+            joiners.push(joiner);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        publisher.join().unwrap();
+        assert!(joiners.len() > 1);
+        for joiner in &joiners {
+            let got: Vec<u32> = texts(&joiner.outbox)
+                .iter()
+                .map(|b| std::str::from_utf8(b).unwrap().parse().unwrap())
+                .collect();
+            // From the value it joined with (or the first live one) to the end, no gap, no repeat.
+            let first = got.first().copied().expect("the value or a live message");
+            assert_eq!(got, (first..20_000).collect::<Vec<_>>());
+        }
+    }
+
+    #[derive(Debug)]
+    struct PerRoom;
+    impl RoomInterest for PerRoom {
+        fn first_member(&self, _: &str) {}
+        fn last_member_left(&self, _: &str) {}
+        fn ready(&self, _: &str) -> Ready {
+            Ready::now()
+        }
+    }
+
+    #[test]
+    fn a_per_room_broker_keeps_a_value_only_while_the_room_has_members() {
+        let hub = caching_hub(HubConfig::default());
+        assert!(hub.set_interest(Arc::new(PerRoom)));
+        hub.deliver("dev1", Bytes::from_static(b"unheard"));
+        assert!(!hub.wants("dev1"), "not subscribed for the cache alone");
+        let x = member(&hub, &B, Default::default());
+        hub.join("dev1", x.clone());
+        assert_eq!(x.outbox.pop(), None, "nothing kept without members");
+        hub.deliver("dev1", Bytes::from_static(b"v1"));
+        let y = member(&hub, &B, Default::default());
+        hub.join("dev1", y.clone());
+        assert_eq!(texts(&y.outbox), vec!["v1"]);
+        hub.leave("dev1", x.client);
+        hub.leave("dev1", y.client);
+        // Unsubscribed now: v2 may be published unseen, so v1 is forgotten.
+        let z = member(&hub, &B, Default::default());
+        hub.join("dev1", z.clone());
+        assert_eq!(z.outbox.pop(), None);
+    }
+
+    #[test]
+    fn an_offered_value_fills_only_an_empty_cache() {
+        let hub = caching_hub(HubConfig::default());
+        assert!(
+            hub.offer_latest("other", Bytes::from_static(b"x"))
+                .is_none()
+        );
+        let x = member(&hub, &B, Default::default());
+        hub.join("dev1", x.clone());
+        let fan_out = hub.offer_latest("dev1", Bytes::from_static(b"retained"));
+        assert_eq!(fan_out.map(|f| f.delivered), Some(1), "news to the member");
+        hub.deliver("dev1", Bytes::from_static(b"live"));
+        assert!(
+            hub.offer_latest("dev1", Bytes::from_static(b"stale"))
+                .is_none()
+        );
+        let y = member(&hub, &B, Default::default());
+        hub.join("dev1", y.clone());
+        assert_eq!(texts(&x.outbox), vec!["retained", "live"]);
+        assert_eq!(texts(&y.outbox), vec!["live"]);
+    }
+
+    #[test]
+    fn a_cached_value_expires() {
+        let hub = caching_hub(HubConfig {
+            cache_ttl: Duration::from_millis(50),
+            ..HubConfig::default()
+        });
+        hub.deliver("dev1", Bytes::from_static(b"soon old"));
+        std::thread::sleep(Duration::from_millis(80));
+        let x = member(&hub, &B, Default::default());
+        hub.join("dev1", x.clone());
+        assert_eq!(x.outbox.pop(), None);
     }
 
     #[test]

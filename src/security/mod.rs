@@ -33,7 +33,7 @@ pub use jwt::{Claims, JwtSettings, TokenError, Verifier};
 pub use limits::{ConnectionGuard, LimitRefusal, Limits, MessageRate, Permit};
 pub use origin::Origins;
 pub use proxies::TrustedProxies;
-pub use rules::{Level, Op, RuleConfig, Rules};
+pub use rules::{Cache, Level, Op, RuleConfig, Rules};
 
 /// Who a connection is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -370,6 +370,7 @@ mod tests {
             pattern: m.into(),
             subscribe: Some(sub),
             publish,
+            cache: None,
         };
         let s = jwt_security(vec![
             rule("public:*", Level::Anyone, None),
