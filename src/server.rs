@@ -100,6 +100,9 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     if let Some(verifier) = &security.verifier {
         verifier.watch(&shutdown);
     }
+    if mqtt_settings.as_ref().is_some_and(|s| s.retained) && !security.rules.any_cache() {
+        return Err(mqtt::MqttConfigError::RetainedWithoutCache.into());
+    }
     let hub = Arc::new(Hub::with_config(args.hub.hub_config()));
     if security.rules.any_cache() {
         let rules = security.rules.clone();
@@ -213,7 +216,8 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             Arc::new(broker)
         }
     };
-    let mqtt = mqtt_settings.map(|settings| mqtt::start(settings, broker.clone(), &shutdown));
+    let mqtt =
+        mqtt_settings.map(|settings| mqtt::start(settings, broker.clone(), hub.clone(), &shutdown));
     let state = AppState {
         hub: hub.clone(),
         broker: broker.clone(),

@@ -155,7 +155,7 @@ fn describe() {
     );
     describe_counter!(
         "roomcast_mqtt_messages_total",
-        "MQTT messages received by the ingest, by outcome (published, bad_topic, bad_room, too_large, refused)"
+        "MQTT messages received by the ingest, by outcome (published, retained, duplicate, bad_topic, bad_room, too_large, refused)"
     );
     describe_counter!(
         "roomcast_mqtt_reconnects_total",

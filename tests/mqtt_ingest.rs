@@ -1,7 +1,8 @@
 //! MQTT ingest against a real Mosquitto started here on free ports: topic →
 //! room mapping to /ws, /sse and Socket.IO clients, password files, TLS with a
 //! throwaway CA, a Mosquitto restart while a device keeps publishing QoS 1,
-//! two roomcast nodes on one Redis ingesting each message once, and bad
+//! two roomcast nodes on one Redis ingesting each message once, retained
+//! messages as rooms' latest values (`--mqtt-retained`), and bad
 //! filters/templates refused at start.
 //!
 //! Needs `mosquitto`, `mosquitto_pub`, `mosquitto_passwd` (Debian packages
@@ -660,6 +661,10 @@ async fn bad_filters_templates_and_urls_are_config_errors_at_start() {
             &["--mqtt-topic", "+", "--mqtt-room", ""],
             "--mqtt-room must not be empty",
         ),
+        (
+            &["--mqtt-retained"],
+            "--mqtt-retained keeps retained messages as rooms' latest values: it needs a [[rules]] table with cache = \"last\"",
+        ),
     ];
     for (args, message) in cases {
         let mut all = vec![
@@ -744,5 +749,122 @@ async fn messages_held_during_a_redis_outage_survive_a_roomcast_restart() {
     let _second = roomcast(&mosquitto.url(), &args).await;
     for i in 0..5 {
         assert_eq!(next_json(&mut ws).await["data"], format!("held{i}"));
+    }
+}
+
+/// roomcast (memory broker) ingesting `devices/+/status` into `device-{1}`,
+/// a cached room, with `flags`.
+async fn cached_devices(mosquitto: &Mosquitto, flags: &[&str]) -> (Server, support::TempDir) {
+    let dir = support::TempDir::new("mqtt-retained");
+    let rules = "[[rules]]\nmatch = \"device-*\"\ncache = \"last\"\n";
+    std::fs::write(dir.path("roomcast.toml"), rules).unwrap();
+    let config = dir.str("roomcast.toml");
+    let mut args = vec![
+        "--config",
+        &config,
+        "--mqtt-topic",
+        "devices/+/status",
+        "--mqtt-room",
+        "device-{1}",
+    ];
+    args.extend_from_slice(flags);
+    (roomcast(&mosquitto.url(), &args).await, dir)
+}
+
+/// The `data` of the next `/ws` message.
+async fn next_data(ws: &mut Ws) -> Value {
+    let message = next_json(ws).await;
+    assert_eq!(message["type"], "message", "{message}");
+    message["data"].clone()
+}
+
+/// Retained messages become the rooms' values: each joiner gets the
+/// device's retained status first, once, and a live message after it; they
+/// are not news (not published to roomcast's broker). After a Mosquitto
+/// restart the retained message comes again and does not replace the newer
+/// live value. With the default shared subscription (which Mosquitto sends
+/// no retained messages) and with a plain one.
+async fn retained_messages_are_rooms_latest_values(share_group: &str) {
+    init_logs();
+    let mut mosquitto = Mosquitto::start(MosquittoOptions::default()).await;
+    for (topic, status) in [
+        ("devices/1/status", "online"),
+        ("devices/2/status", "asleep"),
+    ] {
+        mosquitto
+            .publish(&["-r", "-q", "1", "-t", topic, "-m", status], None)
+            .await;
+    }
+    let group = format!("--mqtt-share-group={share_group}");
+    let (server, _dir) = cached_devices(&mosquitto, &["--mqtt-retained", &group]).await;
+    // The value arrives as the first message whether it came before this
+    // join (the value) or after it (news to a room without one).
+    let mut first = ws_subscribe(&server, "device-1").await;
+    assert_eq!(next_data(&mut first).await, "online");
+    let mut second = ws_subscribe(&server, "device-1").await;
+    assert_eq!(next_data(&mut second).await, "online");
+    let mut other = ws_subscribe(&server, "device-2").await;
+    assert_eq!(next_data(&mut other).await, "asleep");
+    mosquitto
+        .publish(&["-q", "1", "-t", "devices/1/status", "-m", "busy"], None)
+        .await;
+    for ws in [&mut first, &mut second] {
+        assert_eq!(next_data(ws).await, "busy", "once, after the value");
+    }
+
+    // The retained "online" comes again on the re-subscribe; "busy" is newer.
+    let retained_before = server
+        .metric("roomcast_mqtt_messages_total{outcome=\"retained\"}")
+        .await;
+    mosquitto.restart().await;
+    let mqtt = server.running.mqtt.clone().expect("MQTT configured");
+    wait_until(WAIT, "the ingest is back", || mqtt.is_up()).await;
+    support::eventually(WAIT, || async {
+        let retained = server
+            .metric("roomcast_mqtt_messages_total{outcome=\"retained\"}")
+            .await;
+        (retained >= retained_before + 2.0).then_some(())
+    })
+    .await
+    .expect("the retained messages again after the restart");
+    let mut late = ws_subscribe(&server, "device-1").await;
+    assert_eq!(next_data(&mut late).await, "busy");
+    mosquitto
+        .publish(&["-q", "1", "-t", "devices/1/status", "-m", "idle"], None)
+        .await;
+    for ws in [&mut first, &mut second, &mut late] {
+        assert_eq!(next_data(ws).await, "idle", "nothing in between");
+    }
+}
+
+#[tokio::test]
+async fn retained_messages_are_rooms_latest_values_with_a_shared_subscription() {
+    retained_messages_are_rooms_latest_values("roomcast").await;
+}
+
+#[tokio::test]
+async fn retained_messages_are_rooms_latest_values_with_a_plain_subscription() {
+    retained_messages_are_rooms_latest_values("").await;
+}
+
+/// Without `--mqtt-retained` retained messages are not asked for: a cached
+/// room's first joiner gets the first live message first.
+#[tokio::test]
+async fn without_mqtt_retained_retained_messages_are_not_ingested() {
+    init_logs();
+    let mosquitto = Mosquitto::start(MosquittoOptions::default()).await;
+    mosquitto
+        .publish(
+            &["-r", "-q", "1", "-t", "devices/1/status", "-m", "old"],
+            None,
+        )
+        .await;
+    for group in ["--mqtt-share-group=roomcast", "--mqtt-share-group="] {
+        let (server, _dir) = cached_devices(&mosquitto, &[group]).await;
+        let mut ws = ws_subscribe(&server, "device-1").await;
+        mosquitto
+            .publish(&["-q", "1", "-t", "devices/1/status", "-m", "live"], None)
+            .await;
+        assert_eq!(next_data(&mut ws).await, "live", "{group}");
     }
 }

@@ -106,6 +106,11 @@ pub struct MqttArgs {
         help_heading = "MQTT ingest"
     )]
     pub mqtt_session_expiry_s: u32,
+
+    /// Keep the MQTT broker's retained messages as rooms' latest values for clients that join
+    /// (needs a [[rules]] table with cache = "last" for those rooms); they are not sent as news.
+    #[arg(long, env = "ROOMCAST_MQTT_RETAINED", help_heading = "MQTT ingest")]
+    pub mqtt_retained: bool,
 }
 
 impl MqttArgs {
@@ -180,6 +185,7 @@ impl MqttArgs {
             share_group: Some(self.mqtt_share_group.clone()).filter(|g| !g.is_empty()),
             session_expiry_s: self.mqtt_session_expiry_s,
             max_payload,
+            retained: self.mqtt_retained,
         }))
     }
 }

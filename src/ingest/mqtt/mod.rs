@@ -14,8 +14,21 @@
 //! MQTT broker hands each message to one node, which publishes it to every
 //! node through roomcast's broker.
 //!
+//! Retained messages (`--mqtt-retained`) are the MQTT broker's latest value
+//! of a topic. They are not news, so they are not published: each node
+//! offers them to its own hub as the room's value for joiners
+//! (`Hub::offer_latest`, which takes one only while the room has none: the
+//! room's own messages are at least as new). The MQTT broker sends them when
+//! a subscription is made; as it does not for shared subscriptions, each
+//! node then also subscribes the plain filters (marked with a subscription
+//! identifier) and at once unsubscribes them: the retained messages are
+//! queued by the SUBSCRIBE, and a live message that came through that
+//! subscription meanwhile is a copy of the shared one, dropped. Without
+//! `--mqtt-retained` no retained message is asked for.
+//!
 //! Never: panics or exits on an MQTT failure (it shows on `/readyz` and in
-//! `roomcast_mqtt_up`); logs the password; touches the hub or clients.
+//! `roomcast_mqtt_up`); logs the password; delivers a message to clients
+//! itself (a retained value goes to the hub only as a room's value).
 //! Called by `server` with the [`MqttSettings`] that `config::MqttArgs`
 //! resolved at start (bad settings are errors there), through [`start`].
 
@@ -30,7 +43,8 @@ use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    Filter as SubscriptionFilter, Packet, Publish, SubscribeReasonCode,
+    Filter as SubscriptionFilter, Packet, Publish, RetainForwardRule, SubscribeProperties,
+    SubscribeReasonCode,
 };
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use rumqttc::{NetworkOptions, TlsConfiguration, Transport};
@@ -48,6 +62,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// At most one warning per this period for dropped messages.
 const DROP_LOG_PERIOD: Duration = Duration::from_secs(10);
+/// The subscription identifier of the plain subscriptions made only to be
+/// sent the retained messages (see the module header).
+const RETAINED_SUBSCRIPTION: usize = 7;
 
 /// Bad MQTT settings, reported at start.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +85,10 @@ pub enum MqttConfigError {
     },
     #[error("--mqtt-ca-file needs an mqtts:// URL")]
     CaWithoutTls,
+    #[error(
+        "--mqtt-retained keeps retained messages as rooms' latest values: it needs a [[rules]] table with cache = \"last\" for those rooms in the config file"
+    )]
+    RetainedWithoutCache,
 }
 
 /// The resolved MQTT settings.
@@ -87,6 +108,8 @@ pub struct MqttSettings {
     pub session_expiry_s: u32,
     /// Larger messages are not ingested (`--max-payload`).
     pub max_payload: usize,
+    /// Retained messages become rooms' latest values (`--mqtt-retained`).
+    pub retained: bool,
 }
 
 impl std::fmt::Debug for MqttSettings {
@@ -108,6 +131,35 @@ impl MqttSettings {
             Some(group) => format!("$share/{group}/{filter}"),
             None => filter.to_string(),
         }
+    }
+
+    /// The subscriptions that carry the messages. Retained messages come
+    /// with them only on plain subscriptions with `--mqtt-retained`.
+    fn subscriptions(&self) -> Vec<SubscriptionFilter> {
+        let retained = self.retained && self.share_group.is_none();
+        self.mapping
+            .filters()
+            .iter()
+            .map(|filter| {
+                let mut subscription = SubscriptionFilter::new(self.subscription(filter), self.qos);
+                subscription.retain_forward_rule = match retained {
+                    true => RetainForwardRule::OnEverySubscribe,
+                    false => RetainForwardRule::Never,
+                };
+                subscription
+            })
+            .collect()
+    }
+
+    /// The plain filters subscribed only for their retained messages (and
+    /// unsubscribed at once): with `--mqtt-retained` and a share group.
+    fn retained_subscriptions(&self) -> Vec<SubscriptionFilter> {
+        if !self.retained || self.share_group.is_none() {
+            return Vec::new();
+        }
+        (self.mapping.filters().iter())
+            .map(|filter| SubscriptionFilter::new(filter.to_string(), self.qos))
+            .collect()
     }
 
     fn options(&self) -> MqttOptions {
@@ -158,14 +210,20 @@ impl Readiness {
     }
 }
 
-/// Starts the ingest tasks on `shutdown`; returns its readiness.
-pub fn start(settings: MqttSettings, broker: Arc<dyn Broker>, shutdown: &Shutdown) -> Readiness {
+/// Starts the ingest tasks on `shutdown`; returns its readiness. `hub`
+/// takes the retained messages as rooms' values (`--mqtt-retained`).
+pub fn start(
+    settings: MqttSettings,
+    broker: Arc<dyn Broker>,
+    hub: Arc<hub::Hub>,
+    shutdown: &Shutdown,
+) -> Readiness {
     let readiness = Readiness::default();
     telemetry::mqtt_up(false);
     // Capacity: every ack the publisher may owe (RECEIVE_MAXIMUM) plus the
-    // subscriptions, so the publisher never waits on a connection task that
-    // waits on it.
-    let requests = usize::from(RECEIVE_MAXIMUM) * 2 + settings.mapping.filters().len() + 8;
+    // subscriptions (and the retained ones' unsubscriptions), so the
+    // publisher never waits on a connection task that waits on it.
+    let requests = usize::from(RECEIVE_MAXIMUM) * 2 + settings.mapping.filters().len() * 3 + 8;
     let (client, eventloop) = AsyncClient::new(settings.options(), requests);
     let (queue, received) = mpsc::channel(usize::from(RECEIVE_MAXIMUM));
     let settings = Arc::new(settings);
@@ -181,6 +239,7 @@ pub fn start(settings: MqttSettings, broker: Arc<dyn Broker>, shutdown: &Shutdow
         settings,
         client,
         broker,
+        hub,
         shutdown: shutdown.clone(),
         last_drop_log: None,
     };
@@ -204,6 +263,9 @@ impl Connection {
         let mut ever_connected = false;
         // Whether the current outage was logged (one line per state change).
         let mut outage_logged = false;
+        // SUBACKs since the CONNACK: the first answers the subscription, a
+        // second the retained messages' one (the broker answers in order).
+        let mut subacks = 0u32;
         loop {
             let polled = tokio::select! {
                 _ = self.shutdown.requested() => break,
@@ -217,11 +279,18 @@ impl Connection {
                     }
                     ever_connected = true;
                     outage_logged = false;
+                    subacks = 0;
                     tracing::debug!(%address, session_present = ack.session_present, "mqtt: connected");
                     self.subscribe().await;
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    self.subscribed(&address, &ack.return_codes)
+                    subacks += 1;
+                    if subacks == 1 {
+                        self.subscribed(&address, &ack.return_codes);
+                    } else if !all_granted(&ack.return_codes) {
+                        // The rooms go without values; the ingest is up.
+                        tracing::warn!(%address, codes = ?ack.return_codes, "mqtt: the broker refused the subscription for retained messages");
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     let queued = tokio::select! {
@@ -268,22 +337,43 @@ impl Connection {
     }
 
     /// Subscribes every filter (again after a reconnect: harmless with a
-    /// present session, needed after one expired).
+    /// present session, needed after one expired), and with
+    /// `--mqtt-retained` and a share group asks for the retained messages.
     async fn subscribe(&self) {
-        let filters = self.settings.mapping.filters().iter().map(|filter| {
-            SubscriptionFilter::new(self.settings.subscription(filter), self.settings.qos)
-        });
-        if let Err(error) = self.client.subscribe_many(filters).await {
+        if let Err(error) = self
+            .client
+            .subscribe_many(self.settings.subscriptions())
+            .await
+        {
             tracing::warn!(%error, "mqtt: cannot queue the subscription");
+        }
+        let retained = self.settings.retained_subscriptions();
+        if retained.is_empty() {
+            return;
+        }
+        // The MQTT broker queues the retained messages while it handles the
+        // SUBSCRIBE, before it reads the UNSUBSCRIBE behind it.
+        let marked = SubscribeProperties {
+            id: Some(RETAINED_SUBSCRIPTION),
+            user_properties: Vec::new(),
+        };
+        let paths: Vec<String> = retained.iter().map(|f| f.path.clone()).collect();
+        let mut queued = self
+            .client
+            .subscribe_many_with_properties(retained, marked)
+            .await;
+        for path in paths {
+            if queued.is_ok() {
+                queued = self.client.unsubscribe(path).await;
+            }
+        }
+        if let Err(error) = queued {
+            tracing::warn!(%error, "mqtt: cannot queue the subscription for retained messages");
         }
     }
 
     fn subscribed(&self, address: &str, codes: &[SubscribeReasonCode]) {
-        let refused: Vec<_> = codes
-            .iter()
-            .filter(|code| !matches!(code, SubscribeReasonCode::Success(_)))
-            .collect();
-        if refused.is_empty() {
+        if all_granted(codes) {
             if self.readiness.set(true) {
                 let filters: Vec<String> = (self.settings.mapping.filters().iter())
                     .map(|f| self.settings.subscription(f))
@@ -292,9 +382,15 @@ impl Connection {
             }
         } else {
             self.readiness.set(false);
-            tracing::error!(%address, ?refused, "mqtt: the broker refused the subscription (ACL? shared subscriptions unsupported?)");
+            tracing::error!(%address, ?codes, "mqtt: the broker refused the subscription (ACL? shared subscriptions unsupported?)");
         }
     }
+}
+
+fn all_granted(codes: &[SubscribeReasonCode]) -> bool {
+    codes
+        .iter()
+        .all(|code| matches!(code, SubscribeReasonCode::Success(_)))
 }
 
 fn log_outage(address: &str, error: &ConnectionError, was_connected: bool) {
@@ -319,6 +415,7 @@ struct Publisher {
     settings: Arc<MqttSettings>,
     client: AsyncClient,
     broker: Arc<dyn Broker>,
+    hub: Arc<hub::Hub>,
     shutdown: Shutdown,
     last_drop_log: Option<Instant>,
 }
@@ -355,6 +452,22 @@ impl Publisher {
         }
         if publish.payload.len() > self.settings.max_payload {
             return self.drop_message(publish, "too_large", "payload over --max-payload");
+        }
+        if publish.retain {
+            // Sent for a new subscription (retain-as-published is off, so a
+            // live message never has the flag).
+            if self.settings.retained {
+                self.hub.offer_latest(&room, publish.payload.clone());
+            }
+            telemetry::mqtt_message("retained");
+            return Outcome::Done;
+        }
+        let properties = publish.properties.as_ref();
+        if properties.is_some_and(|p| p.subscription_identifiers == [RETAINED_SUBSCRIPTION]) {
+            // Live, through the retained messages' plain subscription before
+            // its UNSUBSCRIBE: the shared subscription brings it too.
+            telemetry::mqtt_message("duplicate");
+            return Outcome::Done;
         }
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut waiting = false;
