@@ -147,6 +147,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             outbox: OutboxLimits::default(),
             namespaces: vec!["/custom".into()],
             security: None,
+            recovery_window: Duration::ZERO,
+            sessions: None,
         },
         Arc::new(Hub::new()),
         Arc::new(Conformance::suites()),

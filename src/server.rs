@@ -255,6 +255,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             max_payload: args.transports.max_payload,
             outbox: args.hub.outbox_limits(),
             security: Some(security.clone()),
+            recovery_window: args.transports.recovery_window(),
             ..SocketIoConfig::default()
         },
         hub.clone(),

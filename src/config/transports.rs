@@ -34,6 +34,11 @@ pub struct TransportArgs {
     /// Invalid requests a /ws client may send before it is disconnected (1008).
     #[arg(long, env = "ROOMCAST_MAX_PROTOCOL_ERRORS", default_value_t = 10)]
     pub max_protocol_errors: u32,
+
+    /// Seconds a lost Socket.IO connection's session (its rooms) waits for the client to
+    /// come back with connection state recovery; 0 turns recovery off.
+    #[arg(long, env = "ROOMCAST_RECOVERY_WINDOW_S", default_value_t = 120)]
+    pub recovery_window_s: u64,
 }
 
 impl TransportArgs {
@@ -43,6 +48,10 @@ impl TransportArgs {
 
     pub fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn recovery_window(&self) -> Duration {
+        Duration::from_secs(self.recovery_window_s)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -6,6 +6,12 @@
 //! client that was the room's only member still finds what it missed. The history lock also orders a
 //! delivery against a resuming join (see `Hub::join_since`), so the joiner
 //! gets every message exactly once: from history or live, never both.
+//!
+//! A member leaving refreshes its room's history (so a room that was quiet
+//! for longer than `ttl` still keeps what is published after its last member
+//! left), and each room remembers the newest id it dropped for room, so a
+//! resume can tell whether the history still holds everything after an id
+//! (`covers`) instead of replaying a silent gap.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -36,8 +42,11 @@ pub(super) struct Shard {
 #[derive(Debug)]
 struct RoomHistory {
     messages: VecDeque<Message>,
-    /// When a message was last recorded while the room had members.
+    /// When a message was last recorded while the room had members, or a
+    /// member last left.
     member_seen: Instant,
+    /// The newest id dropped to keep `capacity` (0: none yet).
+    evicted: u64,
 }
 
 impl History {
@@ -57,7 +66,31 @@ impl History {
     /// Locks the shard of `room`. Callers hold it across recording and
     /// taking the member snapshot (deliver) or joining and replaying (resume).
     pub(super) fn lock(&self, room: &str) -> MutexGuard<'_, Shard> {
-        let index = self.hasher.hash_one(room) as usize % SHARDS;
+        self.lock_index(self.index(room))
+    }
+
+    /// Locks the shards of every room in `rooms`, each once and in index
+    /// order (so two callers never wait on each other round a cycle), for a
+    /// resume that checks and replays several rooms as one step.
+    pub(super) fn lock_rooms(&self, rooms: &[&str]) -> Locked<'_> {
+        let mut indexes: Vec<usize> = rooms.iter().map(|room| self.index(room)).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let guards = indexes
+            .into_iter()
+            .map(|index| (index, self.lock_index(index)))
+            .collect();
+        Locked {
+            history: self,
+            guards,
+        }
+    }
+
+    fn index(&self, room: &str) -> usize {
+        self.hasher.hash_one(room) as usize % SHARDS
+    }
+
+    fn lock_index(&self, index: usize) -> MutexGuard<'_, Shard> {
         self.shards[index]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -80,17 +113,38 @@ impl History {
         let room = shard
             .rooms
             .entry(message.room.clone())
-            .or_insert_with(|| RoomHistory {
-                messages: VecDeque::new(),
-                member_seen: now,
-            });
-        if room.messages.len() == self.capacity {
-            room.messages.pop_front();
+            .or_insert_with(|| RoomHistory::new(now));
+        if room.messages.len() == self.capacity
+            && let Some(dropped) = room.messages.pop_front()
+        {
+            room.evicted = dropped.id;
         }
         room.messages.push_back(message.clone());
         if has_members {
             room.member_seen = now;
         }
+    }
+
+    /// A member of `room` leaves: its history stays live for `ttl` from now,
+    /// so what is published while the room is empty is kept for a client
+    /// that comes back.
+    pub(super) fn touch(&self, shard: &mut Shard, room: &str) {
+        let now = Instant::now();
+        match shard.rooms.get_mut(room) {
+            Some(history) => history.member_seen = now,
+            None => {
+                shard.rooms.insert(Arc::from(room), RoomHistory::new(now));
+            }
+        }
+    }
+
+    /// Whether the history of `room` still holds every message after
+    /// `since`: it has not expired and dropped none newer than `since`.
+    pub(super) fn covers(&self, shard: &Shard, room: &str, since: u64) -> bool {
+        shard
+            .rooms
+            .get(room)
+            .is_some_and(|h| h.member_seen.elapsed() < self.ttl && h.evicted <= since)
     }
 
     /// Whether `room` has a history that has not expired.
@@ -112,5 +166,32 @@ impl History {
                 .collect(),
             _ => Vec::new(),
         }
+    }
+}
+
+impl RoomHistory {
+    fn new(now: Instant) -> Self {
+        RoomHistory {
+            messages: VecDeque::new(),
+            member_seen: now,
+            evicted: 0,
+        }
+    }
+}
+
+/// The shards of several rooms, locked (see [`History::lock_rooms`]).
+pub(super) struct Locked<'a> {
+    history: &'a History,
+    guards: Vec<(usize, MutexGuard<'a, Shard>)>,
+}
+
+impl Locked<'_> {
+    /// The locked shard of `room` (one of the rooms it was locked for).
+    pub(super) fn shard(&self, room: &str) -> Option<&Shard> {
+        let index = self.history.index(room);
+        self.guards
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, guard)| &**guard)
     }
 }

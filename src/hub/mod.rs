@@ -231,7 +231,10 @@ impl Hub {
     }
 
     /// Removes `client` from `room`. Returns false if it was not a member.
+    /// The room's history stays live for its TTL from now (under the history
+    /// lock, so no message slips between the leave and the refresh).
     pub fn leave(&self, room: &str, client: ClientId) -> bool {
+        let mut history = self.history.enabled().then(|| self.history.lock(room));
         // Per-room broker: the last member's leaving ends the value (see
         // `set_cached_rooms`), under the lock a join takes.
         let mut latest = match self.per_room() {
@@ -239,6 +242,11 @@ impl Hub {
             false => None,
         };
         let left = self.rooms.remove(room, client);
+        if let Some(shard) = history.as_mut()
+            && left
+        {
+            self.history.touch(shard, room);
+        }
         if let Some(shard) = latest.as_mut()
             && left
             && !self.rooms.contains(room)
@@ -278,17 +286,37 @@ impl Hub {
             .as_ref()
             .and_then(|shard| self.latest.get(shard, room))
             .filter(|m| seen.is_none_or(|seen| m.id > seen));
-        let mut queued = 0;
-        for message in missed.iter().chain(cached) {
-            if let Some(frame) = (format.encode)(&Event::Message(message)) {
-                // A replay that overflows the queue makes this a slow consumer.
-                if outbox.push(frame).is_err() {
-                    break;
-                }
-            }
-            queued += 1;
+        Some(replay(&outbox, format, missed.iter().chain(cached)))
+    }
+
+    /// A whole session comes back (Socket.IO connection state recovery):
+    /// joins `member` to every room of `rooms` and queues what each missed
+    /// after `since`, merged in id order, exactly once with live messages
+    /// (a cached room's value is the last of its history, not queued again).
+    /// `since` is one position for all the rooms (the ids are one sequence).
+    /// Returns how many were replayed, or `None`, joining nothing, when a
+    /// room's history no longer holds everything after `since` (expired, or
+    /// dropped a newer message to stay bounded): the gap cannot be filled.
+    pub fn resume(&self, rooms: &[&str], member: &Member, since: u64) -> Option<usize> {
+        let locked = self.history.lock_rooms(rooms);
+        let covered = |room: &str| {
+            locked
+                .shard(room)
+                .is_some_and(|shard| self.history.covers(shard, room, since))
+        };
+        if !rooms.iter().all(|room| covered(room)) {
+            return None;
         }
-        Some(queued)
+        let mut missed = Vec::new();
+        for room in rooms {
+            if self.add(room, member.clone())
+                && let Some(shard) = locked.shard(room)
+            {
+                missed.extend(self.history.since(shard, room, since));
+            }
+        }
+        missed.sort_unstable_by_key(|message| message.id);
+        Some(replay(&member.outbox, member.format, &missed))
     }
 
     /// Delivers a published message to every member of room `channel`, and
@@ -389,6 +417,25 @@ impl Hub {
     pub fn rooms(&self) -> Vec<RoomInfo> {
         self.rooms.list()
     }
+}
+
+/// Queues `missed` to one resuming member; returns how many were queued. A
+/// replay that overflows the queue makes it a slow consumer.
+fn replay<'a>(
+    outbox: &Outbox,
+    format: &Format,
+    missed: impl IntoIterator<Item = &'a Message>,
+) -> usize {
+    let mut queued = 0;
+    for message in missed {
+        if let Some(frame) = (format.encode)(&Event::Message(message))
+            && outbox.push(frame).is_err()
+        {
+            break;
+        }
+        queued += 1;
+    }
+    queued
 }
 
 /// Encodes `event` at most once per format and queues the shared frame to
@@ -607,6 +654,67 @@ mod tests {
         assert_eq!(got, vec!["2", "3", "4", "5"]);
     }
 
+    fn with_history(history_size: usize) -> Hub {
+        Hub::with_config(HubConfig {
+            history_size,
+            ..HubConfig::default()
+        })
+    }
+
+    fn ids_of(hub: &Hub, room: &str) -> Vec<u64> {
+        let shard = hub.history.lock(room);
+        hub.history
+            .since(&shard, room, 0)
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    }
+
+    #[test]
+    fn a_session_resumes_all_its_rooms_in_id_order() {
+        let hub = Hub::new();
+        let old = member(&hub, &B, Default::default());
+        hub.join("a", old.clone());
+        hub.join("b", old.clone());
+        hub.deliver("a", Bytes::from_static(b"a0"));
+        let seen = ids_of(&hub, "a")[0];
+        hub.leave("a", old.client);
+        hub.leave("b", old.client);
+        // Quiet rooms: kept after the leave even though b never had a message.
+        for text in ["b1", "a2", "b3"] {
+            hub.deliver(&text[..1], Bytes::from(text));
+        }
+        let back = member(&hub, &B, Default::default());
+        assert_eq!(hub.resume(&["a", "b"], &back, seen), Some(3));
+        hub.deliver("b", Bytes::from_static(b"b4"));
+        assert_eq!(texts(&back.outbox), vec!["b1", "a2", "b3", "b4"]);
+        assert_eq!((hub.room_size("a"), hub.room_size("b")), (1, 1));
+    }
+
+    #[test]
+    fn a_gap_the_history_cannot_fill_resumes_nothing() {
+        let hub = with_history(2);
+        let x = member(&hub, &B, Default::default());
+        hub.join("a", x.clone());
+        hub.join("b", x.clone());
+        hub.deliver("a", Bytes::from_static(b"a0"));
+        let seen = ids_of(&hub, "a")[0];
+        for n in 0..3u8 {
+            hub.deliver("b", Bytes::from(vec![n]));
+        }
+        let back = member(&hub, &B, Default::default());
+        assert_eq!(hub.resume(&["a", "b"], &back, seen), None, "b dropped one");
+        assert_eq!(hub.room_size("a"), 1, "joined nothing");
+        assert_eq!(back.outbox.pop(), None);
+        let newest = *ids_of(&hub, "b").first().unwrap();
+        assert!(hub.resume(&["a", "b"], &back, newest).is_some());
+        assert_eq!(
+            hub.resume(&["never"], &back, seen),
+            None,
+            "no history: nothing tells what was missed"
+        );
+    }
+
     #[test]
     fn history_covers_the_gap_while_a_room_is_empty() {
         let hub = Hub::new();
@@ -629,10 +737,7 @@ mod tests {
     #[test]
     fn wants_exactly_rooms_with_members_or_a_live_history() {
         for history_size in [0, 10] {
-            let hub = Hub::with_config(HubConfig {
-                history_size,
-                ..HubConfig::default()
-            });
+            let hub = with_history(history_size);
             assert!(!hub.wants("r"), "nobody ever joined");
             let x = member(&hub, &B, Default::default());
             hub.join("r", x.clone());
@@ -647,12 +752,6 @@ mod tests {
 
     #[test]
     fn history_is_bounded_and_can_be_off() {
-        let with_history = |history_size| {
-            Hub::with_config(HubConfig {
-                history_size,
-                ..HubConfig::default()
-            })
-        };
         let hub = with_history(2);
         let x = member(&hub, &B, Default::default());
         hub.join("r", x.clone());

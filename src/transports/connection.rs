@@ -218,11 +218,7 @@ impl Connection {
         if !held {
             self.rooms.push(Arc::from(room));
         }
-        let member = Member {
-            client: self.client,
-            outbox: self.outbox.clone(),
-            format: self.format,
-        };
+        let member = self.member();
         match since {
             Some(since) => {
                 // Replays nothing to a member.
@@ -230,6 +226,34 @@ impl Connection {
                 !held
             }
             None => self.hub.join(room, member),
+        }
+    }
+
+    /// Rejoins the rooms of a session that comes back (Socket.IO connection
+    /// state recovery; the checks passed), queuing what they missed after
+    /// `since` in id order, exactly once with live messages ([`Hub::resume`]).
+    /// False, joining nothing, when the rooms' history cannot fill the gap.
+    /// Confirm the rooms with [`Self::confirm`].
+    pub fn resume(&mut self, rooms: &[String], since: u64) -> bool {
+        let mut names: Vec<&str> = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            if !self.holds(room) && !names.contains(&room.as_str()) {
+                names.push(room);
+            }
+        }
+        if self.hub.resume(&names, &self.member(), since).is_none() {
+            return false;
+        }
+        self.rooms.extend(names.into_iter().map(Arc::from));
+        true
+    }
+
+    /// This connection as a member of a room.
+    fn member(&self) -> Member {
+        Member {
+            client: self.client,
+            outbox: self.outbox.clone(),
+            format: self.format,
         }
     }
 

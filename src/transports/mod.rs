@@ -9,6 +9,7 @@
 
 pub mod connection;
 pub mod json;
+pub mod sessions;
 pub mod socketio;
 pub mod sse;
 pub mod websocket;

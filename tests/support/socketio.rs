@@ -40,6 +40,8 @@ pub fn config() -> SocketIoConfig {
         outbox: OutboxLimits::default(),
         namespaces: vec!["/custom".into()],
         security: None,
+        recovery_window: Duration::ZERO,
+        sessions: None,
     }
 }
 

@@ -21,10 +21,16 @@ pub static FORMAT: Format = Format {
     separate_attachments: true,
 };
 
-/// `42["message",<payload>,{"room":..,"id":"<id>","ts":<ms>}]` and
+/// `42["message",<payload>,{"room":..,"id":"<id>","ts":<ms>},"<id>"]` and
 /// `42["hello",<room>]`. The payload is a JSON string: bytes that are not
 /// valid UTF-8 are replaced (U+FFFD) for this format only; other transports
 /// keep them byte-for-byte.
+///
+/// The last argument is the message's offset for connection state recovery
+/// (socket.io-client keeps the last string argument of each event as the
+/// position to resume from): the id, the same for every member, so the frame
+/// is still encoded once. Every client gets it, recovering or not (as from
+/// socket.io's own server); a listener `(payload, meta)` never sees it.
 fn encode(event: &Event<'_>) -> Option<Frame> {
     let text = match event {
         Event::Message(message) => {
@@ -34,7 +40,12 @@ fn encode(event: &Event<'_>) -> Option<Frame> {
             push_json_string(&mut out, &payload);
             out.push_str(r#",{"room":"#);
             push_json_string(&mut out, &message.room);
-            let _ = write!(out, r#","id":"{}","ts":{}}}]"#, message.id, message.ts);
+            let _ = write!(
+                out,
+                r#","id":"{id}","ts":{}}},"{id}"]"#,
+                message.ts,
+                id = message.id
+            );
             out
         }
         Event::Joined { room } => {
@@ -106,7 +117,7 @@ mod tests {
         };
         assert_eq!(
             text(encode(&Event::Message(&message))),
-            r#"42["message","he said \"hi\"\n",{"room":"device01","id":"7","ts":1700000000000}]"#
+            r#"42["message","he said \"hi\"\n",{"room":"device01","id":"7","ts":1700000000000},"7"]"#
         );
         assert_eq!(
             text(encode(&Event::Joined { room: "r\"1" })),

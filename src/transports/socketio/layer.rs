@@ -10,17 +10,20 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
 use super::FORMAT;
 use super::engine::parse_query;
 use super::engine::{Link, Sid, Upper, Version};
 use super::protocol::{Kind, Packet, ProtocolError};
+use super::recovery::{self, Claim, Recovery};
 use super::socket::{AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket};
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Hub, Member};
 use crate::security::{Identity, Permit, Security};
 use crate::transports::Connection;
+use crate::transports::sessions::Session;
 
 pub struct Layer {
     pub hub: Arc<Hub>,
@@ -29,6 +32,8 @@ pub struct Layer {
     pub namespaces: Vec<String>,
     /// What a connection may do: its message rate, the rooms it may join.
     pub security: Arc<Security>,
+    /// Connection state recovery, when on (`--recovery-window-s` > 0).
+    pub recovery: Option<Recovery>,
 }
 
 /// One connection's Socket.IO state.
@@ -44,6 +49,9 @@ pub struct Conn {
     /// The handshake query, for `Handshake::query` (no allocation when the
     /// client sent only Engine.IO parameters, as the official clients do).
     query: Box<[(String, String)]>,
+    /// The private session id of `/` when recovery is on: its session is
+    /// saved under it when the transport is lost.
+    pid: Option<Sid>,
 }
 
 impl Upper for Layer {
@@ -67,6 +75,7 @@ impl Upper for Layer {
             partial: None,
             connected: false,
             query: query.into(),
+            pid: None,
         };
         // Protocol v4 (Engine.IO v3 clients): the default namespace is
         // connected at once.
@@ -129,6 +138,7 @@ impl Upper for Layer {
     }
 
     fn close(&self, conn: &mut Conn, link: &Link<'_>, reason: DisconnectReason) {
+        self.keep_session(conn, reason);
         for (index, id) in std::mem::take(&mut conn.sockets) {
             let mut socket = self.socket(&mut conn.core, link, index, &id);
             self.handler.on_disconnect(&mut socket, reason);
@@ -267,7 +277,15 @@ impl Layer {
         if conn.sockets.iter().any(|(i, _)| *i == index) {
             return;
         }
-        let id = Sid::random();
+        let recovery = match (&self.recovery, index, link.version) {
+            (Some(recovery), 0, Version::V4) => Some(recovery),
+            _ => None,
+        };
+        let claimed = recovery.and_then(|recovery| self.claimed(recovery, link, auth));
+        let id = claimed
+            .as_ref()
+            .and_then(|(_, session, _)| Sid::parse(&session.sid))
+            .unwrap_or_else(Sid::random);
         conn.core.deferred = Some(Vec::new());
         let handshake = Handshake {
             auth,
@@ -292,9 +310,19 @@ impl Layer {
                 format: &FORMAT,
             });
         }
-        let data = match link.version {
-            Version::V4 => Some(serde_json::json!({ "sid": id.as_str() })),
-            Version::V3 => None,
+        let pid = recovery.map(|recovery| match claimed {
+            Some((pid, session, since)) if self.recover(conn, link, recovery, &session, since) => {
+                pid
+            }
+            _ => Sid::random(),
+        });
+        conn.pid = pid;
+        let data = match (link.version, pid) {
+            (Version::V4, Some(pid)) => {
+                Some(serde_json::json!({ "sid": id.as_str(), "pid": pid.as_str() }))
+            }
+            (Version::V4, None) => Some(serde_json::json!({ "sid": id.as_str() })),
+            (Version::V3, _) => None,
         };
         let _ = link
             .outbox
@@ -313,6 +341,96 @@ impl Layer {
             let position = conn.sockets.len() - 1;
             self.server_disconnect(conn, link, position);
         }
+    }
+
+    /// The session a CONNECT on `/` asks to recover, taken from the store:
+    /// its `pid`, the session and the position the client reached. `None`
+    /// for a first connection, and (logged) for a `pid`/`offset` we never
+    /// sent or a session that is gone.
+    fn claimed(
+        &self,
+        recovery: &Recovery,
+        link: &Link<'_>,
+        auth: &Value,
+    ) -> Option<(Sid, Session, u64)> {
+        let (pid, since) = match recovery::claim(auth) {
+            Claim::Fresh => return None,
+            Claim::Resume { pid, since } => (pid, since),
+            Claim::Malformed(why) => {
+                tracing::info!(sid = link.sid, why, "cannot recover session: new session");
+                return None;
+            }
+        };
+        // The node-local store answers at once.
+        let Some(session) = recovery.store.take(pid.as_str()).now_or_never().flatten() else {
+            tracing::info!(sid = link.sid, "session expired or unknown: new session");
+            return None;
+        };
+        Some((pid, session, since))
+    }
+
+    /// Puts a session's rooms back (`on_connect` authenticated the client
+    /// again, so the rules are checked with who it is now), replaying what
+    /// they missed after `since` before the CONNECT answer (the client
+    /// buffers events until it), and has the broker confirm them. False when
+    /// a room is refused now or the gap cannot be filled.
+    fn recover(
+        &self,
+        conn: &mut Conn,
+        link: &Link<'_>,
+        recovery: &Recovery,
+        session: &Session,
+        since: u64,
+    ) -> bool {
+        let core = &mut conn.core.conn;
+        if let Err(refused) = core.may_join(&session.rooms) {
+            tracing::info!(
+                sid = link.sid,
+                code = refused.code,
+                "session's rooms refused: new session"
+            );
+            return false;
+        }
+        if !core.resume(&session.rooms, since) {
+            tracing::info!(
+                sid = link.sid,
+                since,
+                "missed messages no longer held: new session"
+            );
+            return false;
+        }
+        let confirm = core.confirm(session.rooms.clone());
+        let sid = link.sid.to_owned();
+        recovery.tasks.spawn(async move {
+            if let Err(refused) = confirm.await {
+                tracing::info!(sid, code = refused.code, "recovered rooms not confirmed");
+            }
+        });
+        true
+    }
+
+    /// The transport was lost: keep `/`'s session for the recovery window.
+    fn keep_session(&self, conn: &Conn, reason: DisconnectReason) {
+        let (Some(recovery), Some(pid)) = (&self.recovery, conn.pid) else {
+            return;
+        };
+        let Some((_, sid)) = conn.sockets.iter().find(|(index, _)| *index == 0) else {
+            return;
+        };
+        if !recovery::recoverable(reason) {
+            return;
+        }
+        let session = Session {
+            sid: sid.as_str().to_owned(),
+            rooms: conn
+                .core
+                .conn
+                .rooms()
+                .iter()
+                .map(|room| room.to_string())
+                .collect(),
+        };
+        recovery.store.save(pid.as_str(), session, recovery.window);
     }
 
     fn refuse(&self, link: &Link<'_>, nsp: &str, message: &str) {
@@ -359,6 +477,8 @@ impl Layer {
         if index == 0 {
             self.hub.unregister(conn.core.conn.client());
             conn.core.conn.leave_all();
+            // A goodbye or a server disconnect leaves no session behind.
+            conn.pid = None;
         }
     }
 }
@@ -373,6 +493,7 @@ mod tests {
 
     use super::*;
     use crate::hub::{Outbox, OutboxLimits};
+    use crate::transports::sessions::MemorySessions;
     use crate::transports::socketio::RoomcastHandler;
 
     fn layer() -> Layer {
@@ -381,6 +502,7 @@ mod tests {
             handler: Arc::new(RoomcastHandler::new(Default::default())),
             namespaces: vec!["/".into(), "/custom".into()],
             security: Arc::default(),
+            recovery: None,
         }
     }
 
@@ -431,6 +553,124 @@ mod tests {
         assert_eq!(layer.hub.room_size("early"), 1);
         layer.close(&mut conn, &link, DisconnectReason::ClientClosed);
         assert_eq!(layer.hub.room_size("early"), 0, "rooms left on close");
+    }
+
+    /// A layer with recovery on, and a client connection of protocol v5.
+    struct Recovering {
+        layer: Layer,
+        store: Arc<MemorySessions>,
+    }
+
+    impl Recovering {
+        fn new() -> Self {
+            let store = Arc::new(MemorySessions::default());
+            let layer = Layer {
+                recovery: Some(Recovery {
+                    window: std::time::Duration::from_secs(60),
+                    store: store.clone(),
+                    tasks: Default::default(),
+                }),
+                ..layer()
+            };
+            Recovering { layer, store }
+        }
+
+        /// Connects `/` with `auth`; returns the connection, its outbox and
+        /// the CONNECT answer's `{sid, pid}` and what came before it.
+        fn connect(&self, auth: &str) -> (Conn, Arc<Outbox>, Value, Vec<String>) {
+            let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+            let link = Link {
+                sid: "s",
+                version: Version::V4,
+                outbox: &outbox,
+            };
+            let mut conn = self.layer.open(&link, &[], None);
+            let packet = Bytes::from(format!("0{auth}"));
+            self.layer
+                .message(&mut conn, &link, Frame::Text(packet))
+                .unwrap();
+            let mut frames = drain(&outbox);
+            let answer = frames.pop().unwrap();
+            let data = serde_json::from_str(answer.strip_prefix("40").unwrap()).unwrap();
+            (conn, outbox, data, frames)
+        }
+
+        fn event(&self, conn: &mut Conn, outbox: &Arc<Outbox>, text: &'static str) {
+            let link = Link {
+                sid: "s",
+                version: Version::V4,
+                outbox,
+            };
+            let frame = Frame::Text(Bytes::from_static(text.as_bytes()));
+            self.layer.message(conn, &link, frame).unwrap();
+        }
+
+        fn close(&self, conn: &mut Conn, outbox: &Arc<Outbox>, reason: DisconnectReason) {
+            let link = Link {
+                sid: "s",
+                version: Version::V4,
+                outbox,
+            };
+            self.layer.close(conn, &link, reason);
+        }
+    }
+
+    /// The offset (last argument) of a `message` frame.
+    fn offset(frame: &str) -> String {
+        let args: Vec<Value> = serde_json::from_str(&frame[2..]).unwrap();
+        args.last().unwrap().as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_lost_transport_leaves_a_session_the_client_recovers() {
+        let r = Recovering::new();
+        let (mut conn, outbox, first, _) = r.connect("");
+        let pid = first["pid"].as_str().unwrap().to_owned();
+        r.event(&mut conn, &outbox, r#"20["channel",["a","b"]]"#);
+        r.layer.hub.deliver("a", Bytes::from_static(b"seen"));
+        let frames = drain(&outbox);
+        let seen = offset(frames.last().unwrap());
+        r.close(&mut conn, &outbox, DisconnectReason::TransportError);
+        assert_eq!(r.store.len(), 1, "session kept");
+        r.layer.hub.deliver("b", Bytes::from_static(b"missed"));
+
+        let auth = format!(r#"{{"pid":"{pid}","offset":"{seen}"}}"#);
+        let (_conn, _outbox, answer, before) = r.connect(&auth);
+        assert_eq!(answer["pid"], pid.as_str(), "recovered: the same pid");
+        assert_eq!(answer["sid"], first["sid"], "and the same socket id");
+        assert_eq!(before.len(), 1, "{before:?}");
+        assert!(
+            before[0].starts_with(r#"42["message","missed""#),
+            "{before:?}"
+        );
+        assert_eq!(r.layer.hub.room_size("a"), 1, "rooms back");
+        assert!(r.store.is_empty(), "taken once");
+
+        let (_c, _o, again, _) = r.connect(&auth);
+        assert_ne!(again["pid"], pid.as_str(), "a session recovers once");
+    }
+
+    #[tokio::test]
+    async fn a_goodbye_or_a_bad_claim_gives_a_new_session() {
+        let r = Recovering::new();
+        let (mut conn, outbox, first, _) = r.connect("");
+        r.event(&mut conn, &outbox, r#"2["channel","a"]"#);
+        r.event(&mut conn, &outbox, "1");
+        r.close(&mut conn, &outbox, DisconnectReason::ClientClosed);
+        assert!(r.store.is_empty(), "a goodbye leaves no session");
+        let pid = first["pid"].as_str().unwrap();
+        for auth in [
+            format!(r#"{{"pid":"{pid}","offset":"1"}}"#),
+            r#"{"pid":"not a pid","offset":"1"}"#.to_owned(),
+            format!(r#"{{"pid":"{pid}","offset":["1"]}}"#),
+            format!(r#"{{"pid":"{pid}"}}"#),
+        ] {
+            let (_c, _o, answer, before) = r.connect(&auth);
+            assert!(before.is_empty(), "{auth}: {before:?}");
+            assert_ne!(answer["pid"], pid, "{auth}");
+            assert!(answer["pid"].is_string(), "{auth}");
+        }
+        assert_eq!(r.layer.hub.room_size("a"), 0);
     }
 
     proptest! {

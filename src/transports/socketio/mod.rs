@@ -12,6 +12,8 @@
 //! - `socket`: the [`Handler`] trait and the [`Socket`] handlers get.
 //! - `broadcast`: [`FORMAT`], the hub's encoding of a message for us.
 //! - `roomcast`: roomcast's own events (`channel`, `leave`).
+//! - `recovery`: connection state recovery's `pid` and `offset`, and which
+//!   lost connections leave a session behind.
 //!
 //! Never does: per-recipient encoding (the hub shares one frame), extra
 //! tasks per connection, keeping the HTTP request after the handshake.
@@ -22,6 +24,7 @@ mod broadcast;
 pub mod engine;
 mod layer;
 pub mod protocol;
+mod recovery;
 mod roomcast;
 mod socket;
 
@@ -35,8 +38,10 @@ pub use socket::{AckId, Args, ConnectError, Handler, Handshake, Later, SendError
 use crate::hub::{Hub, OutboxLimits};
 use crate::security::{Limits, Security};
 use crate::shutdown::Shutdown;
+use crate::transports::sessions::{MemorySessions, SessionStore};
 use engine::{Engine, EngineConfig};
 use layer::Layer;
+use recovery::Recovery;
 
 /// Socket.IO settings.
 #[derive(Debug, Clone)]
@@ -56,6 +61,11 @@ pub struct SocketIoConfig {
     /// what a connection may join (token rules, room limit); `None` for none
     /// of them (the default room rules and limit still apply to joins).
     pub security: Option<Arc<Security>>,
+    /// How long a lost connection's session waits for its client to come
+    /// back (connection state recovery); zero turns recovery off.
+    pub recovery_window: Duration,
+    /// Where those sessions are kept; `None`: in this process.
+    pub sessions: Option<Arc<dyn SessionStore>>,
 }
 
 impl Default for SocketIoConfig {
@@ -70,6 +80,8 @@ impl Default for SocketIoConfig {
             outbox: OutboxLimits::default(),
             namespaces: Vec::new(),
             security: None,
+            recovery_window: Duration::ZERO,
+            sessions: None,
         }
     }
 }
@@ -114,11 +126,20 @@ impl SocketIo {
                 ..Limits::default()
             }))
         });
+        let recovery = (!config.recovery_window.is_zero()).then(|| Recovery {
+            window: config.recovery_window,
+            store: config
+                .sessions
+                .clone()
+                .unwrap_or_else(|| Arc::new(MemorySessions::default())),
+            tasks: shutdown.clone(),
+        });
         let layer = Layer {
             hub,
             handler,
             namespaces,
             security,
+            recovery,
         };
         Arc::new(SocketIo {
             engine: Engine::new(engine_config, layer, shutdown),

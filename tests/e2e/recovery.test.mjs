@@ -1,0 +1,194 @@
+// Socket.IO connection state recovery with the stock socket.io-client 4.8 (protocol v5): the
+// CONNECT answer carries a `pid`, each `message` its offset as the last argument; after a lost
+// transport the client sends {pid, offset} and, within --recovery-window-s, gets
+// `socket.recovered === true`, its rooms back and every message it missed, once and in order.
+//
+// The transport is cut with `socket.io.engine.close()` (the manager reconnects by itself) while a
+// publisher keeps publishing; what the client ends with is compared with what was published.
+import { describe, it, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { startRoomcast, httpPublish, httpRequest, waitFor } from './lib/server.mjs';
+import { connect, closeAll } from './lib/clients.mjs';
+import { payloadsIn, join, sentinel, assertPayloads } from './lib/rooms.mjs';
+
+const KEY = 'recovery-key';
+let seq = 0;
+const room = (tag) => `recovery-${tag}-${++seq}`;
+
+async function publish(server, r, payload) {
+  const res = await httpPublish(server, KEY, r, payload);
+  assert.equal(res.status, 200, `publish to ${r}: ${JSON.stringify(res.body)}`);
+}
+
+/** Members of `r` on the server (0 when the room does not exist). */
+async function members(server, r) {
+  const res = await httpRequest(server, `/api/rooms/${encodeURIComponent(r)}`, {
+    headers: { authorization: `Bearer ${KEY}` },
+  });
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return res.body.members;
+}
+
+/**
+ * Publishes `<tag>-<n>` to the rooms in turn, one at a time, until stop() is called; resolves
+ * to what it published per room, in order.
+ */
+function publisher(server, rooms, tag) {
+  const sent = Object.fromEntries(rooms.map((r) => [r, []]));
+  let running = true;
+  let n = 0;
+  const done = (async () => {
+    while (running) {
+      const r = rooms[n % rooms.length];
+      const payload = `${tag}-${n++}`;
+      await publish(server, r, payload);
+      sent[r].push(payload);
+    }
+    return sent;
+  })();
+  return { stop: () => ((running = false), done), count: () => n };
+}
+
+/**
+ * A roomcast with `args` for the enclosing describe block; `open(opts)` connects a 4.x client
+ * that reconnects by itself (closed after each test).
+ */
+function server(args) {
+  const ctx = { rc: null, clients: [] };
+  before(async () => {
+    ctx.rc = await startRoomcast({ args: ['--api-key', KEY, ...args] });
+  });
+  after(async () => {
+    await ctx.rc?.stop();
+  });
+  afterEach(() => closeAll(ctx.clients.splice(0)));
+  ctx.open = async (opts = {}) => {
+    const c = connect('4', ctx.rc.url, { transports: ['websocket'], reconnection: true, ...opts });
+    ctx.clients.push(c);
+    await c.connected();
+    return c;
+  };
+  return ctx;
+}
+
+describe('connection state recovery (socket.io-client 4.8.x, memory broker)', () => {
+  const ctx = server(['--recovery-window-s', '30']);
+  const open = ctx.open;
+
+  for (const transports of [['websocket'], ['polling']]) {
+    it(`over ${transports[0]}: after a cut, recovered === true, rooms back, every missed message once and in order`, async () => {
+      const c = await open({ transports });
+      const [a, b] = [room('a'), room('b')];
+      await join(c, [a, b]);
+      assert.equal(c.socket.recovered, false, 'a first connection is not recovered');
+      const firstPid = c.socket._pid;
+      assert.equal(typeof firstPid, 'string', 'the CONNECT answer carries a pid');
+
+      const pub = publisher(ctx.rc, [a, b], 'm');
+      await waitFor(() => payloadsIn(c, a).length >= 10, { message: '10 messages before the cut' });
+      const reconnected = waitFor(() => c.events('connect').length === 2, { timeout: 10000, message: 'reconnect' });
+      c.socket.io.engine.close();
+      await waitFor(() => c.events('disconnect').length === 1, { message: 'disconnect' });
+      const atCut = pub.count();
+      await reconnected;
+      assert.ok(pub.count() > atCut, 'messages were published while the client was away');
+      // Keep publishing a while after the reconnect: live messages follow the replay.
+      await waitFor(() => pub.count() >= atCut + 20, { message: '20 more publishes' });
+      const sent = await pub.stop();
+
+      assert.equal(c.socket.recovered, true, 'recovered');
+      assert.equal(c.socket._pid, firstPid, 'same session');
+      for (const r of [a, b]) {
+        // The rooms are back without joining again: the sentinel reaches the client.
+        await sentinel(c, r, (s) => publish(ctx.rc, r, s));
+        const got = payloadsIn(c, r).filter((p) => !p.startsWith('sentinel-'));
+        assertPayloads(got, sent[r], `room ${r}`);
+      }
+      assert.equal(await members(ctx.rc, a), 1, 'one member: the recovered client');
+    });
+  }
+
+  it('the offset is the last argument of each message and equals meta.id', async () => {
+    const c = await open();
+    const r = room('offset');
+    await join(c, r);
+    await publish(ctx.rc, r, 'x');
+    const [[payload, meta, offset]] = await c.waitEvents('message', 1);
+    assert.equal(payload, 'x');
+    assert.equal(meta.room, r);
+    assert.equal(offset, meta.id);
+    assert.equal(c.socket._lastOffset, meta.id, 'the client keeps it as its position');
+  });
+
+  it('a client that sends a pid or offset we never gave gets a new session, not an error', async () => {
+    const bad = [
+      { pid: 'not-a-session-id', offset: '1' },
+      { pid: 'AAAAAAAAAAAAAAAAAAAA', offset: 'room-name' },
+      { pid: 'AAAAAAAAAAAAAAAAAAAA', offset: '12' },
+      { pid: 12, offset: { x: 1 } },
+    ];
+    for (const auth of bad) {
+      const c = await open({ auth });
+      assert.equal(c.socket.recovered, false, JSON.stringify(auth));
+      assert.equal(typeof c.socket._pid, 'string');
+      assert.notEqual(c.socket._pid, auth.pid);
+      const r = room('fresh');
+      await join(c, r);
+      await sentinel(c, r, (s) => publish(ctx.rc, r, s));
+    }
+  });
+
+  it('a client that said goodbye leaves no session behind', async () => {
+    const c = await open();
+    const r = room('bye');
+    await join(c, r);
+    await sentinel(c, r, (s) => publish(ctx.rc, r, s));
+    const { _pid: pid, _lastOffset: offset } = c.socket;
+    c.socket.disconnect();
+    await waitFor(async () => (await members(ctx.rc, r)) === 0, { message: 'left' });
+    const again = await open({ auth: { pid, offset } });
+    assert.equal(again.socket.recovered, false);
+    assert.equal(await members(ctx.rc, r), 0, 'rooms not given back');
+  });
+});
+
+describe('connection state recovery: an expired session', () => {
+  const ctx = server(['--recovery-window-s', '1']);
+
+  it('past --recovery-window-s: recovered === false and the rooms are not given back', async () => {
+    const c = await ctx.open();
+    const r = room('expired');
+    await join(c, r);
+    await sentinel(c, r, (s) => publish(ctx.rc, r, s));
+    // Come back only after the 1 s window.
+    c.socket.io.reconnectionDelay(2500);
+    c.socket.io.reconnectionDelayMax(2500);
+    c.socket.io.randomizationFactor(0);
+    c.socket.io.engine.close();
+    await waitFor(() => c.events('disconnect').length === 1, { message: 'disconnect' });
+    await publish(ctx.rc, r, 'missed');
+    await waitFor(() => c.events('connect').length === 2, { timeout: 10000, message: 'reconnect' });
+    assert.equal(c.socket.recovered, false);
+    assert.equal(await members(ctx.rc, r), 0, 'rooms not given back');
+    assert.ok(!payloadsIn(c, r).includes('missed'), 'nothing replayed into a new session');
+  });
+});
+
+describe('connection state recovery off (--recovery-window-s 0)', () => {
+  const ctx = server(['--recovery-window-s', '0']);
+
+  it('no pid is given, so the client never asks; messages are as before plus the offset', async () => {
+    const c = await ctx.open();
+    assert.equal(c.socket._pid, undefined);
+    const r = room('off');
+    await join(c, r);
+    await publish(ctx.rc, r, 'x');
+    const [[payload, meta]] = await c.waitEvents('message', 1);
+    assert.equal(payload, 'x');
+    assert.equal(meta.room, r);
+    c.socket.io.engine.close();
+    await waitFor(() => c.events('connect').length === 2, { timeout: 10000, message: 'reconnect' });
+    assert.ok(!c.socket.recovered, 'not recovered (no pid: the client compares undefined)');
+    assert.equal(await members(ctx.rc, r), 0);
+  });
+});
