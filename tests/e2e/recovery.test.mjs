@@ -7,7 +7,7 @@
 // publisher keeps publishing; what the client ends with is compared with what was published.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRoomcast, httpPublish, httpRequest, waitFor } from './lib/server.mjs';
+import { startRedis, startRoomcast, httpPublish, httpRequest, waitFor } from './lib/server.mjs';
 import { connect, closeAll } from './lib/clients.mjs';
 import { payloadsIn, join, sentinel, assertPayloads } from './lib/rooms.mjs';
 
@@ -53,17 +53,23 @@ function publisher(server, rooms, tag) {
  * A roomcast with `args` for the enclosing describe block; `open(opts)` connects a 4.x client
  * that reconnects by itself (closed after each test).
  */
-function server(args) {
-  const ctx = { rc: null, clients: [] };
+function server(args, { redis = false } = {}) {
+  const ctx = { rc: null, redis: null, clients: [] };
   before(async () => {
-    ctx.rc = await startRoomcast({ args: ['--api-key', KEY, ...args] });
+    const broker = [];
+    if (redis) {
+      ctx.redis = await startRedis();
+      broker.push('--broker', 'redis', '--redis-url', ctx.redis.url);
+    }
+    ctx.rc = await startRoomcast({ args: ['--api-key', KEY, ...broker, ...args] });
   });
   after(async () => {
     await ctx.rc?.stop();
+    await ctx.redis?.stop();
   });
   afterEach(() => closeAll(ctx.clients.splice(0)));
   ctx.open = async (opts = {}) => {
-    const c = connect('4', ctx.rc.url, { transports: ['websocket'], reconnection: true, ...opts });
+    const c = connect('4', (opts.url ?? ctx.rc.url), { transports: ['websocket'], reconnection: true, ...opts });
     ctx.clients.push(c);
     await c.connected();
     return c;
@@ -71,41 +77,48 @@ function server(args) {
   return ctx;
 }
 
+/**
+ * A 4.x client in two rooms loses its transport while a publisher keeps publishing; it comes
+ * back recovered, in both rooms without joining again, with every message once and in order.
+ */
+async function recoversAfterCut(ctx, transports) {
+  const c = await ctx.open({ transports });
+  const [a, b] = [room('a'), room('b')];
+  await join(c, [a, b]);
+  assert.equal(c.socket.recovered, false, 'a first connection is not recovered');
+  const firstPid = c.socket._pid;
+  assert.equal(typeof firstPid, 'string', 'the CONNECT answer carries a pid');
+
+  const pub = publisher(ctx.rc, [a, b], 'm');
+  await waitFor(() => payloadsIn(c, a).length >= 10, { message: '10 messages before the cut' });
+  const reconnected = waitFor(() => c.events('connect').length === 2, { timeout: 10000, message: 'reconnect' });
+  c.socket.io.engine.close();
+  await waitFor(() => c.events('disconnect').length === 1, { message: 'disconnect' });
+  const atCut = pub.count();
+  await reconnected;
+  assert.ok(pub.count() > atCut, 'messages were published while the client was away');
+  // Keep publishing a while after the reconnect: live messages follow the replay.
+  await waitFor(() => pub.count() >= atCut + 20, { message: '20 more publishes' });
+  const sent = await pub.stop();
+
+  assert.equal(c.socket.recovered, true, 'recovered');
+  assert.equal(c.socket._pid, firstPid, 'same session');
+  for (const r of [a, b]) {
+    // The rooms are back without joining again: the sentinel reaches the client.
+    await sentinel(c, r, (s) => publish(ctx.rc, r, s));
+    const got = payloadsIn(c, r).filter((p) => !p.startsWith('sentinel-'));
+    assertPayloads(got, sent[r], `room ${r}`);
+  }
+  assert.equal(await members(ctx.rc, a), 1, 'one member: the recovered client');
+}
+
 describe('connection state recovery (socket.io-client 4.8.x, memory broker)', () => {
   const ctx = server(['--recovery-window-s', '30']);
   const open = ctx.open;
 
   for (const transports of [['websocket'], ['polling']]) {
-    it(`over ${transports[0]}: after a cut, recovered === true, rooms back, every missed message once and in order`, async () => {
-      const c = await open({ transports });
-      const [a, b] = [room('a'), room('b')];
-      await join(c, [a, b]);
-      assert.equal(c.socket.recovered, false, 'a first connection is not recovered');
-      const firstPid = c.socket._pid;
-      assert.equal(typeof firstPid, 'string', 'the CONNECT answer carries a pid');
-
-      const pub = publisher(ctx.rc, [a, b], 'm');
-      await waitFor(() => payloadsIn(c, a).length >= 10, { message: '10 messages before the cut' });
-      const reconnected = waitFor(() => c.events('connect').length === 2, { timeout: 10000, message: 'reconnect' });
-      c.socket.io.engine.close();
-      await waitFor(() => c.events('disconnect').length === 1, { message: 'disconnect' });
-      const atCut = pub.count();
-      await reconnected;
-      assert.ok(pub.count() > atCut, 'messages were published while the client was away');
-      // Keep publishing a while after the reconnect: live messages follow the replay.
-      await waitFor(() => pub.count() >= atCut + 20, { message: '20 more publishes' });
-      const sent = await pub.stop();
-
-      assert.equal(c.socket.recovered, true, 'recovered');
-      assert.equal(c.socket._pid, firstPid, 'same session');
-      for (const r of [a, b]) {
-        // The rooms are back without joining again: the sentinel reaches the client.
-        await sentinel(c, r, (s) => publish(ctx.rc, r, s));
-        const got = payloadsIn(c, r).filter((p) => !p.startsWith('sentinel-'));
-        assertPayloads(got, sent[r], `room ${r}`);
-      }
-      assert.equal(await members(ctx.rc, a), 1, 'one member: the recovered client');
-    });
+    it(`over ${transports[0]}: after a cut, recovered === true, rooms back, every missed message once and in order`, () =>
+      recoversAfterCut(ctx, transports));
   }
 
   it('the offset is the last argument of each message and equals meta.id', async () => {
@@ -190,5 +203,42 @@ describe('connection state recovery off (--recovery-window-s 0)', () => {
     await waitFor(() => c.events('connect').length === 2, { timeout: 10000, message: 'reconnect' });
     assert.ok(!c.socket.recovered, 'not recovered (no pid: the client compares undefined)');
     assert.equal(await members(ctx.rc, r), 0);
+  });
+});
+
+describe('connection state recovery on the Redis broker (per-room subscriptions)', () => {
+  const ctx = server(['--recovery-window-s', '30'], { redis: true });
+
+  it('after a cut, recovered === true, rooms back, every missed message once and in order', () =>
+    recoversAfterCut(ctx, ['websocket']));
+
+  describe('a client that comes back to another node', () => {
+    let other;
+    before(async () => {
+      other = await startRoomcast({
+        args: ['--api-key', KEY, '--broker', 'redis', '--redis-url', ctx.redis.url, '--recovery-window-s', '30'],
+      });
+    });
+    after(async () => {
+      await other?.stop();
+    });
+
+    it('gets a new session (recovered === false, no rooms): sessions and history are per node', async () => {
+      const c = await ctx.open();
+      const r = room('moved');
+      await join(c, r);
+      await sentinel(c, r, (s) => publish(ctx.rc, r, s));
+      c.socket.io.uri = other.url; // the next transport goes to the other node
+      const reconnected = waitFor(() => c.events('connect').length === 2, { timeout: 10000, message: 'reconnect' });
+      c.socket.io.engine.close();
+      await waitFor(() => c.events('disconnect').length === 1, { message: 'disconnect' });
+      await reconnected;
+      assert.equal(c.socket.recovered, false, 'told, not a silent gap');
+      assert.equal(await members(other, r), 0, 'rooms not given back on the other node');
+      await join(c, r);
+      assert.equal(await members(other, r), 1, 'joined on the other node');
+      assert.equal(await members(ctx.rc, r), 0, 'and gone from the first');
+      await sentinel(c, r, (s) => publish(other, r, s));
+    });
   });
 });
