@@ -575,43 +575,45 @@ mod tests {
             Recovering { layer, store }
         }
 
+        /// Opens a connection of `version` and hands it `packet` (if any);
+        /// returns it, its outbox and every frame queued.
+        fn open(&self, version: Version, packet: Option<&str>) -> (Conn, Arc<Outbox>, Vec<String>) {
+            let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
+            let link = link(&outbox, version);
+            let mut conn = self.layer.open(&link, &[], None);
+            if let Some(packet) = packet {
+                let frame = Frame::Text(Bytes::from(packet.to_owned()));
+                self.layer.message(&mut conn, &link, frame).unwrap();
+            }
+            let frames = drain(&outbox);
+            (conn, outbox, frames)
+        }
+
         /// Connects `/` with `auth`; returns the connection, its outbox and
         /// the CONNECT answer's `{sid, pid}` and what came before it.
         fn connect(&self, auth: &str) -> (Conn, Arc<Outbox>, Value, Vec<String>) {
-            let outbox = Arc::new(Outbox::new(OutboxLimits::default()));
-            let link = Link {
-                sid: "s",
-                version: Version::V4,
-                outbox: &outbox,
-            };
-            let mut conn = self.layer.open(&link, &[], None);
-            let packet = Bytes::from(format!("0{auth}"));
-            self.layer
-                .message(&mut conn, &link, Frame::Text(packet))
-                .unwrap();
-            let mut frames = drain(&outbox);
+            let (conn, outbox, mut frames) = self.open(Version::V4, Some(&format!("0{auth}")));
             let answer = frames.pop().unwrap();
             let data = serde_json::from_str(answer.strip_prefix("40").unwrap()).unwrap();
             (conn, outbox, data, frames)
         }
 
         fn event(&self, conn: &mut Conn, outbox: &Arc<Outbox>, text: &'static str) {
-            let link = Link {
-                sid: "s",
-                version: Version::V4,
-                outbox,
-            };
             let frame = Frame::Text(Bytes::from_static(text.as_bytes()));
+            let link = link(outbox, Version::V4);
             self.layer.message(conn, &link, frame).unwrap();
         }
 
         fn close(&self, conn: &mut Conn, outbox: &Arc<Outbox>, reason: DisconnectReason) {
-            let link = Link {
-                sid: "s",
-                version: Version::V4,
-                outbox,
-            };
-            self.layer.close(conn, &link, reason);
+            self.layer.close(conn, &link(outbox, Version::V4), reason);
+        }
+    }
+
+    fn link(outbox: &Arc<Outbox>, version: Version) -> Link<'_> {
+        Link {
+            sid: "s",
+            version,
+            outbox,
         }
     }
 
@@ -671,6 +673,20 @@ mod tests {
             assert!(answer["pid"].is_string(), "{auth}");
         }
         assert_eq!(r.layer.hub.room_size("a"), 0);
+    }
+
+    #[test]
+    fn only_protocol_v5_on_the_default_namespace_gets_a_pid() {
+        let r = Recovering::new();
+        let (_conn, _outbox, answer, _) = r.connect("");
+        assert!(answer["pid"].is_string(), "{answer}");
+        // Another namespace: rooms deliver on `/` only.
+        let (_conn, _outbox, frames) = r.open(Version::V4, Some("0/custom,"));
+        assert!(frames[0].starts_with("40/custom,{\"sid\":"), "{frames:?}");
+        assert!(!frames[0].contains("pid"), "{frames:?}");
+        // Engine.IO v3 clients (1.x/2.x): `/` is connected at once, as before.
+        let (_conn, _outbox, frames) = r.open(Version::V3, None);
+        assert_eq!(frames, vec!["40"]);
     }
 
     proptest! {
