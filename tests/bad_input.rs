@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::http::http;
-use support::socketio::{Got, ws as sio_ws};
+use support::socketio::ws as sio_ws;
 use support::{Server, next_json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -527,14 +527,7 @@ async fn bad_input_on_every_transport_hurts_only_its_sender() {
                 assert_eq!(w.text().await, r#"439[{"ok":true}]"#, "{name}: still up");
             }
             SioExpect::Closed => {
-                let mut closed = false;
-                for _ in 0..10 {
-                    if let Got::Closed(_) = w.next().await {
-                        closed = true;
-                        break;
-                    }
-                }
-                assert!(closed, "{name}: closed");
+                assert!(w.closed_within(10).await.is_some(), "{name}: closed");
             }
         }
         watcher.check(&server, name).await;

@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::Server;
 use support::http::http;
-use support::socketio::{Got, ws as sio_ws};
+use support::socketio::ws as sio_ws;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -624,14 +624,10 @@ async fn message_rate_and_rooms_per_connection() {
         w.send(r#"42["noop"]"#).await;
         sent += 1;
     }
-    let mut closed = false;
-    for _ in 0..50 {
-        if let Got::Closed(_) = w.next().await {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "the Socket.IO client that floods is closed");
+    assert!(
+        w.closed_within(50).await.is_some(),
+        "the Socket.IO client that floods is closed"
+    );
 }
 
 #[tokio::test]

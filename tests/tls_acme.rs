@@ -6,10 +6,6 @@
 
 use std::time::Duration;
 
-use futures_util::SinkExt;
-use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
-
 mod support;
 use support::tls::pebble::{ChallDns, Pebble};
 use support::tls::*;
@@ -70,16 +66,7 @@ async fn http01_issues_reuses_the_cache_and_renews() {
     assert_private_files(&dir.path("cache"));
 
     // A websocket over wss:// survives a forced renewal.
-    let stream = tls_connect(addr, name, &roots).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://{name}/ws"), stream)
-        .await
-        .expect("websocket over TLS");
-    ws.send(Message::text(
-        json!({"op": "subscribe", "channel": "acme", "id": 1}).to_string(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(next_json(&mut ws).await["type"], "ok");
+    let mut ws = wss_subscribe(addr, name, &roots, "acme").await;
     server.tls().renew_now();
     let renewed = eventually(Duration::from_secs(60), || async {
         let stream = tls_connect(addr, name, &roots).await.ok()?;
@@ -89,7 +76,7 @@ async fn http01_issues_reuses_the_cache_and_renews() {
     .await
     .expect("a renewed certificate");
     assert_eq!(server.tls().issued(), 2);
-    publish_over_tls(addr, name, &roots, "acme", "after renewal").await;
+    publish(addr, name, &roots, "acme", "after renewal").await;
     assert_eq!(next_json(&mut ws).await["data"], "after renewal");
     drop(ws);
     server.stop().await;
@@ -164,27 +151,4 @@ fn assert_private_files(dir: &std::path::Path) {
         }
     }
     assert_eq!(files, 3, "account.json, cert.pem and key.pem");
-}
-
-async fn publish_over_tls(
-    addr: std::net::SocketAddr,
-    name: &str,
-    roots: &[rustls::pki_types::CertificateDer<'static>],
-    channel: &str,
-    data: &str,
-) {
-    let stream = tls_connect(addr, name, roots).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let request = hyper::Request::post("/api/publish")
-        .header("host", name)
-        .header("authorization", "Bearer k")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            json!({"channel": channel, "data": data}).to_string(),
-        )))
-        .unwrap();
-    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
 }

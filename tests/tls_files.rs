@@ -5,12 +5,10 @@
 
 use std::time::Duration;
 
-use futures_util::SinkExt;
-use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
 
 mod support;
+use support::http::http_on;
 use support::tls::*;
 use support::{Server, TempDir, eventually, next_json};
 
@@ -46,20 +44,11 @@ async fn serves_reloads_and_redirects() {
     let stream = tls_connect(addr, NAME, &roots).await.expect("handshake");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let first_serial = peer_serial(&stream);
-    let (status, _, body) = get(stream, NAME, "/readyz").await;
-    assert_eq!(status, 200, "{body}");
+    let readyz = http_on(stream, NAME, "GET", "/readyz", &[], b"").await;
+    assert_eq!(readyz.status, 200, "{}", readyz.text());
 
     // A websocket over wss:// stays open across the rotation.
-    let stream = tls_connect(addr, NAME, &roots).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://{NAME}/ws"), stream)
-        .await
-        .expect("websocket upgrade over TLS");
-    ws.send(Message::text(
-        json!({"op": "subscribe", "channel": "tls", "id": 1}).to_string(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(next_json(&mut ws).await["type"], "ok");
+    let mut ws = wss_subscribe(addr, NAME, &roots, "tls").await;
     // So does an event stream (answered without hyper, over TLS too).
     let mut sse = tls_connect(addr, NAME, &roots).await.unwrap();
     sse.write_all(b"GET /sse?channel=tls HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -81,20 +70,7 @@ async fn serves_reloads_and_redirects() {
     assert_ne!(new_serial, first_serial);
 
     // The websocket opened before the rotation still receives.
-    let publish = tls_connect(addr, NAME, &roots).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(publish))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let request = hyper::Request::post("/api/publish")
-        .header("host", NAME)
-        .header("authorization", "Bearer k")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            json!({"channel": "tls", "data": "after rotation"}).to_string(),
-        )))
-        .unwrap();
-    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    publish(addr, NAME, &roots, "tls", "after rotation").await;
     let message = next_json(&mut ws).await;
     assert_eq!(message["data"], "after rotation", "{message}");
     let event = read_until(&mut sse, "\n\n").await;
@@ -109,15 +85,15 @@ async fn serves_reloads_and_redirects() {
     // Plain HTTP: /healthz answers, the rest redirects to https on our port.
     let http_addr = server.running.http_addr.expect("plain-HTTP listener");
     let plain = tokio::net::TcpStream::connect(http_addr).await.unwrap();
-    let (status, headers, _) = get(plain, "example.test:80", "/room/x?y=1").await;
-    assert_eq!(status, 308);
+    let redirect = http_on(plain, "example.test:80", "GET", "/room/x?y=1", &[], b"").await;
+    assert_eq!(redirect.status, 308);
     assert_eq!(
-        headers["location"],
-        format!("https://example.test:{}/room/x?y=1", addr.port())
+        redirect.header("location"),
+        Some(format!("https://example.test:{}/room/x?y=1", addr.port()).as_str())
     );
     let plain = tokio::net::TcpStream::connect(http_addr).await.unwrap();
-    let (status, _, _) = get(plain, "example.test", "/healthz").await;
-    assert_eq!(status, 200);
+    let healthz = http_on(plain, "example.test", "GET", "/healthz", &[], b"").await;
+    assert_eq!(healthz.status, 200);
 
     server.stop().await;
 }

@@ -150,13 +150,24 @@ impl Ws {
         }
     }
 
-    /// Waits until the server closes the connection, answering nothing.
+    /// Waits until the server closes the connection, answering nothing:
+    /// its close code.
     pub async fn closed(&mut self) -> Option<u16> {
-        loop {
+        self.closed_within(usize::MAX)
+            .await
+            .expect("the connection closed")
+    }
+
+    /// Reads at most `frames` frames, answering nothing, until the server
+    /// closes the connection: `Some(close code)`, or `None` when it was
+    /// still open after them.
+    pub async fn closed_within(&mut self, frames: usize) -> Option<Option<u16>> {
+        for _ in 0..frames {
             if let Got::Closed(code) = self.next().await {
-                return code;
+                return Some(code);
             }
         }
+        None
     }
 
     /// Opens an EIO4 websocket and connects `/` (v5), consuming `40` and `auth`.

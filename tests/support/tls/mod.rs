@@ -1,5 +1,6 @@
-//! Helpers for the HTTPS tests: a throwaway CA, a verifying TLS client and
-//! HTTP/1.1 over it, and (in `pebble`, `dns`) the ACME test CA and DNS
+//! Helpers for the HTTPS tests: a throwaway CA, a verifying TLS client
+//! (requests over it with `support::http::http_on`), `/ws` and the publish
+//! API over it, and (in `pebble`, `dns`) the ACME test CA and DNS
 //! servers started on free loopback ports.
 
 pub mod dns;
@@ -8,13 +9,16 @@ pub mod pebble;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use futures_util::SinkExt;
 use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::http::http_on;
 
 /// A CA that signs leaf certificates for the file-based tests.
 pub struct TestCa {
@@ -90,24 +94,47 @@ pub fn peer_serial(stream: &TlsStream<TcpStream>) -> String {
     cert.raw_serial_as_string().replace(':', "")
 }
 
-/// One HTTP/1.1 GET on an established stream: (status, headers, body).
-pub async fn get<S>(stream: S, host: &str, path: &str) -> (u16, http::HeaderMap, String)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+/// A `/ws` client over a fresh verified connection, subscribed to `channel`.
+pub async fn wss_subscribe(
+    addr: SocketAddr,
+    name: &str,
+    roots: &[CertificateDer<'static>],
+    channel: &str,
+) -> WebSocketStream<TlsStream<TcpStream>> {
+    let stream = tls_connect(addr, name, roots).await.expect("TLS handshake");
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://{name}/ws"), stream)
         .await
-        .expect("HTTP handshake");
-    tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header("host", host)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.expect("response");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
+        .expect("websocket upgrade over TLS");
+    let subscribe = json!({"op": "subscribe", "channel": channel, "id": 1});
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    assert_eq!(super::next_json(&mut ws).await["type"], "ok");
+    ws
+}
+
+/// `POST /api/publish` (API key `k`) over a fresh verified connection.
+pub async fn publish(
+    addr: SocketAddr,
+    name: &str,
+    roots: &[CertificateDer<'static>],
+    channel: &str,
+    data: &str,
+) {
+    let stream = tls_connect(addr, name, roots).await.expect("TLS handshake");
+    let body = json!({"channel": channel, "data": data}).to_string();
+    let headers = [
+        ("Authorization", "Bearer k"),
+        ("Content-Type", "application/json"),
+    ];
+    let response = http_on(
+        stream,
+        name,
+        "POST",
+        "/api/publish",
+        &headers,
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
 }
 
 /// HTTPS GET with a fresh verified connection; also returns the serial seen.
@@ -119,6 +146,6 @@ pub async fn https_get(
 ) -> (u16, String, String) {
     let stream = tls_connect(addr, name, roots).await.expect("TLS handshake");
     let serial = peer_serial(&stream);
-    let (status, _, body) = get(stream, name, path).await;
-    (status, body, serial)
+    let response = http_on(stream, name, "GET", path, &[], b"").await;
+    (response.status, response.text(), serial)
 }

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{TestCa, get, roots, tls_connect};
+use super::{TestCa, roots, tls_connect};
+use crate::support::http::http_on;
 use crate::support::{TempDir, free_port, wait_listening};
 
 /// How long pebble, its DNS server and knotd may take to listen.
@@ -151,8 +152,9 @@ impl Pebble {
         let stream = tls_connect(management, "127.0.0.1", &api_roots)
             .await
             .expect("pebble management TLS");
-        let (status, _, issuer_root) = get(stream, "127.0.0.1", "/roots/0").await;
-        assert_eq!(status, 200, "pebble /roots/0: {issuer_root}");
+        let response = http_on(stream, "127.0.0.1", "GET", "/roots/0", &[], b"").await;
+        let issuer_root = response.text();
+        assert_eq!(response.status, 200, "pebble /roots/0: {issuer_root}");
         Pebble {
             directory: format!("https://127.0.0.1:{listen}/dir"),
             api_root: dir.str("pebble-api-root.pem"),
