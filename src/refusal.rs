@@ -27,6 +27,21 @@ impl Refusal {
             message: message.into(),
         }
     }
+
+    /// The broker cannot take this now (its connection is down, or it did
+    /// not confirm a room's subscription in time): retry later.
+    pub fn broker_unavailable(message: impl Into<String>) -> Self {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            message,
+        )
+    }
+
+    /// A join of a room this cluster does not serve (outside `--pattern`).
+    pub fn room_not_served(message: impl Into<String>) -> Self {
+        Refusal::new(StatusCode::FORBIDDEN, "room_not_served", message)
+    }
 }
 
 impl IntoResponse for Refusal {

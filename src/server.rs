@@ -15,6 +15,7 @@ use crate::hub::{Hub, Ready, RoomInterest};
 use crate::ingest::mqtt;
 use crate::net::accept::Sockets;
 use crate::net::serve::serve as serve_http;
+use crate::refusal::Refusal;
 use crate::security;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -353,7 +354,7 @@ impl<T: Tracker> RoomInterest for HubInterest<T> {
     fn ready(&self, room: &str) -> Ready {
         match self.0.ready(room) {
             Subscribed::Now => Ready::now(),
-            Subscribed::Refused(message) => Ready::refused("room_not_served", message),
+            Subscribed::Refused(message) => Ready::refused(Refusal::room_not_served(message)),
             Subscribed::Later(confirmed) => Ready::later(async move {
                 confirmed.await;
                 Ok(())

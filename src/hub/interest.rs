@@ -26,18 +26,16 @@ pub trait RoomInterest: Send + Sync + std::fmt::Debug {
     fn ready(&self, room: &str) -> Ready;
 }
 
-/// Why a join cannot be confirmed: a stable code and a message for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JoinRefused {
-    pub code: &'static str,
-    pub message: String,
-}
+use crate::refusal::Refusal;
 
-type Pending = Pin<Box<dyn Future<Output = Result<(), JoinRefused>> + Send>>;
+/// Why a join cannot be confirmed is a [`Refusal`] (`room_not_served`,
+/// `broker_unavailable`): the same code, status and message on every
+/// transport, made once where the broker side decides it.
+type Pending = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send>>;
 
 /// A join's confirmation: already known, or a future to await.
 pub enum Ready {
-    Now(Result<(), JoinRefused>),
+    Now(Result<(), Refusal>),
     Later(Pending),
 }
 
@@ -46,14 +44,11 @@ impl Ready {
         Ready::Now(Ok(()))
     }
 
-    pub fn refused(code: &'static str, message: impl Into<String>) -> Ready {
-        Ready::Now(Err(JoinRefused {
-            code,
-            message: message.into(),
-        }))
+    pub fn refused(refusal: Refusal) -> Ready {
+        Ready::Now(Err(refusal))
     }
 
-    pub fn later(future: impl Future<Output = Result<(), JoinRefused>> + Send + 'static) -> Ready {
+    pub fn later(future: impl Future<Output = Result<(), Refusal>> + Send + 'static) -> Ready {
         Ready::Later(Box::pin(future))
     }
 }

@@ -35,7 +35,7 @@ use crate::telemetry;
 use emit::Registry;
 pub use emit::{AppEvent, Target};
 use history::History;
-pub use interest::{JoinRefused, Ready, RoomInterest};
+pub use interest::{Ready, RoomInterest};
 pub use latest::CachePolicy;
 use latest::Latest;
 pub use outbox::{Frame, Outbox, OutboxLimits, PushError, StallLimit};

@@ -19,10 +19,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 
 use crate::disconnect::DisconnectReason;
-use crate::hub::{ClientId, Format, Hub, JoinRefused, Member, Outbox, OutboxLimits, Ready};
+use crate::hub::{ClientId, Format, Hub, Member, Outbox, OutboxLimits, Ready};
 use crate::refusal::Refusal;
 use crate::security::{self, Identity, MessageRate, Permit, Security};
 use crate::telemetry;
@@ -364,15 +364,6 @@ fn boxed(identity: Identity) -> Option<Box<Identity>> {
     }
 }
 
-fn refusal(refused: JoinRefused) -> Refusal {
-    let status = if refused.code == "broker_unavailable" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::FORBIDDEN
-    };
-    Refusal::new(status, refused.code, refused.message)
-}
-
 /// [`Connection::confirm`] on borrowed parts; a refused join leaves the
 /// rooms in the hub.
 async fn confirmed<R: AsRef<str>>(hub: &Hub, client: ClientId, rooms: &[R]) -> Result<(), Refusal> {
@@ -383,10 +374,10 @@ async fn confirmed<R: AsRef<str>>(hub: &Hub, client: ClientId, rooms: &[R]) -> R
             hub.leave(room.as_ref(), client);
         }
     }
-    result.map_err(refusal)
+    result
 }
 
-async fn confirm_all<R: AsRef<str>>(hub: &Hub, rooms: &[R]) -> Result<(), JoinRefused> {
+async fn confirm_all<R: AsRef<str>>(hub: &Hub, rooms: &[R]) -> Result<(), Refusal> {
     let deadline = tokio::time::Instant::now() + JOIN_CONFIRM_TIMEOUT;
     for room in rooms.iter().map(AsRef::as_ref) {
         match hub.ready(room) {
@@ -394,12 +385,9 @@ async fn confirm_all<R: AsRef<str>>(hub: &Hub, rooms: &[R]) -> Result<(), JoinRe
             Ready::Later(pending) => match tokio::time::timeout_at(deadline, pending).await {
                 Ok(result) => result?,
                 Err(_) => {
-                    return Err(JoinRefused {
-                        code: "broker_unavailable",
-                        message: format!(
-                            "the broker did not confirm the subscription to {room:?} within {JOIN_CONFIRM_TIMEOUT:?}"
-                        ),
-                    });
+                    return Err(Refusal::broker_unavailable(format!(
+                        "the broker did not confirm the subscription to {room:?} within {JOIN_CONFIRM_TIMEOUT:?}"
+                    )));
                 }
             },
         }
