@@ -43,6 +43,7 @@ struct Echo;
 
 impl Upper for Echo {
     type Conn = ();
+    const TRANSPORT: &'static str = "engine.io";
 
     // No security settings here: the permit is always `None`.
     fn open(&self, _link: &Link<'_>, _query: &[(String, String)], _permit: Option<Permit>) {}

@@ -432,6 +432,81 @@ async fn origins_are_checked_on_browser_transports() {
     assert_eq!(status, 200);
 }
 
+/// Socket.IO is admitted by the same code as `/ws` and `/sse`: a refused
+/// handshake (polling or websocket, EIO 3 or 4) answers the same status and
+/// body as the other transports, without CORS headers for a refused origin,
+/// and counts in `roomcast_refusals_total` under the same kind and code.
+#[tokio::test]
+async fn socketio_handshakes_are_refused_as_every_transport_is() {
+    let server = Server::start(&[
+        "--allowed-origins",
+        "https://app.example",
+        "--limit-loopback",
+        "--connect-rate-per-ip",
+        "0.01",
+        "--connect-burst-per-ip",
+        "1",
+    ])
+    .await;
+    let addr = server.running.local_addr;
+    let targets = [
+        "/ws",
+        "/sse?channel=a",
+        "/socket.io/?EIO=4&transport=polling",
+        "/socket.io/?EIO=4&transport=websocket",
+        "/socket.io/?EIO=3&transport=websocket",
+    ];
+    let origins = r#"roomcast_refusals_total{kind="origin",code="origin_not_allowed"}"#;
+    let before = server.metric(origins).await;
+    for target in targets {
+        let (status, body) = refused(addr, target, &[("Origin", "https://evil.example")]).await;
+        assert_eq!(
+            (status, body),
+            (
+                403,
+                json!({
+                    "error": "origin_not_allowed",
+                    "message": "origin \"https://evil.example\" is not allowed (server flag --allowed-origins)",
+                })
+            ),
+            "{target}"
+        );
+    }
+    assert!(server.metric(origins).await - before >= targets.len() as f64);
+    let response = http(
+        addr,
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        &[("Origin", "https://evil.example")],
+        b"",
+    )
+    .await;
+    assert_eq!(response.header("access-control-allow-origin"), None);
+
+    // The address's one new connection used (the connect rate: a per-IP
+    // connection limit would also refuse the test's own /metrics sockets),
+    // every transport is refused alike.
+    let (status, _) = hold_ws(addr, &[]).await;
+    assert_eq!(status, 101);
+    let rate = r#"roomcast_refusals_total{kind="limit",code="connect_rate_limited"}"#;
+    let before = server.metric(rate).await;
+    for target in targets {
+        let (status, body) = refused(addr, target, &[]).await;
+        assert_eq!(
+            (status, body),
+            (
+                429,
+                json!({
+                    "error": "connect_rate_limited",
+                    "message": "too many new connections from your address; slow down",
+                })
+            ),
+            "{target}"
+        );
+    }
+    assert!(server.metric(rate).await - before >= targets.len() as f64);
+}
+
 #[tokio::test]
 async fn connections_per_ip_and_connect_rate_are_limited() {
     let server = Server::start(&[

@@ -6,8 +6,9 @@
 //! permission levels), `origin` (browser origins), `limits` (connection
 //! guard and rate buckets), `proxies` (which address the per-IP limits
 //! count: the peer, or the client a trusted proxy forwarded). [`Security`] bundles them for the transports,
-//! which ask it before they upgrade or stream ([`Security::admit`],
-//! [`Security::authenticate`]) and on every join or publish
+//! which ask it before they upgrade or stream (through
+//! `transports::connection::admit`: [`Security::check_origin`],
+//! [`Security::admit_connection`], [`Security::authenticate`]) and on every join or publish
 //! ([`Security::check_room`], [`Security::authorize`]).
 //!
 //! Every refusal is a [`Refusal`](crate::refusal::Refusal): a stable code, an HTTP status, a message
@@ -148,18 +149,6 @@ impl Security {
                 format!("origin {origin:?} is not allowed (server flag --allowed-origins)"),
             )
         })
-    }
-
-    /// Origin check, then the connection limits; the permit lives as long
-    /// as the connection.
-    pub fn admit(
-        &self,
-        transport: &'static str,
-        headers: &HeaderMap,
-        ip: Option<IpAddr>,
-    ) -> Result<Permit, Refusal> {
-        self.check_origin(transport, headers)?;
-        self.admit_connection(transport, ip)
     }
 
     /// The connection limits alone (total, per IP, rate per IP).

@@ -31,35 +31,87 @@ use crate::telemetry;
 /// before it is refused (`broker_unavailable`).
 pub const JOIN_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A request let in: its slot in the limits, who it is, and the browser
-/// origin to reflect in CORS headers.
+/// A request let in: its slot in the limits and who it is.
 #[derive(Debug)]
 pub struct Admitted {
     pub permit: Permit,
     pub identity: Identity,
-    pub origin: Option<String>,
+}
+
+/// Where a connection's token is.
+#[derive(Debug, Clone, Copy)]
+pub enum Token<'a> {
+    /// In the request: `Authorization: Bearer`, else `token` in this query.
+    Request(Option<&'a str>),
+    /// In the protocol's own handshake, after the connection opened
+    /// (Socket.IO's CONNECT, whose refusal is a `CONNECT_ERROR` and not an
+    /// HTTP status): anonymous until then.
+    Handshake,
 }
 
 /// The checks before a connection opens, in the order every transport
 /// applies them: the browser origin, the connection limits of the client's
-/// address (the peer, or whom a trusted proxy forwards), the token
-/// (`Authorization: Bearer`, else `?token=`).
+/// address (the peer, or whom a trusted proxy forwards), the token.
 pub fn admit(
-    security: &Security,
-    format: &'static Format,
+    security: &Arc<Security>,
+    transport: &'static str,
     headers: &HeaderMap,
-    query: Option<&str>,
     peer: Option<IpAddr>,
+    token: Token<'_>,
 ) -> Result<Admitted, Refusal> {
-    let origin = security.check_origin(format.name, headers)?;
-    let permit = security.admit_connection(format.name, security.client_ip(peer, headers))?;
-    let token = security::request_token(headers, query);
-    let identity = security.authenticate(format.name, token.as_deref())?;
-    Ok(Admitted {
-        permit,
-        identity,
-        origin,
-    })
+    Admission::start(security, transport, headers)?.admit(headers, peer, token)
+}
+
+/// [`admit`] in its two steps, for a transport that answers something
+/// between them: the origin first (a page on an allowed origin may then read
+/// every later refusal, so the transport adds its CORS headers), then the
+/// rest when the request is known to open a connection.
+#[derive(Debug)]
+pub struct Admission {
+    security: Arc<Security>,
+    transport: &'static str,
+    origin: Option<String>,
+}
+
+impl Admission {
+    /// Checks the browser origin.
+    pub fn start(
+        security: &Arc<Security>,
+        transport: &'static str,
+        headers: &HeaderMap,
+    ) -> Result<Admission, Refusal> {
+        let origin = security.check_origin(transport, headers)?;
+        Ok(Admission {
+            security: security.clone(),
+            transport,
+            origin,
+        })
+    }
+
+    /// The checked origin, to reflect in CORS headers (`None`: the request
+    /// named none, or the same origin).
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    /// The connection limits of the client's address, then the token.
+    pub fn admit(
+        self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        token: Token<'_>,
+    ) -> Result<Admitted, Refusal> {
+        let (security, transport) = (&self.security, self.transport);
+        let permit = security.admit_connection(transport, security.client_ip(peer, headers))?;
+        let identity = match token {
+            Token::Request(query) => {
+                let token = security::request_token(headers, query);
+                security.authenticate(transport, token.as_deref())?
+            }
+            Token::Handshake => Identity::Anonymous,
+        };
+        Ok(Admitted { permit, identity })
+    }
 }
 
 /// How a join went.

@@ -56,6 +56,7 @@ pub struct Conn {
 
 impl Upper for Layer {
     type Conn = Conn;
+    const TRANSPORT: &'static str = FORMAT.name;
 
     fn open(&self, link: &Link<'_>, query: &[(String, String)], permit: Option<Permit>) -> Conn {
         let mut conn = Conn {

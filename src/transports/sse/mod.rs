@@ -28,7 +28,7 @@ use crate::net::serve::WriteStall;
 use crate::refusal::Refusal;
 use crate::security::{self, Security};
 use crate::shutdown::Shutdown;
-use crate::transports::connection::{self, Connection};
+use crate::transports::connection::{Admission, Connection, Token};
 use crate::transports::json;
 
 /// Interval of the `: keepalive` comment on an idle stream.
@@ -84,15 +84,14 @@ async fn open(
     query: &str,
     peer: Option<IpAddr>,
 ) -> Result<(Stream, HeaderMap), Refused> {
-    // The origin first (`admit` checks it again): a page on an allowed
-    // origin may read every later refusal, also one of its rooms.
-    let origin = sse
-        .security
-        .check_origin(FORMAT.name, headers)
-        .map_err(|refusal| Refused {
+    // The origin first: a page on an allowed origin may read every later
+    // refusal, also one of its rooms.
+    let admission =
+        Admission::start(&sse.security, FORMAT.name, headers).map_err(|refusal| Refused {
             error: refusal,
             origin: None,
         })?;
+    let origin = admission.origin().map(str::to_owned);
     let refused = |error: Refusal| {
         tracing::info!(code = error.code, message = %error.message, "sse request refused");
         Refused {
@@ -101,8 +100,9 @@ async fn open(
         }
     };
     let channels = channels(&sse.security, query).map_err(refused)?;
-    let admitted =
-        connection::admit(&sse.security, &FORMAT, headers, Some(query), peer).map_err(refused)?;
+    let admitted = admission
+        .admit(headers, peer, Token::Request(Some(query)))
+        .map_err(refused)?;
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

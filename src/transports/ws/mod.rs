@@ -25,7 +25,7 @@ use crate::refusal::Refusal;
 use crate::security::{self, Op, Security};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
-use crate::transports::connection::{self, Admitted, Connection};
+use crate::transports::connection::{self, Admitted, Connection, Token};
 use crate::transports::json;
 use crate::transports::websocket::{self, Close};
 use protocol::Request;
@@ -88,8 +88,8 @@ pub async fn handler(
     extensions: Extensions,
 ) -> Response {
     let peer = security::peer_ip(&extensions);
-    let admitted = match connection::admit(&ws.security, &FORMAT, &headers, query.as_deref(), peer)
-    {
+    let token = Token::Request(query.as_deref());
+    let admitted = match connection::admit(&ws.security, FORMAT.name, &headers, peer, token) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };

@@ -114,6 +114,10 @@ pub trait Upper: Send + Sync + 'static {
     /// Per-connection state, owned by the connection.
     type Conn: Send + 'static;
 
+    /// The transport's label in the logs and metrics of its refusals and
+    /// connections (the engine admits connections under it).
+    const TRANSPORT: &'static str;
+
     /// A connection opened; the open packet is already on its way, so what
     /// this queues follows it. `query` is the handshake query string (minus
     /// the Engine.IO parameters); copy what you need, it is dropped after.

@@ -237,6 +237,7 @@ mod tests {
 
     impl Upper for Silent {
         type Conn = ();
+        const TRANSPORT: &'static str = "silent";
         fn open(&self, _link: &Link<'_>, _query: &[(String, String)], _permit: Option<Permit>) {}
         fn message(&self, _: &mut (), _: &Link<'_>, _: Frame) -> Result<(), DisconnectReason> {
             Ok(())

@@ -19,6 +19,7 @@ use http::{Method, StatusCode};
 
 use super::packet::Version;
 use super::{Engine, EngineError, Sid, Upper, polling, websocket};
+use crate::transports::connection::{Admission, Token};
 
 pub fn router<U: Upper>(engine: Arc<Engine<U>>, path: &str) -> Router {
     let mut router = Router::new().route(path, any(handle::<U>));
@@ -60,17 +61,21 @@ impl Params {
 
 async fn handle<U: Upper>(State(engine): State<Arc<Engine<U>>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
-    if let Some(security) = &engine.config.security
-        && let Err(refusal) = security.check_origin("socketio", &parts.headers)
-    {
-        // No CORS headers: the page's script must not read past the refusal.
-        return refusal.into_response();
-    }
+    // The origin first, on every request (the first step of a new
+    // connection's admission).
+    let admission = match &engine.config.security {
+        Some(security) => match Admission::start(security, U::TRANSPORT, &parts.headers) {
+            Ok(admission) => Some(admission),
+            // No CORS headers: the page's script must not read past the refusal.
+            Err(refusal) => return refusal.into_response(),
+        },
+        None => None,
+    };
     let cors = Cors::new(&parts.headers);
     let response = if parts.method == Method::OPTIONS {
         StatusCode::NO_CONTENT.into_response()
     } else {
-        route(&engine, &mut parts, body).await
+        route(&engine, &mut parts, body, admission).await
     };
     cors.apply(response)
 }
@@ -79,6 +84,7 @@ async fn route<U: Upper>(
     engine: &Arc<Engine<U>>,
     parts: &mut http::request::Parts,
     body: Body,
+    admission: Option<Admission>,
 ) -> Response {
     let params = Params::parse(parts.uri.query());
     let websocket = match params.transport.as_deref() {
@@ -120,12 +126,13 @@ async fn route<U: Upper>(
     if parts.method != Method::GET {
         return EngineError::BadHandshakeMethod.into_response();
     }
-    // A new connection: the connection limits apply (the origin was checked).
-    let permit = match &engine.config.security {
-        Some(security) => {
+    // A new connection: the rest of its admission, the limits of the
+    // client's address (the token comes with the upper layer's handshake).
+    let permit = match admission {
+        Some(admission) => {
             let peer = crate::security::peer_ip(&parts.extensions);
-            match security.admit_connection("socketio", security.client_ip(peer, &parts.headers)) {
-                Ok(permit) => Some(permit),
+            match admission.admit(&parts.headers, peer, Token::Handshake) {
+                Ok(admitted) => Some(admitted.permit),
                 Err(refusal) => return refusal.into_response(),
             }
         }
