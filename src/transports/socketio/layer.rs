@@ -138,6 +138,10 @@ impl Upper for Layer {
         conn.connected
     }
 
+    fn sent(&self, conn: &Conn, bytes: usize) {
+        conn.core.conn.record_bytes_out(bytes);
+    }
+
     fn close(&self, conn: &mut Conn, link: &Link<'_>, reason: DisconnectReason) {
         self.keep_session(conn, reason);
         for (index, id) in std::mem::take(&mut conn.sockets) {

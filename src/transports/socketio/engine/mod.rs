@@ -138,6 +138,11 @@ pub trait Upper: Send + Sync + 'static {
         frame: Frame,
     ) -> Result<(), DisconnectReason>;
 
+    /// The engine wrote `bytes` for this connection (a batch of queued
+    /// frames on a websocket, a polling response): the upper layer counts
+    /// them. Not counted by default.
+    fn sent(&self, _conn: &Self::Conn, _bytes: usize) {}
+
     /// Whether the upper handshake is complete; asked once at
     /// `connect_timeout`, and the connection closes if not.
     fn connected(&self, _conn: &Self::Conn) -> bool {
@@ -337,9 +342,6 @@ impl<U: Upper> Drop for LiveGuard<U> {
 /// stopped (and `--max-polling-buffer` applies). Far above any network's
 /// round trip, far below the heartbeat deadline.
 const POLL_STALL: Duration = Duration::from_secs(5);
-
-/// The `transport` label of Socket.IO's bytes out in metrics.
-const METRIC_TRANSPORT: &str = "socketio";
 
 /// One log line per closed connection (the upper layer counts it).
 fn log_close(sid: &Sid, transport: &str, reason: DisconnectReason) {

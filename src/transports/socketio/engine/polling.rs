@@ -17,11 +17,10 @@ use super::heartbeat::Heartbeat;
 use super::packet::{Packet, Version};
 use super::payload::{self, Encoding};
 use super::session::{Reply, Session, Transport, run_timer};
-use super::{Engine, EngineError, Link, METRIC_TRANSPORT, Sid, Upper};
+use super::{Engine, EngineError, Link, Sid, Upper};
 use crate::disconnect::DisconnectReason;
 use crate::hub::Frame;
 use crate::security::Permit;
-use crate::telemetry;
 
 /// Most frames one GET carries (also bounded in bytes by
 /// `Engine::poll_batch_bytes`); the rest wait for the next poll.
@@ -71,14 +70,14 @@ pub fn handshake<U: Upper>(
         .spawn(run_timer(engine.clone(), session.clone(), live));
     session.outbox.drain_into(&mut frames, MAX_FRAMES_PER_POLL);
     tracing::debug!(%sid, ?version, "engine.io polling session opened");
-    payload_response(&session, &frames)
+    payload_response(engine, &session, &frames)
 }
 
 /// The long-poll GET: answers as soon as there is something to send.
 pub async fn poll<U: Upper>(engine: &Arc<Engine<U>>, session: Arc<Session<U::Conn>>) -> Response {
     if session.take_linger() {
         engine.remove_session(&session.sid);
-        return payload_response(&session, &[Packet::Noop.encode()]);
+        return payload_response(engine, &session, &[Packet::Noop.encode()]);
     }
     if !session.check_alive(engine) {
         return EngineError::UnknownSid.into_response();
@@ -95,7 +94,7 @@ pub async fn poll<U: Upper>(engine: &Arc<Engine<U>>, session: Arc<Session<U::Con
             Transport::Websocket => return EngineError::BadRequest.into_response(),
             Transport::Upgrading => {
                 drop(state);
-                return payload_response(&session, &[Packet::Noop.encode()]);
+                return payload_response(engine, &session, &[Packet::Noop.encode()]);
             }
             Transport::Polling | Transport::UpgradeClaimed => {}
         }
@@ -153,7 +152,7 @@ pub async fn poll<U: Upper>(engine: &Arc<Engine<U>>, session: Arc<Session<U::Con
             }
         }
     }
-    payload_response(&session, &frames)
+    payload_response(engine, &session, &frames)
 }
 
 struct ActivePoll<'a, C>(&'a Session<C>);
@@ -209,10 +208,15 @@ pub async fn post<U: Upper>(
     ([(header::CONTENT_TYPE, "text/html")], "ok").into_response()
 }
 
-fn payload_response<C>(session: &Session<C>, frames: &[Frame]) -> Response {
+/// Call without the session's lock (it counts the bytes under it).
+fn payload_response<U: Upper>(
+    engine: &Engine<U>,
+    session: &Session<U::Conn>,
+    frames: &[Frame],
+) -> Response {
     let encoding = Encoding::choose(session.version, session.binary);
     let body = payload::encode(encoding, frames);
-    telemetry::bytes_out(METRIC_TRANSPORT, body.len());
+    session.sent(engine, body.len());
     ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
 }
 

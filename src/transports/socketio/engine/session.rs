@@ -154,6 +154,15 @@ impl<C> Session<C> {
         log_close(&self.sid, "polling", reason);
     }
 
+    /// `bytes` were written to the client for this session: the upper
+    /// layer counts them (while the connection is open; a closed session's
+    /// last packet is not its connection's any more).
+    pub fn sent<U: Upper<Conn = C>>(&self, engine: &Engine<U>, bytes: usize) {
+        if let Some(conn) = self.lock().conn.as_ref() {
+            engine.upper.sent(conn, bytes);
+        }
+    }
+
     /// Closes the session if its peer missed a heartbeat deadline; true if
     /// the session is (now) closed. Checked on every request so a late poll
     /// never revives a dead session.

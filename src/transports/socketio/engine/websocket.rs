@@ -20,11 +20,10 @@ use tokio::time::Instant;
 use super::heartbeat::{Beat, Heartbeat};
 use super::packet::{Packet, Version};
 use super::session::Session;
-use super::{Engine, Link, METRIC_TRANSPORT, Sid, Upper, log_close};
+use super::{Engine, Link, Sid, Upper, log_close};
 use crate::disconnect::DisconnectReason;
 use crate::hub::Frame;
 use crate::security::Permit;
-use crate::telemetry;
 use crate::transports::websocket::{self, Close, write_failed};
 
 /// Read buffer per connection; tungstenite grows it for larger frames.
@@ -323,7 +322,9 @@ async fn write<U: Upper>(
         loop {
             tokio::select! {
                 written = &mut batch => {
-                    written?;
+                    if let Some(bytes) = written? {
+                        engine.upper.sent(conn, bytes);
+                    }
                     break;
                 }
                 reason = link.outbox.wait_closed() => return Err(reason),
@@ -349,14 +350,13 @@ async fn write<U: Upper>(
 }
 
 /// Writes one batch of queued frames (then the task looks at reads and
-/// timers again).
-async fn write_batch(socket: &mut WebSocket, link: &Link<'_>) -> Result<(), DisconnectReason> {
+/// timers again); the bytes written, if any.
+async fn write_batch(
+    socket: &mut WebSocket,
+    link: &Link<'_>,
+) -> Result<Option<usize>, DisconnectReason> {
     let version = link.version;
-    let written = websocket::write_batch(socket, link.outbox, |frame| to_message(version, frame));
-    if let Some(bytes) = written.await? {
-        telemetry::bytes_out(METRIC_TRANSPORT, bytes);
-    }
-    Ok(())
+    websocket::write_batch(socket, link.outbox, |frame| to_message(version, frame)).await
 }
 
 async fn send_frame(
