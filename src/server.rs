@@ -217,6 +217,9 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             Arc::new(broker)
         }
     };
+    if mqtt_settings.as_ref().is_some_and(|s| s.lease.is_some()) && !broker.keeps_leases() {
+        return Err(mqtt::MqttConfigError::LeaseUnsupported(broker.name()).into());
+    }
     let mqtt =
         mqtt_settings.map(|settings| mqtt::start(settings, broker.clone(), hub.clone(), &shutdown));
     let state = AppState {

@@ -33,6 +33,16 @@ impl Shutdown {
         self.token.cancel();
     }
 
+    /// A shutdown of one part of the server: requested with this one, or
+    /// alone by its own `trigger`; its tasks are waited for with the
+    /// server's.
+    pub fn child(&self) -> Shutdown {
+        Shutdown {
+            token: self.token.child_token(),
+            tasks: self.tasks.clone(),
+        }
+    }
+
     /// Spawns a task the server will wait for on shutdown. No detached spawns.
     pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
     where

@@ -1,7 +1,8 @@
 //! MQTT ingest against a real Mosquitto started here on free ports: topic →
 //! room mapping to /ws, /sse and Socket.IO clients, password files, TLS with a
 //! throwaway CA, a Mosquitto restart while a device keeps publishing QoS 1,
-//! two roomcast nodes on one Redis ingesting each message once, retained
+//! two roomcast nodes on one Redis ingesting each message once (shared
+//! subscription, or a lease that survives `kill -9` of its holder), retained
 //! messages as rooms' latest values (`--mqtt-retained`), and bad
 //! filters/templates refused at start.
 //!
@@ -23,6 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use support::redis::RedisServer;
+use support::server::ServerProcess;
 use support::{Server, free_port, init_logs, next_json, wait_until};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -198,7 +200,11 @@ async fn roomcast(url: &str, args: &[&str]) -> Server {
 }
 
 async fn ws_subscribe(server: &Server, room: &str) -> Ws {
-    let url = server.url("/ws").replace("http://", "ws://");
+    ws_subscribe_at(server.running.local_addr.port(), room).await
+}
+
+async fn ws_subscribe_at(port: u16, room: &str) -> Ws {
+    let url = format!("ws://127.0.0.1:{port}/ws");
     let mut ws = tokio::time::timeout(WAIT, connect_async(url))
         .await
         .expect("websocket handshake in time")
@@ -867,4 +873,132 @@ async fn without_mqtt_retained_retained_messages_are_not_ingested() {
             .await;
         assert_eq!(next_data(&mut ws).await, "live", "{group}");
     }
+}
+
+/// The MQTT state a node's `/readyz` reports (`up`, `standby`, `down`).
+async fn mqtt_state(node: &ServerProcess) -> String {
+    let (_, body) = support::http::http_get(node.port, "/readyz").await;
+    let body: Value = serde_json::from_str(&body).unwrap_or_default();
+    body["mqtt"].as_str().unwrap_or("").to_owned()
+}
+
+/// Two roomcast processes on one Redis with `--mqtt-lease-s 2`: one ingests,
+/// the other stands by. A device publishes 300 QoS 1 messages at 100 msg/s;
+/// at the 100th the holder is killed with SIGKILL. The other takes the
+/// lease over, connects with the same client id and gets the session's
+/// queued messages: its client ends with every message, counted by
+/// sequence number (some twice: those the killed node had published but
+/// not acknowledged).
+#[tokio::test]
+async fn a_lease_moves_to_the_other_node_when_its_holder_is_killed() {
+    const COUNT: u32 = 300;
+    init_logs();
+    let redis = RedisServer::start().await;
+    let mosquitto = Mosquitto::start(MosquittoOptions::default()).await;
+    let (mqtt_url, redis_url) = (mosquitto.url(), redis.url());
+    let args = [
+        "--redis-url",
+        &redis_url,
+        "--mqtt-url",
+        &mqtt_url,
+        "--mqtt-lease-s",
+        "2",
+        "--mqtt-topic",
+        "sensors/#",
+    ];
+    let bin: &std::path::Path = env!("CARGO_BIN_EXE_roomcast").as_ref();
+    let mut nodes = vec![
+        ServerProcess::start(bin, &args).await,
+        ServerProcess::start(bin, &args).await,
+    ];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let holder = loop {
+        let states = [mqtt_state(&nodes[0]).await, mqtt_state(&nodes[1]).await];
+        match (states[0].as_str(), states[1].as_str()) {
+            ("up", "standby") => break 0,
+            ("standby", "up") => break 1,
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "one up, one standby: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let survivor_port = nodes[1 - holder].port;
+    let mut ws = ws_subscribe_at(survivor_port, "sensors/7").await;
+    let mut progress = device(mosquitto.port, "sensors/7", COUNT, 100).await;
+    progress.recv().await.expect("the device got to the kill");
+    let killed = nodes.remove(holder);
+    drop(killed); // SIGKILL, and reaped
+    let survivor = nodes.pop().expect("the other node");
+
+    let mut seen: HashMap<u32, u32> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < COUNT as usize {
+        let Some(message) = json_until(&mut ws, deadline).await else {
+            let missing: Vec<u32> = (0..COUNT).filter(|s| !seen.contains_key(s)).collect();
+            panic!("lost while the lease moved: {missing:?}");
+        };
+        let seq = message["data"].as_u64().expect("a number") as u32;
+        *seen.entry(seq).or_default() += 1;
+    }
+    assert_eq!(mqtt_state(&survivor).await, "up");
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{COUNT} QoS 1 messages, the lease holder killed at the 100th: {} received, {duplicates} of them twice",
+        seen.len()
+    );
+    assert!(
+        duplicates <= 64,
+        "at most the killed node's unacknowledged messages (Receive Maximum 64) come twice: {duplicates}"
+    );
+}
+
+/// One node on the memory broker holds the lease at once and ingests.
+#[tokio::test]
+async fn a_single_node_holds_its_lease_and_ingests() {
+    init_logs();
+    let mosquitto = Mosquitto::start(MosquittoOptions::default()).await;
+    let server = roomcast(
+        &mosquitto.url(),
+        &["--mqtt-lease-s", "2", "--mqtt-topic", "a/+"],
+    )
+    .await;
+    let (_, body) = server.json("GET", "/readyz", None, "").await;
+    assert_eq!(body["mqtt"], "up", "{body}");
+    let mut ws = ws_subscribe(&server, "a/1").await;
+    mosquitto
+        .publish(&["-q", "1", "-t", "a/1", "-m", "leased"], None)
+        .await;
+    assert_eq!(next_data(&mut ws).await, "leased");
+}
+
+#[tokio::test]
+async fn a_lease_needs_a_broker_that_keeps_leases() {
+    let nats = support::nats::NatsServer::start().await;
+    let url = nats.url();
+    let all = [
+        "roomcast",
+        "--listen",
+        "127.0.0.1:0",
+        "--broker",
+        "nats",
+        "--nats-url",
+        &url,
+        "--mqtt-url",
+        "mqtt://127.0.0.1:1",
+        "--mqtt-lease-s",
+        "5",
+    ];
+    let cli =
+        roomcast::config::parse_with_file(all.iter().map(Into::into).collect(), None).unwrap();
+    let error = roomcast::server::start(&cli.serve, roomcast::shutdown::Shutdown::new())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        error.to_string().contains("--mqtt-lease-s needs a broker that keeps leases (memory or redis); the nats engine does not yet"),
+        "{error}"
+    );
 }

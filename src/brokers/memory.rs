@@ -33,6 +33,12 @@ impl Broker for MemoryBroker {
     fn name(&self) -> &'static str {
         "memory"
     }
+
+    /// One process is the whole cluster: its one holder always holds
+    /// (the default `hold_lease`).
+    fn keeps_leases(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -102,4 +102,34 @@ pub trait Broker: Send + Sync + 'static {
     fn shards(&self) -> Vec<(String, bool)> {
         Vec::new()
     }
+
+    /// Whether [`Broker::hold_lease`] works on this engine; only then may
+    /// it be called.
+    fn keeps_leases(&self) -> bool {
+        false
+    }
+
+    /// Takes the lease `name` for `holder`, or renews it if `holder` has it,
+    /// for `ttl` from now: `Ok(true)` if `holder` holds it now, `Ok(false)`
+    /// if another holder does. The lease lives in the engine, so every node
+    /// sees the same holder; it lapses `ttl` after its last renewal. By
+    /// default, for an engine that is one process (memory), always held.
+    fn hold_lease<'a>(
+        &'a self,
+        _name: &'a str,
+        _holder: &'a str,
+        _ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    /// Gives the lease `name` up if `holder` has it, so another node need
+    /// not wait for it to lapse.
+    fn release_lease<'a>(
+        &'a self,
+        _name: &'a str,
+        _holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use rumqttc::v5::mqttbytes::QoS;
@@ -111,6 +112,19 @@ pub struct MqttArgs {
     /// (needs a [[rules]] table with cache = "last" for those rooms); they are not sent as news.
     #[arg(long, env = "ROOMCAST_MQTT_RETAINED", help_heading = "MQTT ingest")]
     pub mqtt_retained: bool,
+
+    /// Ingest through a lease of this many seconds in roomcast's broker (memory or redis): one
+    /// node at a time holds it and ingests, with the client id every node shares (default
+    /// roomcast-ingest), instead of a shared subscription; another node takes over when the
+    /// holder stops renewing. 0: off.
+    #[arg(
+        long,
+        env = "ROOMCAST_MQTT_LEASE_S",
+        default_value_t = 0,
+        value_name = "SECONDS",
+        help_heading = "MQTT ingest"
+    )]
+    pub mqtt_lease_s: u64,
 }
 
 impl MqttArgs {
@@ -163,8 +177,11 @@ impl MqttArgs {
             })?)),
             (None, false) => None,
         };
+        let lease = (self.mqtt_lease_s > 0).then(|| Duration::from_secs(self.mqtt_lease_s));
         let client_id = self.mqtt_client_id.clone().unwrap_or_else(|| {
             match self.hostname.as_deref().filter(|h| !h.is_empty()) {
+                // One session that the lease's holder takes over.
+                _ if lease.is_some() => "roomcast-ingest".to_owned(),
                 Some(host) => format!("roomcast-{host}"),
                 None => format!("roomcast-{:08x}", rand::random::<u32>()),
             }
@@ -182,10 +199,13 @@ impl MqttArgs {
             } else {
                 QoS::AtLeastOnce
             },
-            share_group: Some(self.mqtt_share_group.clone()).filter(|g| !g.is_empty()),
+            // With a lease one node subscribes at a time: plain subscriptions.
+            share_group: Some(self.mqtt_share_group.clone())
+                .filter(|g| !g.is_empty() && lease.is_none()),
             session_expiry_s: self.mqtt_session_expiry_s,
             max_payload,
             retained: self.mqtt_retained,
+            lease,
         }))
     }
 }

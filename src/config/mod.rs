@@ -456,6 +456,29 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_shares_one_session_and_subscribes_plainly() {
+        let settings = |flags: &[&str]| {
+            let mut all = vec!["--mqtt-url", "mqtt://h", "--hostname", "node-1"];
+            all.extend_from_slice(flags);
+            let cli = parse_with(&all, &[]).unwrap();
+            cli.serve.mqtt.settings(1000).unwrap().unwrap()
+        };
+        let shared = settings(&[]);
+        assert_eq!(shared.lease, None);
+        assert_eq!(shared.client_id, "roomcast-node-1");
+        assert_eq!(shared.share_group.as_deref(), Some("roomcast"));
+        let leased = settings(&["--mqtt-lease-s", "5"]);
+        assert_eq!(leased.lease, Some(std::time::Duration::from_secs(5)));
+        assert_eq!(
+            leased.client_id, "roomcast-ingest",
+            "one session for every node"
+        );
+        assert_eq!(leased.share_group, None);
+        let named = settings(&["--mqtt-lease-s", "5", "--mqtt-client-id", "plant-7"]);
+        assert_eq!(named.client_id, "plant-7");
+    }
+
+    #[test]
     fn a_rule_may_set_only_the_cache() {
         let (_dir, path) = write_file("[[rules]]\nmatch = \"device-*\"\ncache = \"last\"\n");
         let cli = parse_with(&["--config", path.to_str().unwrap()], &[]).unwrap();

@@ -167,7 +167,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let broker = state.broker.name();
     let tls = state.tls.as_ref().map(|tls| tls.check());
-    let mqtt_up = state.mqtt.as_ref().map(|mqtt| mqtt.is_up());
+    let mqtt = state.mqtt.as_ref().map(|mqtt| mqtt.state());
+    let mqtt_up = mqtt.map(|state| state != "down");
     let (status, text) = if state.shutdown.is_requested() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if !state.broker.is_ready() {
@@ -196,8 +197,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if let Some(Err(reason)) = tls {
         body["tls"] = serde_json::Value::String(reason);
     }
-    if let Some(up) = mqtt_up {
-        body["mqtt"] = serde_json::Value::from(if up { "up" } else { "down" });
+    if let Some(mqtt) = mqtt {
+        body["mqtt"] = serde_json::Value::from(mqtt);
     }
     (status, Json(body)).into_response()
 }

@@ -33,6 +33,7 @@
 //! `BrokerConfig::Redis { url, pattern }` and hands it the hub as the [`Sink`].
 
 pub mod cluster;
+mod lease;
 mod resp;
 pub mod slots;
 mod subscriber;
@@ -394,6 +395,29 @@ impl Broker for RedisBroker {
 
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    fn keeps_leases(&self) -> bool {
+        true
+    }
+
+    fn hold_lease<'a>(
+        &'a self,
+        name: &'a str,
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        let mut conn = self.publisher.connection();
+        Box::pin(async move { lease::hold(&mut conn, name, holder, ttl, self.op_timeout).await })
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        name: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let mut conn = self.publisher.connection();
+        Box::pin(async move { lease::release(&mut conn, name, holder, self.op_timeout).await })
     }
 }
 

@@ -32,6 +32,7 @@
 //! Called by `server` with the [`MqttSettings`] that `config::MqttArgs`
 //! resolved at start (bad settings are errors there), through [`start`].
 
+mod lease;
 mod topics;
 
 pub use topics::{Filter, Mapping, TopicError};
@@ -89,6 +90,10 @@ pub enum MqttConfigError {
         "--mqtt-retained keeps retained messages as rooms' latest values: it needs a [[rules]] table with cache = \"last\" for those rooms in the config file"
     )]
     RetainedWithoutCache,
+    #[error(
+        "--mqtt-lease-s needs a broker that keeps leases (memory or redis); the {0} engine does not yet: use the shared subscription (--mqtt-share-group) instead"
+    )]
+    LeaseUnsupported(&'static str),
 }
 
 /// The resolved MQTT settings.
@@ -110,6 +115,9 @@ pub struct MqttSettings {
     pub max_payload: usize,
     /// Retained messages become rooms' latest values (`--mqtt-retained`).
     pub retained: bool,
+    /// `Some(ttl)`: ingest only while holding the lease in roomcast's
+    /// broker (`--mqtt-lease-s`); every node then uses the same client id.
+    pub lease: Option<Duration>,
 }
 
 impl std::fmt::Debug for MqttSettings {
@@ -191,27 +199,49 @@ impl MqttSettings {
     }
 }
 
-/// Whether the ingest is connected and subscribed, for `/readyz`.
+/// Whether the ingest is connected and subscribed (or, with a lease,
+/// standing by while another node ingests), for `/readyz`.
 #[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<[AtomicBool; 2]>);
+
+const SUBSCRIBED: usize = 0;
+const STANDBY: usize = 1;
 
 impl Readiness {
+    /// Subscribed, or standing by.
     pub fn is_up(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.state() != "down"
+    }
+
+    /// `up` (connected and subscribed), `standby` (another node holds the
+    /// ingest lease) or `down`.
+    pub fn state(&self) -> &'static str {
+        if self.0[SUBSCRIBED].load(Ordering::Relaxed) {
+            "up"
+        } else if self.0[STANDBY].load(Ordering::Relaxed) {
+            "standby"
+        } else {
+            "down"
+        }
     }
 
     /// Records the state; true if it changed.
     fn set(&self, up: bool) -> bool {
-        let changed = self.0.swap(up, Ordering::Relaxed) != up;
+        let changed = self.0[SUBSCRIBED].swap(up, Ordering::Relaxed) != up;
         if changed {
             telemetry::mqtt_up(up);
         }
         changed
     }
+
+    fn set_standby(&self, standby: bool) {
+        self.0[STANDBY].store(standby, Ordering::Relaxed);
+    }
 }
 
-/// Starts the ingest tasks on `shutdown`; returns its readiness. `hub`
-/// takes the retained messages as rooms' values (`--mqtt-retained`).
+/// Starts the ingest on `shutdown`; returns its readiness. `hub` takes the
+/// retained messages as rooms' values (`--mqtt-retained`). With a lease
+/// (`--mqtt-lease-s`) the ingest runs only while this node holds it.
 pub fn start(
     settings: MqttSettings,
     broker: Arc<dyn Broker>,
@@ -220,31 +250,63 @@ pub fn start(
 ) -> Readiness {
     let readiness = Readiness::default();
     telemetry::mqtt_up(false);
-    // Capacity: every ack the publisher may owe (RECEIVE_MAXIMUM) plus the
-    // subscriptions (and the retained ones' unsubscriptions), so the
-    // publisher never waits on a connection task that waits on it.
-    let requests = usize::from(RECEIVE_MAXIMUM) * 2 + settings.mapping.filters().len() * 3 + 8;
-    let (client, eventloop) = AsyncClient::new(settings.options(), requests);
-    let (queue, received) = mpsc::channel(usize::from(RECEIVE_MAXIMUM));
-    let settings = Arc::new(settings);
-    let connection = Connection {
-        settings: settings.clone(),
-        client: client.clone(),
-        readiness: readiness.clone(),
-        queue,
-        shutdown: shutdown.clone(),
-    };
-    shutdown.spawn(connection.run(eventloop));
-    let publisher = Publisher {
-        settings,
-        client,
+    let lease = settings.lease;
+    let ingest = Ingest {
+        settings: Arc::new(settings),
         broker,
         hub,
-        shutdown: shutdown.clone(),
-        last_drop_log: None,
+        readiness: readiness.clone(),
     };
-    shutdown.spawn(publisher.run(received));
+    match lease {
+        Some(ttl) => {
+            shutdown.spawn(lease::keep(ingest, ttl, shutdown.clone()));
+        }
+        None => {
+            ingest.run(shutdown);
+        }
+    }
     readiness
+}
+
+/// What one run of the ingest needs.
+struct Ingest {
+    settings: Arc<MqttSettings>,
+    broker: Arc<dyn Broker>,
+    hub: Arc<hub::Hub>,
+    readiness: Readiness,
+}
+
+impl Ingest {
+    /// Connects and ingests until `until` ends: spawns the connection and
+    /// publisher tasks on it and returns them.
+    fn run(&self, until: &Shutdown) -> [tokio::task::JoinHandle<()>; 2] {
+        // Capacity: every ack the publisher may owe (RECEIVE_MAXIMUM) plus the
+        // subscriptions (and the retained ones' unsubscriptions), so the
+        // publisher never waits on a connection task that waits on it.
+        let requests =
+            usize::from(RECEIVE_MAXIMUM) * 2 + self.settings.mapping.filters().len() * 3 + 8;
+        let (client, eventloop) = AsyncClient::new(self.settings.options(), requests);
+        let (queue, received) = mpsc::channel(usize::from(RECEIVE_MAXIMUM));
+        let connection = Connection {
+            settings: self.settings.clone(),
+            client: client.clone(),
+            readiness: self.readiness.clone(),
+            queue,
+            shutdown: until.clone(),
+        };
+        let publisher = Publisher {
+            settings: self.settings.clone(),
+            client,
+            broker: self.broker.clone(),
+            hub: self.hub.clone(),
+            shutdown: until.clone(),
+            last_drop_log: None,
+        };
+        [
+            until.spawn(connection.run(eventloop)),
+            until.spawn(publisher.run(received)),
+        ]
+    }
 }
 
 /// The connection task's state.
