@@ -18,7 +18,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::Message;
+use super::{ClientId, Message};
 
 const SHARDS: usize = 32;
 
@@ -37,6 +37,10 @@ pub(super) struct History {
 pub(super) struct Shard {
     rooms: HashMap<Arc<str>, RoomHistory>,
     records: u32,
+    /// Per room, the members whose logged messages up to a floor are not
+    /// delivered live: held while their log is read (floor `u64::MAX`),
+    /// then until live delivery passes what the read queued. Usually empty.
+    holds: HashMap<Arc<str>, Vec<(ClientId, u64)>>,
 }
 
 #[derive(Debug)]
@@ -166,6 +170,66 @@ impl History {
                 .collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// Logged messages of `room` newer than `after` in `epoch` (any epoch if
+    /// `None`), oldest first: what arrived live while a log was read.
+    pub(super) fn logged_after(
+        &self,
+        shard: &Shard,
+        room: &str,
+        after: u64,
+        epoch: Option<u64>,
+    ) -> Vec<Message> {
+        shard.rooms.get(room).map_or_else(Vec::new, |history| {
+            history
+                .messages
+                .iter()
+                .filter(|m| {
+                    m.log
+                        .is_some_and(|log| epoch.is_none_or(|e| e == log.epoch))
+                        && m.id > after
+                })
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Sets `client`'s floor in `room`: its logged messages up to `floor`
+    /// are not delivered live.
+    pub(super) fn hold(&self, shard: &mut Shard, room: &Arc<str>, client: ClientId, floor: u64) {
+        let holds = shard.holds.entry(room.clone()).or_default();
+        match holds.iter_mut().find(|(held, _)| *held == client) {
+            Some(hold) => hold.1 = floor,
+            None => holds.push((client, floor)),
+        }
+    }
+
+    /// Removes `client`'s floor in `room`.
+    pub(super) fn unhold(&self, shard: &mut Shard, room: &str, client: ClientId) {
+        if let Some(holds) = shard.holds.get_mut(room) {
+            holds.retain(|(held, _)| *held != client);
+            if holds.is_empty() {
+                shard.holds.remove(room);
+            }
+        }
+    }
+
+    /// The members of `room` a logged message `id` must skip; floors it
+    /// passes are dropped (deliveries come in id order, so none later can
+    /// be at or below them). `None` when nobody is held (the usual case).
+    pub(super) fn skipping(&self, shard: &mut Shard, room: &str, id: u64) -> Option<Vec<ClientId>> {
+        let holds = shard.holds.get_mut(room)?;
+        let skip: Vec<ClientId> = holds
+            .iter()
+            .filter(|(_, floor)| id <= *floor)
+            .map(|(client, _)| *client)
+            .collect();
+        holds.retain(|(_, floor)| id <= *floor);
+        if holds.is_empty() {
+            shard.holds.remove(room);
+        }
+        Some(skip)
     }
 }
 

@@ -19,9 +19,11 @@
 
 mod emit;
 mod history;
+mod id;
 mod interest;
 mod latest;
 mod outbox;
+mod resume;
 mod rooms;
 
 use std::sync::Arc;
@@ -35,10 +37,12 @@ use crate::telemetry;
 use emit::Registry;
 pub use emit::{AppEvent, Target};
 use history::History;
+pub use id::{LogId, LogPosition, Since, WireId};
 pub use interest::{Ready, RoomInterest};
 pub use latest::CachePolicy;
 use latest::Latest;
 pub use outbox::{Frame, Outbox, OutboxLimits, PushError, StallLimit};
+pub use resume::{Held, LogFuture, LogRead, RoomLog};
 use rooms::Rooms;
 pub use rooms::{
     RoomChars, RoomError, RoomInfo, RoomNamePolicy, validate_room_name, validate_room_name_with,
@@ -54,10 +58,22 @@ pub struct Message {
     pub room: Arc<str>,
     /// The payload exactly as published.
     pub payload: Bytes,
-    /// Node-local, strictly increasing id.
+    /// Node-local, strictly increasing id; a logged message's id in its log.
     pub id: u64,
     /// Milliseconds since the Unix epoch when this node received it.
     pub ts: u64,
+    /// Where a logged message sits in its room's log; `None` for a plain one.
+    pub log: Option<LogPosition>,
+}
+
+impl Message {
+    /// The id as every transport writes it: `<n>`, or `<epoch>:<n>`.
+    pub fn wire_id(&self) -> WireId {
+        WireId {
+            n: self.id,
+            epoch: self.log.map(|log| log.epoch),
+        }
+    }
 }
 
 /// What a format encodes: a published message, the seed's `hello` to the
@@ -66,9 +82,16 @@ pub struct Message {
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
     Message(&'a Message),
-    Joined { room: &'a str },
+    Joined {
+        room: &'a str,
+    },
     App(&'a AppEvent),
     Disconnect,
+    /// A resuming client's gap in `room` cannot be filled: it should reload
+    /// the room's state (docs/RECOVERY.md).
+    Reset {
+        room: &'a str,
+    },
 }
 
 /// Number of distinct wire formats the hub can encode a message into.
@@ -137,15 +160,25 @@ impl Default for HubConfig {
 }
 
 /// The hub. Share it as `Arc<Hub>`.
-#[derive(Debug)]
 pub struct Hub {
     rooms: Rooms,
     history: History,
     latest: Latest,
+    log: std::sync::OnceLock<Arc<dyn RoomLog>>,
     registry: Registry,
     hello_max_members: usize,
     next_client: AtomicU64,
     next_message: AtomicU64,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("rooms", &self.rooms)
+            .field("history", &self.history)
+            .field("log", &self.log.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Hub {
@@ -164,6 +197,7 @@ impl Hub {
             rooms: Rooms::default(),
             history: History::new(config.history_size, config.history_ttl),
             latest: Latest::new(config.cache_ttl),
+            log: std::sync::OnceLock::new(),
             registry: Registry::default(),
             hello_max_members: config.hello_max_members,
             next_client: AtomicU64::new(0),
@@ -322,7 +356,20 @@ impl Hub {
     /// Delivers a published message to every member of room `channel`, and
     /// keeps it in the room's history (and as its value, if cached).
     pub fn deliver(&self, channel: &str, payload: Bytes) -> FanOut {
-        self.deliver_unless_cached(channel, payload, false)
+        self.deliver_with(channel, payload, None, false)
+            .unwrap_or_default()
+    }
+
+    /// Delivers a logged message: its id `id` and `log` position come from
+    /// the room's log, the same on every node.
+    pub fn deliver_logged(
+        &self,
+        channel: &str,
+        payload: Bytes,
+        id: u64,
+        log: LogPosition,
+    ) -> FanOut {
+        self.deliver_with(channel, payload, Some((id, log)), false)
             .unwrap_or_default()
     }
 
@@ -334,16 +381,20 @@ impl Hub {
         if !self.latest.caches(room) {
             return None;
         }
-        self.deliver_unless_cached(room, payload, true)
+        self.deliver_with(room, payload, None, true)
     }
 
-    fn deliver_unless_cached(
+    fn deliver_with(
         &self,
         channel: &str,
         payload: Bytes,
+        logged: Option<(u64, LogPosition)>,
         only_if_uncached: bool,
     ) -> Option<FanOut> {
-        let history = self.history.enabled().then(|| self.history.lock(channel));
+        // A logged message also takes the lock when nothing is recorded: it
+        // orders the delivery against a resuming join's release.
+        let history =
+            (self.history.enabled() || logged.is_some()).then(|| self.history.lock(channel));
         let mut latest = self.latest.lock_if_cached(channel);
         if only_if_uncached
             && latest
@@ -360,24 +411,141 @@ impl Hub {
         if members.is_none() && !keep && !cache {
             return Some(FanOut::default());
         }
+        let (id, log) = match logged {
+            Some((id, log)) => (id, Some(log)),
+            None => (self.message_id(), None),
+        };
         let message = Message {
             room: Arc::from(channel),
             payload,
-            id: self.message_id(),
+            id,
             ts: now_millis(),
+            log,
         };
+        let mut skip = None;
         if let Some(mut shard) = history {
-            self.history.record(&mut shard, &message, members.is_some());
+            if self.history.enabled() {
+                self.history.record(&mut shard, &message, members.is_some());
+            }
+            if log.is_some() {
+                skip = self.history.skipping(&mut shard, channel, id);
+            }
         }
         if let Some(shard) = latest.as_mut().filter(|_| cache) {
             self.latest.record(shard, &message);
         }
-        // Members are snapshotted: a joiner from here on gets the value.
+        // Members are snapshotted: a joiner (or a release) from here on
+        // queues after this fan-out.
         drop(latest);
-        Some(match members {
-            Some(members) => fan_out(&members, &Event::Message(&message)),
-            None => FanOut::default(),
+        Some(self.fan_out_skipping(members, &message, skip))
+    }
+
+    /// Fans `message` out to `members` but those in `skip` (held members,
+    /// who get it from their log read).
+    fn fan_out_skipping(
+        &self,
+        members: Option<Arc<Vec<Member>>>,
+        message: &Message,
+        skip: Option<Vec<ClientId>>,
+    ) -> FanOut {
+        let Some(members) = members else {
+            return FanOut::default();
+        };
+        match skip {
+            Some(skip) if !skip.is_empty() => {
+                let kept: Vec<Member> = members
+                    .iter()
+                    .filter(|m| !skip.contains(&m.client))
+                    .cloned()
+                    .collect();
+                fan_out(&kept, &Event::Message(message))
+            }
+            _ => fan_out(&members, &Event::Message(message)),
+        }
+    }
+
+    /// Plugs in the rooms' log (once, before the first join; `server` does
+    /// it for an engine with a log). Returns false if one was set.
+    pub fn set_log(&self, log: Arc<dyn RoomLog>) -> bool {
+        self.log.set(log).is_ok()
+    }
+
+    /// The rooms' log, if the engine has one.
+    pub fn log(&self) -> Option<&Arc<dyn RoomLog>> {
+        self.log.get()
+    }
+
+    /// Joins `member` to `room` with its logged messages held back until the
+    /// returned [`Held`] is released with what the log read after `since`
+    /// found. `None` if it was a member already.
+    pub fn hold(self: &Arc<Self>, room: &str, member: Member, since: LogId) -> Option<Held> {
+        let room: Arc<str> = Arc::from(room);
+        let mut shard = self.history.lock(&room);
+        self.history
+            .hold(&mut shard, &room, member.client, u64::MAX);
+        // Not `enter`: the cached value would come before the log's replay;
+        // what the client missed, that value included, comes from the log.
+        if !self.add(&room, member.clone()) {
+            self.history.unhold(&mut shard, &room, member.client);
+            return None;
+        }
+        Some(Held {
+            hub: self.clone(),
+            room,
+            member,
+            since,
+            released: false,
         })
+    }
+
+    fn unhold(&self, room: &str, client: ClientId) {
+        let mut shard = self.history.lock(room);
+        self.history.unhold(&mut shard, room, client);
+    }
+
+    /// [`Held::release`]: under the room's history lock, queues the reset or
+    /// what the log missed, then the logged messages that arrived live after
+    /// the read, and sets the member's floor to the last one queued.
+    fn release(&self, room: &Arc<str>, member: &Member, since: LogId, read: LogRead) -> usize {
+        let mut shard = self.history.lock(room);
+        let mut reset = read.reset;
+        let read_up_to = if reset {
+            read.newest
+        } else {
+            read.newest.max(since.n)
+        };
+        let live = self
+            .history
+            .logged_after(&shard, room, read_up_to, read.epoch);
+        // What arrived live must follow the read without a hole (the history
+        // could have overflowed during the read): else the gap is unknown.
+        if !reset
+            && let Some(first) = live.first()
+            && first.log.is_some_and(|log| log.prev > read_up_to)
+        {
+            reset = true;
+        }
+        let push = |event: &Event<'_>| {
+            (member.format.encode)(event).is_none_or(|frame| member.outbox.push(frame).is_ok())
+        };
+        let mut queued = 0;
+        let replay: &[Message] = if reset {
+            push(&Event::Reset { room });
+            &[]
+        } else {
+            &read.missed
+        };
+        let mut floor = read_up_to;
+        for message in replay.iter().chain(&live) {
+            // A replay that overflows the queue makes this a slow consumer.
+            if !push(&Event::Message(message)) {
+                break;
+            }
+            queued += 1;
+            floor = floor.max(message.id);
+        }
+        self.history.hold(&mut shard, room, member.client, floor);
+        queued
     }
 
     /// Whether a message to `room` would reach anyone or be kept: the room
@@ -498,13 +666,13 @@ mod tests {
         match event {
             Event::Message(m) => Some(Frame::Text(Bytes::from(format!("a:{}", m.id)))),
             Event::Joined { room } => Some(Frame::Text(Bytes::from(format!("hello:{room}")))),
-            Event::App(_) | Event::Disconnect => None,
+            Event::App(_) | Event::Disconnect | Event::Reset { .. } => None,
         }
     }
     fn encode_b(event: &Event<'_>) -> Option<Frame> {
         match event {
             Event::Message(m) => Some(Frame::Text(m.payload.clone())),
-            Event::Joined { .. } | Event::App(_) | Event::Disconnect => None,
+            Event::Joined { .. } | Event::App(_) | Event::Disconnect | Event::Reset { .. } => None,
         }
     }
     static A: Format = Format {
@@ -963,5 +1131,131 @@ mod tests {
                 members: 1
             }]
         );
+    }
+
+    fn encode_ids(event: &Event<'_>) -> Option<Frame> {
+        match event {
+            Event::Message(m) => Some(Frame::Text(Bytes::from(m.wire_id().to_string()))),
+            Event::Reset { room } => Some(Frame::Text(Bytes::from(format!("reset:{room}")))),
+            _ => None,
+        }
+    }
+    static IDS: Format = Format {
+        id: 2,
+        name: "ids",
+        encode: encode_ids,
+        separate_attachments: false,
+    };
+
+    fn drain(member: &Member) -> Vec<String> {
+        std::iter::from_fn(|| member.outbox.pop())
+            .map(|f| String::from_utf8(payload(Some(f)).to_vec()).unwrap())
+            .collect()
+    }
+
+    /// Logged message `n` (previous in the room: `prev`), epoch 1.
+    fn logged(hub: &Hub, n: u64, prev: u64) {
+        hub.deliver_logged("r", Bytes::new(), n, LogPosition { epoch: 1, prev });
+    }
+
+    fn entry(n: u64, prev: u64) -> Message {
+        Message {
+            room: Arc::from("r"),
+            payload: Bytes::new(),
+            id: n,
+            ts: 0,
+            log: Some(LogPosition { epoch: 1, prev }),
+        }
+    }
+
+    const SINCE: LogId = LogId { epoch: 1, n: 10 };
+
+    #[test]
+    fn a_held_member_gets_the_log_then_what_came_live_once() {
+        let hub = Arc::new(Hub::new());
+        let keeper = member(&hub, &IDS, Default::default());
+        hub.join("r", keeper.clone());
+        logged(&hub, 10, 0);
+        logged(&hub, 20, 10);
+        let back = member(&hub, &IDS, Default::default());
+        let held = hub.hold("r", back.clone(), SINCE).unwrap();
+        // Published after the log was read: arrives live while held.
+        logged(&hub, 30, 20);
+        assert!(drain(&back).is_empty(), "held: nothing live yet");
+        let read = LogRead {
+            missed: vec![entry(20, 10)],
+            newest: 20,
+            epoch: Some(1),
+            ..LogRead::default()
+        };
+        assert_eq!(held.release(read), 2);
+        logged(&hub, 40, 30);
+        assert_eq!(drain(&back), ["1:20", "1:30", "1:40"]);
+        assert_eq!(drain(&keeper), ["1:10", "1:20", "1:30", "1:40"]);
+    }
+
+    #[test]
+    fn what_the_read_had_is_not_delivered_again_when_it_arrives_live() {
+        let hub = Arc::new(Hub::new());
+        let back = member(&hub, &IDS, Default::default());
+        let held = hub.hold("r", back.clone(), SINCE).unwrap();
+        // The read saw 20 and 30; their pub/sub copies arrive after.
+        let read = LogRead {
+            missed: vec![entry(20, 10), entry(30, 20)],
+            newest: 30,
+            epoch: Some(1),
+            ..LogRead::default()
+        };
+        held.release(read);
+        logged(&hub, 20, 10);
+        logged(&hub, 30, 20);
+        logged(&hub, 40, 30);
+        hub.deliver("r", Bytes::new());
+        let got = drain(&back);
+        assert_eq!(got[..3], ["1:20", "1:30", "1:40"]);
+        assert_eq!(got.len(), 4, "a plain message is never held: {got:?}");
+        logged(&hub, 50, 40);
+        assert_eq!(drain(&back), ["1:50"], "the floor is gone once passed");
+    }
+
+    #[test]
+    fn a_hole_between_the_read_and_live_or_a_reset_read_says_reset() {
+        let hub = Arc::new(Hub::with_config(HubConfig {
+            history_size: 1,
+            ..HubConfig::default()
+        }));
+        let back = member(&hub, &IDS, Default::default());
+        let held = hub.hold("r", back.clone(), SINCE).unwrap();
+        // Two arrive while held, the history keeps one: 30 is lost here.
+        logged(&hub, 30, 20);
+        logged(&hub, 40, 30);
+        let read = LogRead {
+            missed: vec![entry(20, 10)],
+            newest: 20,
+            epoch: Some(1),
+            ..LogRead::default()
+        };
+        held.release(read);
+        assert_eq!(drain(&back), ["reset:r", "1:40"]);
+
+        let other = member(&hub, &IDS, Default::default());
+        let held = hub.hold("r", other.clone(), SINCE).unwrap();
+        held.release(LogRead::reset());
+        logged(&hub, 50, 40);
+        assert_eq!(drain(&other), ["reset:r", "1:40", "1:50"]);
+    }
+
+    #[test]
+    fn an_unreleased_hold_lets_go_when_dropped() {
+        let hub = Arc::new(Hub::new());
+        let back = member(&hub, &IDS, Default::default());
+        let held = hub.hold("r", back.clone(), SINCE).unwrap();
+        assert!(
+            hub.hold("r", back.clone(), SINCE).is_none(),
+            "a member already"
+        );
+        drop(held);
+        logged(&hub, 20, 10);
+        assert_eq!(drain(&back), ["1:20"]);
     }
 }

@@ -22,7 +22,9 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use crate::disconnect::DisconnectReason;
-use crate::hub::{ClientId, Format, Hub, Member, Outbox, OutboxLimits, Ready};
+use crate::hub::{
+    ClientId, Format, Held, Hub, LogId, LogRead, Member, Outbox, OutboxLimits, Ready, Since,
+};
 use crate::refusal::Refusal;
 use crate::security::{self, Identity, MessageRate, Permit, Security};
 use crate::telemetry;
@@ -329,13 +331,24 @@ impl Connection {
             .retain(|held| !rooms.iter().any(|room| room.as_ref() == &**held));
     }
 
-    /// One join, whole: the checks, the hub join (resuming after `since`)
-    /// and the broker confirmation.
-    pub async fn join(&mut self, room: &str, since: Option<u64>) -> Result<Joined, Refusal> {
+    /// One join, whole: the checks, the hub join (resuming after `since`:
+    /// from this node's history, or from the room's log, see
+    /// docs/RECOVERY.md) and the broker confirmation.
+    pub async fn join(&mut self, room: &str, since: Option<Since>) -> Result<Joined, Refusal> {
         self.may_join(&[room])?;
         if self.holds(room) {
             return Ok(Joined::Already);
         }
+        let since = match since {
+            // Boxed: the log read's state stays out of every idle task.
+            Some(Since::Log(id)) => {
+                return Box::pin(self.join_all_from_log(vec![room.to_string()], id))
+                    .await
+                    .map(|()| Joined::New);
+            }
+            Some(Since::Local(n)) => Some(n),
+            None => None,
+        };
         self.enter(room, since);
         // Not through `join_all`: one room needs no list, and every byte of
         // this future is in each idle connection's task.
@@ -350,13 +363,47 @@ impl Connection {
     pub async fn join_all(
         &mut self,
         rooms: Vec<String>,
-        since: Option<u64>,
+        since: Option<Since>,
     ) -> Result<(), Refusal> {
+        let since = match since {
+            Some(Since::Log(id)) => return Box::pin(self.join_all_from_log(rooms, id)).await,
+            Some(Since::Local(n)) => Some(n),
+            None => None,
+        };
         for room in &rooms {
             self.enter(room, since);
         }
         let result = confirmed(&self.hub, self.client, &rooms).await;
         if result.is_err() {
+            self.forget(&rooms);
+        }
+        result
+    }
+
+    /// Joins `rooms` resuming after a logged message's id: each room held
+    /// (its logged messages wait) until its subscription is confirmed and
+    /// its log read, then what the client missed is queued, or a reset.
+    async fn join_all_from_log(&mut self, rooms: Vec<String>, since: LogId) -> Result<(), Refusal> {
+        let mut held = Vec::with_capacity(rooms.len());
+        for room in &rooms {
+            if !self.holds(room) {
+                self.rooms.push(Arc::from(room.as_str()));
+            }
+            let member = Member {
+                client: self.client,
+                outbox: self.outbox.clone(),
+                format: self.format,
+            };
+            held.extend(self.hub.hold(room, member, since));
+        }
+        let result = match confirmed(&self.hub, self.client, &rooms).await {
+            Ok(()) => catch_up(&self.hub, held).await,
+            Err(refused) => Err(refused),
+        };
+        if result.is_err() {
+            for room in &rooms {
+                self.hub.leave(room, self.client);
+            }
             self.forget(&rooms);
         }
         result
@@ -414,6 +461,30 @@ fn boxed(identity: Identity) -> Option<Box<Identity>> {
         Identity::Anonymous => None,
         identity => Some(Box::new(identity)),
     }
+}
+
+/// Reads each held room's log and releases it with what was found (a node
+/// without a log can only answer reset). A failed read refuses the join.
+async fn catch_up(hub: &Hub, held: Vec<Held>) -> Result<(), Refusal> {
+    for held in held {
+        let read = match hub.log() {
+            Some(log) => log.read(held.room(), held.since()).await,
+            None => Ok(LogRead::reset()),
+        };
+        match read {
+            Ok(read) => {
+                held.release(read);
+            }
+            Err(error) => {
+                tracing::warn!(room = held.room(), %error, "cannot read the room's log for a resuming join");
+                return Err(Refusal::broker_unavailable(format!(
+                    "cannot read the log of {:?}: {error}",
+                    held.room()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// [`Connection::confirm`] on borrowed parts; a refused join leaves the
@@ -485,7 +556,9 @@ mod tests {
         assert_eq!(refused.code, "too_many_channels");
         assert_eq!(conn.join("", None).await.unwrap_err().code, "room_empty");
         assert_eq!(hub.room_size("b"), 0);
-        conn.join_all(vec!["b".into()], Some(0)).await.unwrap();
+        conn.join_all(vec!["b".into()], Some(Since::Local(0)))
+            .await
+            .unwrap();
         assert_eq!(conn.rooms().len(), 2);
         assert!(conn.leave("b"));
         assert!(!conn.holds("b"));

@@ -23,7 +23,22 @@ pub fn message_envelope(message: &Message) -> Vec<u8> {
     out.extend_from_slice(br#","data":"#);
     write_payload(&mut out, &message.payload);
     // Writing to a Vec cannot fail.
-    let _ = write!(out, r#","id":"{}","ts":{}}}"#, message.id, message.ts);
+    let _ = write!(
+        out,
+        r#","id":"{}","ts":{}}}"#,
+        message.wire_id(),
+        message.ts
+    );
+    out
+}
+
+/// Writes `{"type":"reset","channel":"<room>"}`: a resuming client's gap in
+/// `room` cannot be filled (docs/RECOVERY.md).
+pub fn reset_envelope(room: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(room.len() + 32);
+    out.extend_from_slice(br#"{"type":"reset","channel":"#);
+    write_json_string(&mut out, room);
+    out.push(b'}');
     out
 }
 
@@ -103,6 +118,7 @@ mod tests {
             payload: Bytes::from_static(payload),
             id: 7,
             ts: 42,
+            log: None,
         }
     }
 

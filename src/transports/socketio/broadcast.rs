@@ -44,7 +44,7 @@ fn encode(event: &Event<'_>) -> Option<Frame> {
                 out,
                 r#","id":"{id}","ts":{}}},"{id}"]"#,
                 message.ts,
-                id = message.id
+                id = message.wire_id()
             );
             out
         }
@@ -56,6 +56,8 @@ fn encode(event: &Event<'_>) -> Option<Frame> {
             out
         }
         Event::App(event) => app_event(event),
+        // Socket.IO tells a session it was not recovered its own way.
+        Event::Reset { .. } => return None,
         // DISCONNECT on `/`: the client does not reconnect by itself.
         Event::Disconnect => "41".to_owned(),
     };
@@ -114,6 +116,7 @@ mod tests {
             payload: Bytes::from_static(b"he said \"hi\"\n"),
             id: 7,
             ts: 1700000000000,
+            log: None,
         };
         assert_eq!(
             text(encode(&Event::Message(&message))),
@@ -155,6 +158,7 @@ mod tests {
             payload: Bytes::from_static(b"a\xffb"),
             id: 1,
             ts: 2,
+            log: None,
         };
         let frame = text(encode(&Event::Message(&message)));
         let value: serde_json::Value = serde_json::from_str(&frame[2..]).unwrap();

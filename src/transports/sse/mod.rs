@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::disconnect::DisconnectReason;
-use crate::hub::{self, Event, Frame, Hub, OutboxLimits};
+use crate::hub::{self, Event, Frame, Hub, OutboxLimits, Since};
 use crate::net::serve::WriteStall;
 use crate::refusal::Refusal;
 use crate::security::{self, Security};
@@ -106,7 +106,7 @@ async fn open(
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .and_then(|v| Since::parse(v.trim()));
     let (hub, security) = (sse.hub.clone(), sse.security.clone());
     let mut conn = Connection::admitted(hub, security, &FORMAT, sse.limits, admitted);
     conn.may_join(&channels).map_err(refused)?;
@@ -281,17 +281,33 @@ impl Drop for Stream {
 /// breaks (pretty-printed JSON payloads), so each line gets its own `data:`
 /// field; EventSource joins them back with `\n`, which is still valid JSON.
 /// Both envelopes go as SSE type `message` (an `EventSource`'s `onmessage`
-/// gets them; their `type` field tells them apart).
+/// gets them; their `type` field tells them apart); a resume's reset as SSE
+/// type `reset`.
 fn encode(event: &Event<'_>) -> Option<Frame> {
-    let (envelope, id) = match event {
-        Event::Message(message) => (json::message_envelope(message), message.id),
-        Event::App(event) => (json::event_envelope(event), event.id),
+    let (kind, envelope, id) = match event {
+        Event::Message(message) => (
+            "message",
+            json::message_envelope(message),
+            Some(message.wire_id().to_string()),
+        ),
+        Event::App(event) => (
+            "message",
+            json::event_envelope(event),
+            Some(event.id.to_string()),
+        ),
+        // No `id:` line: the client's `Last-Event-ID` stays what it was.
+        Event::Reset { room } => ("reset", json::reset_envelope(room), None),
         Event::Joined { .. } | Event::Disconnect => return None,
     };
     let mut out = Vec::with_capacity(envelope.len() + 48);
-    out.extend_from_slice(b"event: message\nid: ");
-    out.extend_from_slice(id.to_string().as_bytes());
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
     out.push(b'\n');
+    if let Some(id) = id {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.push(b'\n');
+    }
     for line in split_lines(&envelope) {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(line);
@@ -322,6 +338,7 @@ mod tests {
             payload: Bytes::from_static(b"{\r\n \"a\":\n1}"),
             id: 3,
             ts: 9,
+            log: None,
         };
         let Some(Frame::Text(frame)) = encode(&Event::Message(&message)) else {
             panic!("sse encodes messages");
@@ -357,6 +374,17 @@ mod tests {
         assert_eq!(
             channels(&many.join("&")).unwrap_err().code,
             "too_many_channels"
+        );
+    }
+
+    #[test]
+    fn a_reset_is_an_event_of_its_own_without_an_id() {
+        let Some(Frame::Text(bytes)) = encode(&Event::Reset { room: "r\"1" }) else {
+            panic!("a reset is sent");
+        };
+        assert_eq!(
+            &bytes[..],
+            b"event: reset\ndata: {\"type\":\"reset\",\"channel\":\"r\\\"1\"}\n\n"
         );
     }
 }

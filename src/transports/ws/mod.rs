@@ -52,6 +52,7 @@ fn encode(event: &Event<'_>) -> Option<Frame> {
     match event {
         Event::Message(message) => Some(Frame::Text(json::message_envelope(message).into())),
         Event::App(event) => Some(Frame::Text(json::event_envelope(event).into())),
+        Event::Reset { room } => Some(Frame::Text(json::reset_envelope(room).into())),
         Event::Joined { .. } | Event::Disconnect => None,
     }
 }

@@ -10,15 +10,17 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::hub::Since;
 use crate::refusal::Refusal;
 
 /// A request the connection acts on.
 #[derive(Debug, PartialEq)]
 pub enum Request {
-    /// `since`: resume after this message id (replayed from the room's history).
+    /// `since`: resume after this message id (from this node's history, or
+    /// for a logged message's id from the room's log: docs/RECOVERY.md).
     Subscribe {
         channel: String,
-        since: Option<u64>,
+        since: Option<Since>,
     },
     Unsubscribe {
         channel: String,
@@ -104,10 +106,10 @@ fn request(
 }
 
 /// A message id as the server sent it (a decimal string), or a number.
-fn since_field(since: Value) -> Result<u64, Refusal> {
+fn since_field(since: Value) -> Result<Since, Refusal> {
     let parsed = match &since {
-        Value::String(text) => text.parse().ok(),
-        Value::Number(number) => number.as_u64(),
+        Value::String(text) => Since::parse(text),
+        Value::Number(number) => number.as_u64().map(Since::Local),
         _ => None,
     };
     parsed.ok_or_else(|| bad("bad_since", "\"since\" must be a message id"))
@@ -204,7 +206,7 @@ mod tests {
             parse(r#"{"op":"subscribe","channel":"a","since":"42"}"#).1,
             Ok(Request::Subscribe {
                 channel: "a".into(),
-                since: Some(42)
+                since: Some(Since::Local(42))
             })
         );
         let (id, result) = parse(r#"{"op":"dance","id":7}"#);

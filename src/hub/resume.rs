@@ -1,0 +1,86 @@
+//! Resuming from a room's log (docs/RECOVERY.md, "Exactly once, from the
+//! log or live"): the port through which the hub's users read a log
+//! ([`RoomLog`], plugged in by `server` for an engine that has one), what a
+//! read found ([`LogRead`]), and a client in a room whose logged messages
+//! are held back while its log is read ([`Held`]).
+//!
+//! The hub never awaits: the transport's connection awaits the read and
+//! hands the result to [`Held::release`], which queues, under the room's
+//! history lock, what the client missed and what arrived live meanwhile.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::{Hub, LogId, Member, Message};
+
+/// A log read in flight.
+pub type LogFuture = Pin<Box<dyn Future<Output = Result<LogRead, String>> + Send>>;
+
+/// The rooms' log, as a resuming join reads it.
+pub trait RoomLog: Send + Sync {
+    /// The entries of `room`'s log after `after`, or a reset when what
+    /// came between cannot be known. `Err`: the log could not be read.
+    fn read(&self, room: &str, after: LogId) -> LogFuture;
+}
+
+/// What a log read found after a client's id.
+#[derive(Debug, Default)]
+pub struct LogRead {
+    /// The gap cannot be filled: the client is told, then goes on live.
+    pub reset: bool,
+    /// The entries after the client's id, oldest first (none on a reset).
+    pub missed: Vec<Message>,
+    /// The newest id the room's log held (0: none).
+    pub newest: u64,
+    /// The log's epoch, if it has one.
+    pub epoch: Option<u64>,
+}
+
+impl LogRead {
+    /// A read that can only say "reset": no log here, or it was lost.
+    pub fn reset() -> LogRead {
+        LogRead {
+            reset: true,
+            ..LogRead::default()
+        }
+    }
+}
+
+/// A member that joined a room with its logged messages held back until
+/// [`Held::release`]. Dropped unreleased (the join was refused, the read
+/// failed), it lets go of the hold; the caller leaves the room.
+pub struct Held {
+    pub(super) hub: Arc<Hub>,
+    pub(super) room: Arc<str>,
+    pub(super) member: Member,
+    pub(super) since: LogId,
+    pub(super) released: bool,
+}
+
+impl Held {
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// The id the client resumes after.
+    pub fn since(&self) -> LogId {
+        self.since
+    }
+
+    /// Queues what `read` found, then what arrived live since, and lets
+    /// live messages through from there. Returns how many messages were
+    /// queued (not counting a reset).
+    pub fn release(mut self, read: LogRead) -> usize {
+        self.released = true;
+        self.hub.release(&self.room, &self.member, self.since, read)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.released {
+            self.hub.unhold(&self.room, self.member.client);
+        }
+    }
+}
