@@ -171,6 +171,10 @@ fn describe() {
         "Time to queue one message to every member of its room"
     );
     describe_counter!(
+        "roomcast_socketio_recoveries_total",
+        "Socket.IO CONNECTs that asked to recover a session, by outcome (recovered, expired, gap, refused, malformed)"
+    );
+    describe_counter!(
         "roomcast_emitter_messages_total",
         "Messages on the Socket.IO emitter's channels, by kind (broadcast, request, response) and result (done, ignored, malformed)"
     );
@@ -303,6 +307,11 @@ pub fn fanout_duration(seconds: f64) {
 
 pub fn delivery_latency(seconds: f64) {
     histogram!("roomcast_delivery_latency_seconds").record(seconds);
+}
+
+/// A Socket.IO client asked to recover its session, and what came of it.
+pub fn socketio_recovery(outcome: &'static str) {
+    counter!("roomcast_socketio_recoveries_total", "outcome" => outcome).increment(1);
 }
 
 /// A message on one of the Socket.IO emitter's channels and what came of it.

@@ -29,6 +29,15 @@ async function members(server, r) {
   return res.body.members;
 }
 
+/** The value of `roomcast_socketio_recoveries_total{outcome}` (0 when absent). */
+async function recoveries(server, outcome) {
+  const res = await httpRequest(server, '/metrics');
+  const line = String(res.body)
+    .split('\n')
+    .find((l) => l.startsWith(`roomcast_socketio_recoveries_total{outcome="${outcome}"}`));
+  return line ? Number(line.split(' ').pop()) : 0;
+}
+
 /**
  * Publishes `<tag>-<n>` to the rooms in turn, one at a time, until stop() is called; resolves
  * to what it published per room, in order.
@@ -83,6 +92,7 @@ function server(args, { redis = false } = {}) {
  */
 async function recoversAfterCut(ctx, transports) {
   const c = await ctx.open({ transports });
+  const recoveredBefore = await recoveries(ctx.rc, 'recovered');
   const [a, b] = [room('a'), room('b')];
   await join(c, [a, b]);
   assert.equal(c.socket.recovered, false, 'a first connection is not recovered');
@@ -110,14 +120,15 @@ async function recoversAfterCut(ctx, transports) {
     assertPayloads(got, sent[r], `room ${r}`);
   }
   assert.equal(await members(ctx.rc, a), 1, 'one member: the recovered client');
+  assert.equal(await recoveries(ctx.rc, 'recovered'), recoveredBefore + 1, 'counted');
 }
 
 describe('connection state recovery (socket.io-client 4.8.x, memory broker)', () => {
   const ctx = server(['--recovery-window-s', '30']);
   const open = ctx.open;
 
-  for (const transports of [['websocket'], ['polling']]) {
-    it(`over ${transports[0]}: after a cut, recovered === true, rooms back, every missed message once and in order`, () =>
+  for (const transports of [['websocket'], ['polling'], ['polling', 'websocket']]) {
+    it(`over ${transports.join(' → ')}: after a cut, recovered === true, rooms back, every missed message once and in order`, () =>
       recoversAfterCut(ctx, transports));
   }
 
@@ -140,6 +151,7 @@ describe('connection state recovery (socket.io-client 4.8.x, memory broker)', ()
       { pid: 'AAAAAAAAAAAAAAAAAAAA', offset: '12' },
       { pid: 12, offset: { x: 1 } },
     ];
+    const before = await recoveries(ctx.rc, 'malformed');
     for (const auth of bad) {
       const c = await open({ auth });
       assert.equal(c.socket.recovered, false, JSON.stringify(auth));
@@ -149,6 +161,8 @@ describe('connection state recovery (socket.io-client 4.8.x, memory broker)', ()
       await join(c, r);
       await sentinel(c, r, (s) => publish(ctx.rc, r, s));
     }
+    // The third is well formed: a session that does not exist (counted as expired).
+    assert.equal(await recoveries(ctx.rc, 'malformed'), before + bad.length - 1);
   });
 
   it('a client that said goodbye leaves no session behind', async () => {
@@ -184,6 +198,7 @@ describe('connection state recovery: an expired session', () => {
     assert.equal(c.socket.recovered, false);
     assert.equal(await members(ctx.rc, r), 0, 'rooms not given back');
     assert.ok(!payloadsIn(c, r).includes('missed'), 'nothing replayed into a new session');
+    assert.equal(await recoveries(ctx.rc, 'expired'), 1);
   });
 });
 

@@ -22,6 +22,7 @@ use super::socket::{AckId, Args, ConnectError, Core, Deferred, Handler, Handshak
 use crate::disconnect::DisconnectReason;
 use crate::hub::{Frame, Hub, Member};
 use crate::security::{Identity, Permit, Security};
+use crate::telemetry;
 use crate::transports::Connection;
 use crate::transports::sessions::Session;
 
@@ -363,12 +364,14 @@ impl Layer {
             Claim::Resume { pid, since } => (pid, since),
             Claim::Malformed(why) => {
                 tracing::info!(sid = link.sid, why, "cannot recover session: new session");
+                telemetry::socketio_recovery("malformed");
                 return None;
             }
         };
         // The node-local store answers at once.
         let Some(session) = recovery.store.take(pid.as_str()).now_or_never().flatten() else {
             tracing::info!(sid = link.sid, "session expired or unknown: new session");
+            telemetry::socketio_recovery("expired");
             return None;
         };
         Some((pid, session, since))
@@ -394,6 +397,7 @@ impl Layer {
                 code = refused.code,
                 "session's rooms refused: new session"
             );
+            telemetry::socketio_recovery("refused");
             return false;
         }
         if !core.resume(&session.rooms, since) {
@@ -402,8 +406,10 @@ impl Layer {
                 since,
                 "missed messages no longer held: new session"
             );
+            telemetry::socketio_recovery("gap");
             return false;
         }
+        telemetry::socketio_recovery("recovered");
         let confirm = core.confirm(session.rooms.clone());
         let sid = link.sid.to_owned();
         recovery.tasks.spawn(async move {
