@@ -20,7 +20,7 @@ use super::protocol::{Kind, Packet, ProtocolError};
 use super::recovery::{self, Claim, Recovery};
 use super::socket::{AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket};
 use crate::disconnect::DisconnectReason;
-use crate::hub::{Frame, Hub, Member};
+use crate::hub::{Frame, Hub, Member, Since};
 use crate::security::{Identity, Permit, Security};
 use crate::telemetry;
 use crate::transports::Connection;
@@ -358,7 +358,7 @@ impl Layer {
         recovery: &Recovery,
         link: &Link<'_>,
         auth: &Value,
-    ) -> Option<(Sid, Session, u64)> {
+    ) -> Option<(Sid, Session, Since)> {
         let (pid, since) = match recovery::claim(auth) {
             Claim::Fresh => return None,
             Claim::Resume { pid, since } => (pid, since),
@@ -388,7 +388,7 @@ impl Layer {
         link: &Link<'_>,
         recovery: &Recovery,
         session: &Session,
-        since: u64,
+        since: Since,
     ) -> bool {
         let core = &mut conn.core.conn;
         if let Err(refused) = core.may_join(&session.rooms) {
@@ -400,6 +400,19 @@ impl Layer {
             telemetry::socketio_recovery("refused");
             return false;
         }
+        let since = match since {
+            Since::Local(n) => n,
+            // A logged message's offset: resumed from the room's log, which
+            // is read asynchronously; not built for Socket.IO yet.
+            Since::Log(_) => {
+                tracing::info!(
+                    sid = link.sid,
+                    "recovery from the log not supported yet: new session"
+                );
+                telemetry::socketio_recovery("gap");
+                return false;
+            }
+        };
         if !core.resume(&session.rooms, since) {
             tracing::info!(
                 sid = link.sid,

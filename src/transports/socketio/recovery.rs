@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use super::engine::Sid;
 use crate::disconnect::DisconnectReason;
+use crate::hub::Since;
 use crate::shutdown::Shutdown;
 #[cfg(doc)]
 use crate::transports::sessions::Session;
@@ -39,8 +40,9 @@ pub struct Recovery {
 pub(super) enum Claim {
     /// No `pid`: a first connection.
     Fresh,
-    /// The session `pid`, which received everything up to `since`.
-    Resume { pid: Sid, since: u64 },
+    /// The session `pid`, which received everything up to `since` (a
+    /// message's wire id: `<n>`, or `<epoch>:<n>` for a logged one).
+    Resume { pid: Sid, since: Since },
     /// A `pid` or `offset` we never sent (logged; a new session).
     Malformed(&'static str),
 }
@@ -58,11 +60,11 @@ pub(super) fn claim(auth: &Value) -> Claim {
     match auth.get("offset").map(|offset| offset.as_str()) {
         None => Claim::Malformed("no offset: no message received yet"),
         Some(None) => Claim::Malformed("offset is not a string"),
-        Some(Some(offset)) => match offset.parse() {
-            Ok(since) => Claim::Resume { pid, since },
+        Some(Some(offset)) => match Since::parse(offset) {
+            Some(since) => Claim::Resume { pid, since },
             // e.g. the last argument of a `hello` (its room): the client's
             // last event was not a message.
-            Err(_) => Claim::Malformed("offset is not a message id"),
+            None => Claim::Malformed("offset is not a message id"),
         },
     }
 }
@@ -100,8 +102,18 @@ mod tests {
         assert_eq!(claim(&json!({"token": "t"})), Claim::Fresh);
         assert_eq!(
             claim(&json!({"pid": pid.as_str(), "offset": "42"})),
-            Claim::Resume { pid, since: 42 }
+            Claim::Resume {
+                pid,
+                since: Since::Local(42)
+            }
         );
+        assert!(matches!(
+            claim(&json!({"pid": pid.as_str(), "offset": "lh3k9q2w1c:42"})),
+            Claim::Resume {
+                since: Since::Log(_),
+                ..
+            }
+        ));
         let malformed = [
             json!({"pid": 5, "offset": "1"}),
             json!({"pid": "short", "offset": "1"}),
