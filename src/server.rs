@@ -11,7 +11,10 @@ use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, nats, redi
 use crate::config::{BrokerConfig, RedisSubscribe, ServeArgs};
 use crate::emitter::{self, Emitter};
 use crate::http::{self, AppState};
-use crate::hub::{Hub, Ready, RoomInterest};
+use crate::hub::{
+    self, Hub, LogFuture, LogId, LogPosition, LogRead, Message, Ready, RoomInterest, RoomLog,
+    WireId,
+};
 use crate::ingest::mqtt;
 use crate::net::accept::Sockets;
 use crate::net::serve::serve as serve_http;
@@ -172,7 +175,19 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 broker: "redis",
                 source,
             };
-            let options = redis_options(ca_file.as_deref()).map_err(broker_error)?;
+            let mut options = redis_options(ca_file.as_deref()).map_err(broker_error)?;
+            // The room log is the history every node shares; none without one.
+            if args.hub.history_size > 0 {
+                options.log = Some(redis::LogBounds {
+                    max_len: args.hub.history_size,
+                    ttl: args.hub.history_ttl(),
+                });
+            }
+            let logged = options.log.is_some();
+            let sink = match logged {
+                true => logged_sink(hub.clone(), sink),
+                false => sink,
+            };
             let receive = match subscribe {
                 RedisSubscribe::Pattern => redis::Receive::Pattern(pattern),
                 RedisSubscribe::Rooms => {
@@ -185,9 +200,13 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                     redis::Receive::rooms(interest, emitter::patterns(emitter_key))
                 }
             };
-            Arc::new(
+            let broker = Arc::new(
                 redis::start_with(&url, receive, options, sink, &shutdown).map_err(broker_error)?,
-            )
+            );
+            if logged {
+                hub.set_log(Arc::new(RedisRoomLog(broker.clone())));
+            }
+            broker
         }
         BrokerConfig::RedisCluster {
             urls,
@@ -344,6 +363,81 @@ fn served_by(pattern: String) -> impl Fn(&str) -> Result<(), String> + Send + Sy
 /// imports a broker, so the glue lives here.
 #[derive(Debug)]
 struct HubInterest<T>(T);
+
+/// The Redis broker's sink with the room log: a message on a log channel is
+/// a logged message of its room (its id and epoch in the envelope); every
+/// other channel goes on to `sink` as before.
+fn logged_sink(hub: Arc<Hub>, sink: Sink) -> Sink {
+    let wanting = sink.clone();
+    let malformed = std::sync::atomic::AtomicU64::new(0);
+    Sink::new(move |channel: &str, payload: Bytes| {
+        let Some(room) = redis::log::room_of(channel) else {
+            return sink.deliver(channel, payload);
+        };
+        let parsed = redis::log::Envelope::parse(&payload).and_then(|envelope| {
+            let epoch = hub::parse_base36(envelope.epoch)?;
+            Some((envelope.id, envelope.prev, epoch, envelope.payload_at))
+        });
+        match parsed {
+            Some((id, prev, epoch, at)) => {
+                hub.deliver_logged(room, payload.slice(at..), id, LogPosition { epoch, prev });
+            }
+            None => {
+                // Logged on the 1st, 2nd, 4th, 8th... not per message.
+                let count = malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if count.is_power_of_two() {
+                    tracing::warn!(channel, count, "redis: dropped message(s) on a log channel that are not a roomcast envelope (room names beginning with roomcast: are reserved)");
+                }
+            }
+        }
+    })
+    .wanting(move |channel: &str| wanting.wants(redis::log::room_of(channel).unwrap_or(channel)))
+}
+
+/// The hub's [`RoomLog`] onto the Redis broker's `roomcast_read`.
+struct RedisRoomLog(Arc<redis::RedisBroker>);
+
+impl RoomLog for RedisRoomLog {
+    fn read(&self, room: &str, after: LogId) -> LogFuture {
+        let (broker, room) = (self.0.clone(), Arc::<str>::from(room));
+        Box::pin(async move {
+            let read = broker
+                .read_log(&room, after.n)
+                .await
+                .map_err(|error| error.to_string())?;
+            let epoch = read.epoch.as_deref().and_then(hub::parse_base36);
+            let client_epoch = WireId {
+                n: 0,
+                epoch: Some(after.epoch),
+            }
+            .epoch_text();
+            let reset = read.is_gap(&client_epoch, after.n);
+            let missed = match (reset, epoch) {
+                (false, Some(epoch)) => read
+                    .entries
+                    .into_iter()
+                    .map(|entry| Message {
+                        room: room.clone(),
+                        payload: entry.payload,
+                        id: entry.id,
+                        ts: entry.id >> 16,
+                        log: Some(LogPosition {
+                            epoch,
+                            prev: entry.prev,
+                        }),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(LogRead {
+                reset: reset || epoch.is_none(),
+                missed,
+                newest: read.newest,
+                epoch,
+            })
+        })
+    }
+}
 
 impl<T: Tracker> RoomInterest for HubInterest<T> {
     fn first_member(&self, room: &str) {

@@ -23,14 +23,6 @@ use support::{ServerProcess, next_json};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 /// PUBLISH as `redis-cli` would; the number of subscribers Redis delivered to.
 async fn publish(conn: &mut redis::aio::MultiplexedConnection, room: &str, data: &str) -> i64 {
     redis::cmd("PUBLISH")
@@ -42,13 +34,21 @@ async fn publish(conn: &mut redis::aio::MultiplexedConnection, room: &str, data:
 }
 
 /// `PUBSUB CHANNELS`, sorted.
-async fn channels(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+async fn all_channels(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
     let mut channels: Vec<String> = redis::cmd("PUBSUB")
         .arg("CHANNELS")
         .query_async(conn)
         .await
         .unwrap();
     channels.sort();
+    channels
+}
+
+/// The rooms subscribed: `PUBSUB CHANNELS` without the room logs' channels
+/// (`roomcast:log:<room>`, subscribed with each room, docs/RECOVERY.md).
+async fn channels(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let mut channels = all_channels(conn).await;
+    channels.retain(|channel| !channel.starts_with("roomcast:log:"));
     channels
 }
 
@@ -114,7 +114,7 @@ async fn nodes_receive_only_their_rooms_unsubscribe_after_the_linger_and_resubsc
  {
     let mut redis = RedisServer::start().await;
     let (a, b) = (start(&redis, &[]).await, start(&redis, &[]).await);
-    let mut conn = redis_conn(&redis).await;
+    let mut conn = redis.connection().await;
     assert_eq!(
         channels(&mut conn).await,
         Vec::<String>::new(),
@@ -127,6 +127,11 @@ async fn nodes_receive_only_their_rooms_unsubscribe_after_the_linger_and_resubsc
         json!({"type": "ok", "id": 1})
     );
     assert_eq!(channels(&mut conn).await, vec!["x"], "only the joined room");
+    assert_eq!(
+        all_channels(&mut conn).await,
+        vec!["roomcast:log:x", "x"],
+        "and its log channel"
+    );
     assert_eq!(metric(a.port, SUBSCRIPTIONS).await, 1.0);
     assert_eq!(metric(b.port, SUBSCRIPTIONS).await, 0.0);
     assert_eq!(
@@ -163,11 +168,14 @@ async fn nodes_receive_only_their_rooms_unsubscribe_after_the_linger_and_resubsc
         std::process::Command::new("redis-cli")
             .args(["-p", &redis.port.to_string(), "PUBSUB", "CHANNELS"])
             .output()
-            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "x")
+            .is_ok_and(|out| {
+                let listed = String::from_utf8_lossy(&out.stdout);
+                listed.lines().any(|channel| channel == "x")
+            })
     })
     .await;
     wait_ready(a.port).await;
-    let mut conn = redis_conn(&redis).await;
+    let mut conn = redis.connection().await;
     assert_eq!(publish(&mut conn, "x", "two").await, 1);
     let message = next_json(&mut client).await;
     assert_eq!(message["data"], json!("two"), "delivery resumed");
@@ -211,6 +219,6 @@ async fn the_pattern_restricts_the_rooms_that_may_be_joined() {
         (&json!("error"), &json!("room_not_served")),
         "{refused}"
     );
-    let mut conn = redis_conn(&redis).await;
+    let mut conn = redis.connection().await;
     assert_eq!(channels(&mut conn).await, vec!["device01"]);
 }

@@ -53,6 +53,19 @@ pub struct WireId {
     pub epoch: Option<u64>,
 }
 
+impl WireId {
+    /// The epoch alone as the wire writes it (empty without one).
+    pub fn epoch_text(&self) -> String {
+        struct Epoch(u64);
+        impl fmt::Display for Epoch {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_base36(f, self.0)
+            }
+        }
+        self.epoch.map(|e| Epoch(e).to_string()).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for WireId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(epoch) = self.epoch {

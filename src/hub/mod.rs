@@ -37,7 +37,7 @@ use crate::telemetry;
 use emit::Registry;
 pub use emit::{AppEvent, Target};
 use history::History;
-pub use id::{LogId, LogPosition, Since, WireId};
+pub use id::{LogId, LogPosition, Since, WireId, parse_base36};
 pub use interest::{Ready, RoomInterest};
 pub use latest::CachePolicy;
 use latest::Latest;

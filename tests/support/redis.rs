@@ -70,6 +70,15 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// A client connection, as a back end's.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
     /// Kills the server (SIGKILL: no goodbye to clients) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

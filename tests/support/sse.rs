@@ -55,10 +55,19 @@ pub struct RawSse {
 
 impl RawSse {
     pub async fn open(port: u16, room: &str) -> RawSse {
+        Self::request(port, room, "").await
+    }
+
+    /// Opens the stream resuming after `last_event_id` (`Last-Event-ID`).
+    pub async fn open_with(port: u16, room: &str, last_event_id: &str) -> RawSse {
+        Self::request(port, room, &format!("Last-Event-ID: {last_event_id}\r\n")).await
+    }
+
+    async fn request(port: u16, room: &str, headers: &str) -> RawSse {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect for /sse");
-        let request = format!("GET /sse?channel={room} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let request = format!("GET /sse?channel={room} HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         RawSse {
             stream,
@@ -78,5 +87,10 @@ impl RawSse {
             assert!(n > 0, "closed: {}", String::from_utf8_lossy(&self.seen));
             self.seen.extend_from_slice(&buf[..n]);
         }
+    }
+
+    /// What the stream sent so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
     }
 }

@@ -34,6 +34,7 @@
 
 pub mod cluster;
 mod lease;
+pub mod log;
 mod resp;
 pub mod slots;
 mod subscriber;
@@ -104,6 +105,19 @@ pub struct RedisOptions {
     /// What may wait between reading and the fan-out; the excess is dropped
     /// and counted (`roomcast_broker_dropped_total`).
     pub inbox: InboxLimits,
+    /// The room log (docs/RECOVERY.md): publishes go through the
+    /// `roomcast_publish` Function and the log channels are subscribed.
+    /// `None`: plain `PUBLISH`, node-local history only.
+    pub log: Option<LogBounds>,
+}
+
+/// How much of each room the log keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct LogBounds {
+    /// Entries per room (`MAXLEN ~`).
+    pub max_len: usize,
+    /// How long a room's stream outlives its last write.
+    pub ttl: Duration,
 }
 
 impl Default for RedisOptions {
@@ -116,6 +130,7 @@ impl Default for RedisOptions {
             stable_after: Duration::from_secs(10),
             tls_roots: None,
             inbox: InboxLimits::default(),
+            log: None,
         }
     }
 }
@@ -126,6 +141,7 @@ pub struct RedisBroker {
     publisher: Arc<Publisher>,
     state: Arc<State>,
     op_timeout: Duration,
+    log: Option<LogBounds>,
 }
 
 /// The publishing connection, replaceable as a whole: `ConnectionManager`
@@ -197,6 +213,9 @@ struct State {
     /// The publishing connection found Redis answering while the subscriber
     /// was away: the subscriber stops waiting out its backoff.
     redis_answers: tokio::sync::Notify,
+    /// The `roomcast` library was loaded on the current publishing
+    /// connection's Redis (loaded again after that connection failed).
+    library_loaded: AtomicBool,
 }
 
 /// The subscription's generation: odd while a PSUBSCRIBE is confirmed on a
@@ -299,6 +318,7 @@ pub fn start_with(
         publisher,
         state,
         op_timeout: options.op_timeout,
+        log: options.log,
     })
 }
 
@@ -360,11 +380,22 @@ impl Broker for RedisBroker {
                     "this node's Redis subscription is down; its clients would not receive the message".into(),
                 ));
             };
-            let mut command = redis::cmd("PUBLISH");
-            command.arg(channel).arg(payload.as_ref());
-            let publish = command.query_async::<i64>(&mut conn);
+            let publish = async {
+                match self.log {
+                    None => redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(payload.as_ref())
+                        .query_async::<redis::Value>(&mut conn)
+                        .await
+                        .map(drop),
+                    Some(bounds) => {
+                        self.publish_logged(&mut conn, bounds, channel, &payload)
+                            .await
+                    }
+                }
+            };
             match tokio::time::timeout(self.op_timeout, publish).await {
-                Ok(Ok(_receivers)) => {
+                Ok(Ok(())) => {
                     self.state.set_publisher(true, None);
                     if self.state.subscription.live() != Some(generation) {
                         return Err(BrokerError::Unavailable(
@@ -437,6 +468,58 @@ impl RedisBroker {
         }
     }
 
+    /// `FCALL roomcast_publish`, loading the library first if Redis does not
+    /// have it (restarted without persistence, `FUNCTION FLUSH`).
+    async fn publish_logged(
+        &self,
+        conn: &mut ConnectionManager,
+        bounds: LogBounds,
+        channel: &str,
+        payload: &[u8],
+    ) -> Result<(), RedisError> {
+        let mut call = redis::cmd("FCALL");
+        call.arg("roomcast_publish")
+            .arg(1)
+            .arg(channel)
+            .arg(payload);
+        match call.query_async::<redis::Value>(conn).await {
+            Err(error) if is_missing_function(&error) => {
+                load_library(conn, bounds).await?;
+                self.state.library_loaded.store(true, Ordering::Relaxed);
+                call.query_async::<redis::Value>(conn).await.map(drop)
+            }
+            result => result.map(drop),
+        }
+    }
+
+    /// Reads `room`'s log after id `after` (`FCALL_RO roomcast_read`).
+    pub async fn read_log(&self, room: &str, after: u64) -> Result<log::Read, BrokerError> {
+        let Some(bounds) = self.log else {
+            return Err(BrokerError::Config("this node keeps no room log".into()));
+        };
+        let mut conn = self.publisher.connection();
+        let mut call = redis::cmd("FCALL_RO");
+        call.arg("roomcast_read")
+            .arg(1)
+            .arg(room)
+            .arg(log::stream_id(after));
+        let read = async {
+            match call.query_async::<redis::Value>(&mut conn).await {
+                Err(error) if is_missing_function(&error) => {
+                    load_library(&mut conn, bounds).await?;
+                    call.query_async::<redis::Value>(&mut conn).await
+                }
+                result => result,
+            }
+        };
+        match bounded(self.op_timeout, read).await {
+            Ok(reply) => log::Read::from_reply(reply).map_err(BrokerError::Refused),
+            Err(error) => Err(BrokerError::Unavailable(format!(
+                "Redis roomcast_read: {error}"
+            ))),
+        }
+    }
+
     /// True while the PSUBSCRIBE is live (regardless of the publisher).
     pub fn is_subscribed(&self) -> bool {
         self.state.subscription.live().is_some()
@@ -465,7 +548,13 @@ impl Task {
         let mut down_since = Instant::now();
         let mut ever_connected = false;
         loop {
-            match subscriber::subscribe(&self.target, &self.receive, self.options.op_timeout).await
+            match subscriber::subscribe(
+                &self.target,
+                &self.receive,
+                self.options.log.is_some(),
+                self.options.op_timeout,
+            )
+            .await
             {
                 Err(error) => {
                     if failed_attempts == 0 && !ever_connected {
@@ -560,6 +649,27 @@ impl Task {
         }
     }
 
+    /// Loads the `roomcast` library if the log is on and it is not loaded
+    /// yet on this connection's Redis: back ends may call it without
+    /// roomcast ever publishing.
+    async fn load_library_once(&self, conn: &mut ConnectionManager) {
+        let Some(bounds) = self.options.log else {
+            return;
+        };
+        if self.state.library_loaded.load(Ordering::Relaxed) {
+            return;
+        }
+        match bounded(self.options.op_timeout, load_library(conn, bounds)).await {
+            Ok(()) => {
+                self.state.library_loaded.store(true, Ordering::Relaxed);
+                tracing::debug!("redis: roomcast library loaded");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "redis: cannot load the roomcast library (FUNCTION LOAD); logged publishes will try again")
+            }
+        }
+    }
+
     /// Keeps `publisher_ok` current even when nobody publishes, so readiness
     /// comes back after an outage without waiting for a client's publish;
     /// tells the subscriber when Redis answers again while it is away.
@@ -573,6 +683,7 @@ impl Task {
             let delay = match bounded(self.options.op_timeout, ping).await {
                 Ok(_) => {
                     self.state.set_publisher(true, None);
+                    self.load_library_once(&mut conn).await;
                     if self.state.subscription.live().is_none() {
                         self.state.redis_answers.notify_one();
                     }
@@ -581,6 +692,7 @@ impl Task {
                 }
                 Err(error) => {
                     self.state.set_publisher(false, Some(&error));
+                    self.state.library_loaded.store(false, Ordering::Relaxed);
                     if error.is_timeout() {
                         tracing::debug!(
                             "redis: publishing connection timed out; dialling a new one"
@@ -627,6 +739,23 @@ async fn read_until_lost(
     }
     telemetry::broker_disconnected(reader.inbox.broker(), lost.reason.code());
     lost
+}
+
+/// Redis answers a call of a function it does not have so.
+fn is_missing_function(error: &RedisError) -> bool {
+    error.to_string().contains("Function not found")
+}
+
+/// `FUNCTION LOAD REPLACE` of the `roomcast` library.
+async fn load_library(conn: &mut ConnectionManager, bounds: LogBounds) -> Result<(), RedisError> {
+    let source = log::library(bounds.max_len, bounds.ttl.as_millis() as u64);
+    redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(source)
+        .query_async::<redis::Value>(conn)
+        .await
+        .map(drop)
 }
 
 /// Awaits `future` at most `limit`; a timeout becomes an I/O error.

@@ -163,6 +163,9 @@ pub struct Subscribed {
     /// Our own SUNSUBSCRIBEs whose reply is still due, per room: any other
     /// `sunsubscribe` is Redis taking the room's slot away.
     unsubscribing: HashMap<Vec<u8>, u32>,
+    /// Each room's log channel is subscribed too (just before the room, so
+    /// the room's confirmation comes after its log channel's).
+    log: bool,
 }
 
 /// Why a connection attempt failed.
@@ -183,15 +186,20 @@ pub enum ConnectError {
 pub async fn subscribe(
     target: &Target,
     receive: &Receive,
+    log: bool,
     timeout: Duration,
 ) -> Result<Subscribed, ConnectError> {
-    match tokio::time::timeout(timeout, try_subscribe(target, receive)).await {
+    match tokio::time::timeout(timeout, try_subscribe(target, receive, log)).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Timeout(timeout)),
     }
 }
 
-async fn try_subscribe(target: &Target, receive: &Receive) -> Result<Subscribed, ConnectError> {
+async fn try_subscribe(
+    target: &Target,
+    receive: &Receive,
+    log: bool,
+) -> Result<Subscribed, ConnectError> {
     let io: Box<dyn Io> = match target.info.addr() {
         ConnectionAddr::Tcp(host, port) => {
             let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
@@ -219,6 +227,7 @@ async fn try_subscribe(target: &Target, receive: &Receive) -> Result<Subscribed,
         first_unconfirmed: 0,
         sharded: matches!(receive, Receive::Shard(_)),
         unsubscribing: HashMap::new(),
+        log,
     };
     let settings = target.info.redis_settings();
     if let Some(password) = settings.password() {
@@ -234,6 +243,12 @@ async fn try_subscribe(target: &Target, receive: &Receive) -> Result<Subscribed,
             connection
                 .command(redis::cmd("PSUBSCRIBE").arg(pattern))
                 .await?;
+            if log {
+                let logs = format!("{}{pattern}", super::log::LOG_PREFIX);
+                connection
+                    .command(redis::cmd("PSUBSCRIBE").arg(logs))
+                    .await?;
+            }
         }
         Receive::Rooms { interest, patterns } => {
             // Everything the tracker holds is sent again: this is a new connection.
@@ -261,11 +276,15 @@ async fn try_subscribe(target: &Target, receive: &Receive) -> Result<Subscribed,
 /// In subscribed mode PING answers `["pong", ""]`, else `+PONG`.
 const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
-/// `SUBSCRIBE` and `UNSUBSCRIBE` of up to [`ROOMS_PER_COMMAND`] rooms each.
-fn pack_rooms(bytes: &mut Vec<u8>, command: &str, rooms: &[&Arc<str>]) {
+/// `SUBSCRIBE` and `UNSUBSCRIBE` of up to [`ROOMS_PER_COMMAND`] rooms each
+/// (with `log`, each room's log channel just before it).
+fn pack_rooms(bytes: &mut Vec<u8>, command: &str, rooms: &[&Arc<str>], log: bool) {
     for chunk in rooms.chunks(ROOMS_PER_COMMAND) {
         let mut cmd = redis::cmd(command);
         for room in chunk {
+            if log {
+                cmd.arg(format!("{}{room}", super::log::LOG_PREFIX));
+            }
             cmd.arg(room.as_bytes());
         }
         bytes.extend(cmd.get_packed_command());
@@ -327,15 +346,20 @@ impl Subscribed {
             fn all(rooms: &[Arc<str>]) -> Vec<&Arc<str>> {
                 rooms.iter().collect()
             }
-            pack_rooms(&mut bytes, "SUBSCRIBE", &all(&batch.subscribe));
-            pack_rooms(&mut bytes, "UNSUBSCRIBE", &all(&batch.unsubscribe));
+            pack_rooms(&mut bytes, "SUBSCRIBE", &all(&batch.subscribe), self.log);
+            pack_rooms(
+                &mut bytes,
+                "UNSUBSCRIBE",
+                &all(&batch.unsubscribe),
+                self.log,
+            );
             return bytes;
         }
         for rooms in by_slot(&batch.subscribe).values() {
-            pack_rooms(&mut bytes, "SSUBSCRIBE", rooms);
+            pack_rooms(&mut bytes, "SSUBSCRIBE", rooms, false);
         }
         for rooms in by_slot(&batch.unsubscribe).values() {
-            pack_rooms(&mut bytes, "SUNSUBSCRIBE", rooms);
+            pack_rooms(&mut bytes, "SUNSUBSCRIBE", rooms, false);
         }
         for room in &batch.unsubscribe {
             *self
@@ -479,10 +503,14 @@ impl Subscribed {
                     used += size;
                     match reply {
                         Reply::Array(items) => match items.as_slice() {
-                            [kind, _pattern, channel, payload] if *kind == b"pmessage" => {
+                            [kind, pattern, channel, payload] if *kind == b"pmessage" => {
                                 read += 1;
                                 worked = true;
-                                take_message(channel, payload, sink, &mut batch, stats);
+                                // A log channel the user's pattern matches too
+                                // comes again through the log pattern.
+                                if !is_log(channel) || is_log(pattern) {
+                                    take_message(channel, payload, sink, &mut batch, stats);
+                                }
                             }
                             [kind, channel, payload]
                                 if *kind == b"message" || *kind == b"smessage" =>
@@ -490,6 +518,12 @@ impl Subscribed {
                                 read += 1;
                                 worked = true;
                                 take_message(channel, payload, sink, &mut batch, stats);
+                            }
+                            // The room's own confirmation, which follows, counts.
+                            [kind, channel, _count]
+                                if *kind == b"subscribe" && self.log && is_log(channel) =>
+                            {
+                                worked = true;
                             }
                             [kind, channel, _count]
                                 if *kind == b"subscribe"
@@ -570,6 +604,11 @@ impl Subscribed {
         inbox.push(batch);
         result
     }
+}
+
+/// A log channel's name (or a pattern of them).
+fn is_log(channel: &[u8]) -> bool {
+    channel.starts_with(super::log::LOG_PREFIX.as_bytes())
 }
 
 /// One pmessage: copied into the batch if its channel is wanted.

@@ -428,7 +428,9 @@ impl Cluster {
             self.refresh.notify_one();
         };
         loop {
-            match subscriber::subscribe(&shard.target, &receive, self.options.op_timeout).await {
+            match subscriber::subscribe(&shard.target, &receive, false, self.options.op_timeout)
+                .await
+            {
                 Err(error) => {
                     if failed_attempts == 0 {
                         tracing::warn!(%node, %error, "redis-cluster: cannot connect to master; retrying");
