@@ -67,7 +67,11 @@ async fn fcall(conn: &mut redis::aio::MultiplexedConnection, room: &str, data: &
 
 fn data_and_id(message: &Value) -> (String, String) {
     (
-        message["data"].as_str().unwrap_or_default().to_string(),
+        // A payload that parses as JSON comes as that JSON (numbers here).
+        match &message["data"] {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        },
         message["id"].as_str().unwrap_or_default().to_string(),
     )
 }
@@ -170,4 +174,68 @@ async fn logged_ids_are_the_logs_and_a_client_resumes_on_another_node() {
     );
     fcall(&mut conn, "room", "live").await;
     assert_eq!(data_and_id(&next_json(&mut late).await).0, "live");
+}
+
+/// The race between reading the log and live messages: a client resumes on
+/// another node while a publisher keeps going; it must get every message
+/// after its id exactly once, in order, across the switch from log to live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_during_a_flood_gets_each_message_once_in_order() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut watcher = ws(&a).await;
+    subscribe(&mut watcher, "flood", None).await;
+    let mut conn = redis.connection().await;
+    fcall(&mut conn, "flood", "0").await;
+    const COUNT: usize = 1500;
+    let publisher = tokio::spawn(async move {
+        for i in 1..COUNT {
+            fcall(&mut conn, "flood", &i.to_string()).await;
+            // About 2,000 a second: a flood, not a slow consumer's test.
+            if i % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    for _ in 0..COUNT {
+        seen.push(data_and_id(&next_json(&mut watcher).await));
+        if seen.len() == 100 {
+            break;
+        }
+    }
+    // Resume from the 100th while the publisher is still going; the watcher
+    // reads on meanwhile (unread, it would be closed as a slow consumer).
+    let since = seen[99].1.clone();
+    let watching = tokio::spawn(async move {
+        while seen.len() < COUNT {
+            let next = tokio::time::timeout(Duration::from_secs(5), next_json(&mut watcher)).await;
+            let Ok(next) = next else {
+                panic!("watcher stalled after {}: {:?}", seen.len(), seen.last());
+            };
+            seen.push(data_and_id(&next));
+        }
+        seen
+    });
+    let mut back = ws(&b).await;
+    subscribe(&mut back, "flood", Some(&since)).await;
+    let mut got = Vec::new();
+    while got
+        .last()
+        .is_none_or(|(data, _): &(String, String)| data != &(COUNT - 1).to_string())
+    {
+        let next = tokio::time::timeout(Duration::from_secs(5), next_json(&mut back)).await;
+        let Ok(next) = next else {
+            panic!(
+                "stalled after {} resumed: {:?}",
+                got.len(),
+                &got[got.len().saturating_sub(3)..]
+            );
+        };
+        got.push(data_and_id(&next));
+    }
+    let seen = watching.await.unwrap();
+    publisher.await.unwrap();
+    assert_eq!(got.len(), COUNT - 100, "each message after the id once");
+    assert_eq!(got, seen[100..], "in the order every node delivers them");
 }
