@@ -239,3 +239,41 @@ async fn a_resume_during_a_flood_gets_each_message_once_in_order() {
     assert_eq!(got.len(), COUNT - 100, "each message after the id once");
     assert_eq!(got, seen[100..], "in the order every node delivers them");
 }
+
+/// A Redis without Functions (before 7.0; here 7.0 with `FCALL` and
+/// `FUNCTION` renamed away): roomcast's publishes fall back to plain
+/// `PUBLISH` (node-local ids, at-most-once) instead of refusing every one.
+#[tokio::test]
+async fn without_functions_publishes_are_plain_not_refused() {
+    let redis = RedisServer::start_with(&[
+        "--rename-command",
+        "FCALL",
+        "",
+        "--rename-command",
+        "FCALL_RO",
+        "",
+        "--rename-command",
+        "FUNCTION",
+        "",
+    ])
+    .await;
+    let node = Server::start(&[
+        "--broker",
+        "redis",
+        "--redis-url",
+        &redis.url(),
+        "--api-key",
+        "k",
+    ])
+    .await;
+    let mut client = ws(&node).await;
+    subscribe(&mut client, "room", None).await;
+    for data in ["one", "two"] {
+        let body = json!({"channel": "room", "data": data}).to_string();
+        let (status, reply) = node.json("POST", "/api/publish", Some("k"), &body).await;
+        assert_eq!((status, &reply["ok"]), (200, &json!(true)), "{reply}");
+        let (got, id) = data_and_id(&next_json(&mut client).await);
+        assert_eq!(got, data);
+        assert!(id.parse::<u64>().is_ok(), "a node-local id: {id}");
+    }
+}

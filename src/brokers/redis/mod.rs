@@ -216,6 +216,10 @@ struct State {
     /// The `roomcast` library was loaded on the current publishing
     /// connection's Redis (loaded again after that connection failed).
     library_loaded: AtomicBool,
+    /// That Redis has no Functions (before 7.0): publishes are plain
+    /// `PUBLISH`es, at-most-once, as without a log (checked again after the
+    /// publishing connection failed: Redis may have been upgraded).
+    no_functions: AtomicBool,
 }
 
 /// The subscription's generation: odd while a PSUBSCRIBE is confirmed on a
@@ -247,6 +251,18 @@ impl Subscription {
 }
 
 impl State {
+    /// Redis has no Functions (before 7.0): from now on publishes are plain,
+    /// said once in the log rather than refusing every publish.
+    fn without_functions(&self, error: &RedisError) {
+        if !self.no_functions.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %error,
+                "redis: no Functions on this Redis (7.0 or later has them): publishing with plain \
+                 PUBLISH, without the room log (at-most-once, node-local history)"
+            );
+        }
+    }
+
     /// Records the publisher's health, logging only the transitions.
     fn set_publisher(&self, ok: bool, error: Option<&RedisError>) {
         let was = self.publisher_ok.swap(ok, Ordering::Relaxed);
@@ -382,16 +398,11 @@ impl Broker for RedisBroker {
             };
             let publish = async {
                 match self.log {
-                    None => redis::cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(payload.as_ref())
-                        .query_async::<redis::Value>(&mut conn)
-                        .await
-                        .map(drop),
-                    Some(bounds) => {
+                    Some(bounds) if !self.state.no_functions.load(Ordering::Relaxed) => {
                         self.publish_logged(&mut conn, bounds, channel, &payload)
                             .await
                     }
+                    _ => publish_plain(&mut conn, channel, &payload).await,
                 }
             };
             match tokio::time::timeout(self.op_timeout, publish).await {
@@ -469,7 +480,8 @@ impl RedisBroker {
     }
 
     /// `FCALL roomcast_publish`, loading the library first if Redis does not
-    /// have it (restarted without persistence, `FUNCTION FLUSH`).
+    /// have it (restarted without persistence, `FUNCTION FLUSH`); a plain
+    /// `PUBLISH` on a Redis without Functions.
     async fn publish_logged(
         &self,
         conn: &mut ConnectionManager,
@@ -487,6 +499,10 @@ impl RedisBroker {
                 load_library(conn, bounds).await?;
                 self.state.library_loaded.store(true, Ordering::Relaxed);
                 call.query_async::<redis::Value>(conn).await.map(drop)
+            }
+            Err(error) if is_unknown_command(&error) => {
+                self.state.without_functions(&error);
+                publish_plain(conn, channel, payload).await
             }
             result => result.map(drop),
         }
@@ -664,6 +680,7 @@ impl Task {
                 self.state.library_loaded.store(true, Ordering::Relaxed);
                 tracing::debug!("redis: roomcast library loaded");
             }
+            Err(error) if is_unknown_command(&error) => self.state.without_functions(&error),
             Err(error) => {
                 tracing::warn!(%error, "redis: cannot load the roomcast library (FUNCTION LOAD); logged publishes will try again")
             }
@@ -693,6 +710,7 @@ impl Task {
                 Err(error) => {
                     self.state.set_publisher(false, Some(&error));
                     self.state.library_loaded.store(false, Ordering::Relaxed);
+                    self.state.no_functions.store(false, Ordering::Relaxed);
                     if error.is_timeout() {
                         tracing::debug!(
                             "redis: publishing connection timed out; dialling a new one"
@@ -744,6 +762,25 @@ async fn read_until_lost(
 /// Redis answers a call of a function it does not have so.
 fn is_missing_function(error: &RedisError) -> bool {
     error.to_string().contains("Function not found")
+}
+
+/// Redis before 7.0 answers `FCALL` and `FUNCTION` with "unknown command".
+fn is_unknown_command(error: &RedisError) -> bool {
+    error.to_string().contains("unknown command")
+}
+
+/// The seed's `PUBLISH room payload`.
+async fn publish_plain(
+    conn: &mut ConnectionManager,
+    channel: &str,
+    payload: &[u8],
+) -> Result<(), RedisError> {
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query_async::<redis::Value>(conn)
+        .await
+        .map(drop)
 }
 
 /// `FUNCTION LOAD REPLACE` of the `roomcast` library.
