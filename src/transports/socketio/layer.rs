@@ -400,18 +400,14 @@ impl Layer {
             telemetry::socketio_recovery("refused");
             return false;
         }
+        // A logged message's offset resumes from this node's history too:
+        // the history keeps logged messages under the log's ids (one
+        // sequence for every room of a Redis), and the session is this
+        // node's. (From another node it would be the log's read, which is
+        // asynchronous: not built for Socket.IO yet.)
         let since = match since {
             Since::Local(n) => n,
-            // A logged message's offset: resumed from the room's log, which
-            // is read asynchronously; not built for Socket.IO yet.
-            Since::Log(_) => {
-                tracing::info!(
-                    sid = link.sid,
-                    "recovery from the log not supported yet: new session"
-                );
-                telemetry::socketio_recovery("gap");
-                return false;
-            }
+            Since::Log(id) => id.n,
         };
         if !core.resume(&session.rooms, since) {
             tracing::info!(
