@@ -325,9 +325,10 @@ test('numeric JSON fields draw one live chart each beside the messages; other me
   }
 
   // leaving the room removes its charts
+  // (cards go at once; the panel is hidden on the next animation frame)
   await page.click('#rooms li[data-room="kitchen"] .chip-leave');
   assert.equal(await cards.count(), 0);
-  assert.ok(await page.locator('#charts-panel').isHidden());
+  await page.locator('#charts-panel').waitFor({ state: 'hidden', timeout: WAIT });
   assert.deepEqual(pageErrors, []);
 });
 
