@@ -244,22 +244,23 @@ impl Connection {
 
     /// The checks of a join of `rooms`, all before any is joined so a
     /// refused name joins nothing: each name valid and open to this
-    /// identity (the `[[rules]]` and token claims), then the room limit
-    /// counting only the rooms not held yet.
+    /// identity (the `[[rules]]` and token claims), and the room limit
+    /// counting only the rooms not held yet. The limit is checked as rooms
+    /// are counted, so a request naming thousands of rooms stops at the
+    /// first one over it.
     pub fn may_join<R: AsRef<str>>(&self, rooms: &[R]) -> Result<(), Refusal> {
         let transport = self.transport();
-        for room in rooms {
-            self.security
-                .may_subscribe(transport, self.identity(), room.as_ref())?;
-        }
         let mut adding: Vec<&str> = Vec::new();
         for room in rooms.iter().map(AsRef::as_ref) {
+            self.security
+                .may_subscribe(transport, self.identity(), room)?;
             if !self.holds(room) && !adding.contains(&room) {
+                self.security
+                    .room_limit(transport, self.rooms.len(), adding.len() + 1)?;
                 adding.push(room);
             }
         }
-        self.security
-            .room_limit(transport, self.rooms.len(), adding.len())
+        Ok(())
     }
 
     /// Joins `room` in the hub now (the checks passed): after `since`, the

@@ -12,6 +12,7 @@ mod prefixed;
 
 pub use direct::{SseListener, start as start_listener};
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,7 +100,7 @@ async fn open(
             origin: origin.clone(),
         }
     };
-    let channels = channels(&sse.security, query).map_err(refused)?;
+    let channels = channels(query).map_err(refused)?;
     let admitted = admission
         .admit(headers, peer, Token::Request(Some(query)))
         .map_err(refused)?;
@@ -154,16 +155,13 @@ fn add_cors(headers: &mut HeaderMap, origin: Option<&str>) {
     }
 }
 
-/// The requested rooms, validated, without duplicates.
-fn channels(security: &Security, query: &str) -> Result<Vec<String>, Refusal> {
+/// The requested rooms, in order, without duplicates; checked as a join by
+/// [`Connection::may_join`] once the client is admitted.
+fn channels(query: &str) -> Result<Vec<String>, Refusal> {
+    let mut seen = HashSet::new();
     let mut channels: Vec<String> = Vec::new();
     for (key, value) in form_urlencoded(query) {
-        if key != "channel" {
-            continue;
-        }
-        security.check_room(FORMAT.name, &value)?;
-        if !channels.contains(&value) {
-            security.room_limit(FORMAT.name, channels.len(), 1)?;
+        if key == "channel" && seen.insert(value.clone()) {
             channels.push(value);
         }
     }
@@ -360,21 +358,15 @@ mod tests {
     }
 
     #[test]
-    fn channels_are_validated() {
-        let security = Security::default();
-        let channels = |q: &str| channels(&security, q);
+    fn channels_are_read_in_order_once_each() {
         assert_eq!(
             channels("channel=a&channel=b&channel=a&x=1").unwrap(),
             vec!["a", "b"]
         );
         assert_eq!(channels("channel=caf%C3%A9").unwrap(), vec!["café"]);
         assert_eq!(channels("").unwrap_err().code, "no_channel");
-        assert_eq!(channels("channel=").unwrap_err().code, "room_empty");
-        let many: Vec<String> = (0..65).map(|i| format!("channel=r{i}")).collect();
-        assert_eq!(
-            channels(&many.join("&")).unwrap_err().code,
-            "too_many_channels"
-        );
+        // names are checked by the join, after admission
+        assert_eq!(channels("channel=").unwrap(), vec![""]);
     }
 
     #[test]
