@@ -91,10 +91,11 @@ export function toBuffer(x) {
 }
 
 /**
- * connect(version, url, { transports, nsp, auth, query, reconnection, forceNew, timeout })
+ * connect(version, url, { transports, nsp, auth, query, reconnection, forceNew, timeout, withCredentials })
  *   url: server base URL (http://127.0.0.1:PORT); nsp: namespace ('/' or '/custom' ...)
  *   auth: only sent by major 4 (the CONNECT payload does not exist before 3.x)
  *   timeout: connect timeout and default timeout of once()/emitWithAck() (ms, default 5000)
+ *   withCredentials: 4.x only; in Node it then keeps cookies (a load balancer's sticky cookie)
  * Returns a wrapper:
  *   .socket          the raw socket.io-client socket
  *   .version         '1' | '2' | '4'
@@ -119,7 +120,7 @@ export function toBuffer(x) {
 export function connect(
   version,
   url,
-  { transports = TRANSPORTS.websocket, nsp = '/', auth, query, reconnection = false, forceNew = true, timeout = 5000 } = {},
+  { transports = TRANSPORTS.websocket, nsp = '/', auth, query, reconnection = false, forceNew = true, timeout = 5000, withCredentials } = {},
 ) {
   version = String(version);
   const io = ioFor(version);
@@ -137,6 +138,8 @@ export function connect(
     if (forceNew) opts.multiplex = false;
   }
   if (query !== undefined) opts.query = query;
+  // 4.x in Node keeps cookies only with withCredentials (e.g. a load balancer's sticky cookie)
+  if (withCredentials !== undefined) opts.withCredentials = withCredentials;
   if (auth !== undefined) {
     if (version === '4') opts.auth = auth;
     // 1.x/2.x have no CONNECT payload: auth is silently not sent (tests assert on it only for 4)

@@ -148,13 +148,14 @@ process.on('exit', () => {
   }
 });
 
-function track(proc) {
+/** Registers `proc` to be SIGKILLed when the test process exits. */
+export function track(proc) {
   children.add(proc);
   proc.once('exit', () => children.delete(proc));
   return proc;
 }
 
-function exited(proc) {
+export function exited(proc) {
   return proc.exitCode !== null || proc.signalCode !== null;
 }
 
@@ -173,7 +174,8 @@ export async function stopProcess(proc, grace = 5000) {
   }
 }
 
-function capture(proc) {
+/** Keeps the tail (4 MiB) of `proc`'s stdout and stderr; -> () => the text so far. */
+export function capture(proc) {
   const chunks = [];
   let size = 0;
   const add = (b) => {
@@ -225,7 +227,7 @@ export function waitForPort(port, { timeout = 15000, proc, output = () => '', na
 }
 
 // The predicate form swallows thrown errors (to retry); this variant rethrows "fatal" ones.
-async function waitUntil(check, { timeout, interval = 50, message, onTimeout = () => '' }) {
+export async function waitUntil(check, { timeout, interval = 50, message, onTimeout = () => '' }) {
   const deadline = Date.now() + timeout;
   for (;;) {
     const v = await check(); // a throw ends the wait

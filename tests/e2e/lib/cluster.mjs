@@ -1,0 +1,260 @@
+// A roomcast cluster for the e2e tests: one private redis-server, N roomcast nodes on the Redis
+// broker (each on its own free port) and Debian's haproxy in front of them on another free port,
+// with a generated config in a temp dir:
+//
+// - `/ws` and `/sse`: round robin, each its own backend (its own rotation, so N clients of one
+//   transport spread evenly over N nodes);
+// - `/socket.io/`: round robin with a cookie (`RCNODE`) that pins a client to its node once it has
+//   one: Engine.IO polling needs every request of a session on the node that holds it (a client
+//   without cookies, e.g. websocket-only, is spread like `/ws`);
+// - anything else (the HTTP API, /metrics): round robin;
+// - one health check per node, on `/readyz` every 250 ms, out after one failure, in after one
+//   success (a killed node refuses the check at once; a draining node answers 503), which the
+//   other backends `track`. `option redispatch` and `retries` send a connection that a node
+//   refused (killed, or not yet known to be down) to another node.
+//
+// const c = await startCluster({ nodes: 3, args: ['--history-size', '1000'] });
+// c.url (haproxy), c.nodes[i] (startRoomcast handles), c.redis, c.apiKey
+// await c.killNode(i); await c.drainNode(i); await c.restartNode(i); await c.stop();
+//
+// Each helper returns once haproxy agrees: killNode/drainNode when it has taken the node out,
+// restartNode when it has put it back in, so a test never races the health checks.
+
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+import { createClient } from 'redis';
+
+import {
+  capture,
+  exited,
+  freePort,
+  startRedis,
+  startRoomcast,
+  stopProcess,
+  track,
+  waitForPort,
+  waitUntil,
+} from './server.mjs';
+
+export const API_KEY = 'cluster-key';
+const BACKENDS = ['nodes', 'ws', 'sse', 'sio'];
+
+function haproxyConfig({ port, nodePorts, socket }) {
+  const servers = (extra) =>
+    nodePorts.map((p, i) => `  server n${i} 127.0.0.1:${p} ${extra(i)}`).join('\n');
+  const tracked = (i) => `track nodes/n${i}`;
+  return `global
+  maxconn 4096
+  stats socket ${socket} mode 600 level admin
+
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
+  timeout check 2s
+  retries 3
+  option redispatch 1
+
+frontend front
+  bind 127.0.0.1:${port}
+  use_backend ws if { path /ws }
+  use_backend sse if { path /sse }
+  use_backend sio if { path_beg /socket.io/ }
+  default_backend nodes
+
+backend nodes
+  balance roundrobin
+  option httpchk GET /readyz
+  http-check expect status 200
+${servers(() => 'check inter 250ms fall 1 rise 1')}
+
+backend ws
+  balance roundrobin
+${servers(tracked)}
+
+backend sse
+  balance roundrobin
+${servers(tracked)}
+
+backend sio
+  balance roundrobin
+  cookie RCNODE insert indirect nocache
+${servers((i) => `${tracked(i)} cookie n${i}`)}
+`;
+}
+
+/** One command on haproxy's admin socket -> its answer. */
+function adminCommand(socket, command) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ path: socket });
+    let out = '';
+    s.setTimeout(2000, () => s.destroy(new Error(`haproxy admin socket: no answer to ${command}`)));
+    s.once('connect', () => s.write(`${command}\n`));
+    s.on('data', (d) => (out += d));
+    s.once('end', () => resolve(out));
+    s.once('error', reject);
+  });
+}
+
+/**
+ * Starts redis-server, `nodes` roomcast nodes (`--broker redis --redis-url ... --api-key
+ * API_KEY` + `args`) and haproxy; resolves once haproxy sees every node up.
+ */
+export async function startCluster({ nodes = 3, args = [], env = {} } = {}) {
+  const redis = await startRedis();
+  const nodeArgs = ['--broker', 'redis', '--redis-url', redis.url, '--api-key', API_KEY, ...args];
+  const handles = await Promise.all(
+    Array.from({ length: nodes }, () => startRoomcast({ args: nodeArgs, env })),
+  );
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'roomcast-haproxy-'));
+  const socket = path.join(dir, 'admin.sock');
+  const config = path.join(dir, 'haproxy.cfg');
+  writeFileSync(config, haproxyConfig({ port, nodePorts: handles.map((h) => h.port), socket }));
+  // Debian installs haproxy in /usr/sbin, which is not on every user's PATH.
+  const bin = process.env.HAPROXY_BIN || 'haproxy';
+  const env2 = { ...process.env, PATH: `${process.env.PATH}:/usr/sbin` };
+  const haproxy = track(spawn(bin, ['-f', config, '-db'], { cwd: dir, env: env2, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const haproxyOutput = capture(haproxy);
+  haproxy.once('error', () => {}); // reported by waitForPort (it exits)
+  await waitForPort(port, { proc: haproxy, output: haproxyOutput, name: 'haproxy' });
+
+  /** { n0: 'UP' | 'DOWN' | ..., ... } of the health-checked backend (the others track it). */
+  async function states() {
+    const csv = await adminCommand(socket, 'show stat');
+    const [header, ...rows] = csv.trim().split('\n');
+    const cols = header.replace(/^# /, '').split(',');
+    const [px, sv, st] = ['pxname', 'svname', 'status'].map((n) => cols.indexOf(n));
+    const out = {};
+    for (const row of rows) {
+      const f = row.split(',');
+      if (f[px] === 'nodes' && /^n\d+$/.test(f[sv])) out[f[sv]] = f[st];
+    }
+    return out;
+  }
+  /** Resolves when haproxy has node i in (`up`) or out (`!up`) of rotation. */
+  const waitState = (i, up, timeout = 15000) => {
+    let last;
+    return waitUntil(
+      async () => {
+        last = (await states())[`n${i}`];
+        return up ? last === 'UP' : last?.startsWith('DOWN');
+      },
+      { timeout, message: `haproxy to see node ${i} ${up ? 'UP' : 'DOWN'} (last: ${last})` },
+    );
+  };
+  for (let i = 0; i < nodes; i++) await waitState(i, true);
+
+  let publisherClient = null;
+  const cluster = {
+    redis,
+    nodes: handles,
+    nodeArgs,
+    apiKey: API_KEY,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    haproxyOutput,
+    backends: BACKENDS,
+    states,
+    waitState,
+    /** SIGKILL node i (by its pid); resolves once it is gone and haproxy has taken it out. */
+    async killNode(i) {
+      const proc = handles[i].proc;
+      if (!exited(proc)) {
+        const gone = once(proc, 'exit');
+        proc.kill('SIGKILL');
+        await gone;
+      }
+      await waitState(i, false);
+    },
+    /**
+     * SIGTERM node i and wait for it to drain and exit (haproxy takes it out as soon as its
+     * /readyz answers 503 or its listener closes); -> its exit code (0 for a clean drain).
+     */
+    async drainNode(i) {
+      const proc = handles[i].proc;
+      await stopProcess(proc, 30000);
+      await waitState(i, false);
+      return proc.exitCode;
+    },
+    /** Starts node i again on its port, same args; resolves once haproxy has it in again. */
+    async restartNode(i) {
+      if (!exited(handles[i].proc)) throw new Error(`node ${i} is still running`);
+      const { port: nodePort } = handles[i];
+      // The port was the node's a moment ago; retry briefly in case the kernel still holds it.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          handles[i] = await startRoomcast({ args: nodeArgs, env, port: nodePort });
+          break;
+        } catch (e) {
+          if (attempt >= 20) throw e;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      await waitState(i, true);
+      return handles[i];
+    },
+    /**
+     * What a back end runs: `FCALL roomcast_publish 1 <room> <payload>` (the `redis` npm
+     * client); -> the log's entry id. Waits for the library the nodes load at start.
+     */
+    async fcall(room, payload) {
+      publisherClient ??= createClient({ url: redis.url }).on('error', () => {});
+      if (!publisherClient.isOpen) await publisherClient.connect();
+      return waitUntil(
+        async () => {
+          try {
+            return await publisherClient.sendCommand(['FCALL', 'roomcast_publish', '1', room, payload]);
+          } catch (e) {
+            if (!/function not found/i.test(e.message)) throw e;
+            return false;
+          }
+        },
+        { timeout: 10000, interval: 20, message: 'the roomcast library to be loaded' },
+      );
+    },
+    async stop() {
+      await publisherClient?.quit().catch(() => {});
+      await stopProcess(haproxy);
+      await Promise.all(handles.map((h) => h.stop()));
+      await redis.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return cluster;
+}
+
+/**
+ * Publishes through `cluster.fcall` at `rate` messages per second until stop(), the rooms in
+ * turn, one at a time (each awaited, so a room's order is the order of its payloads); each
+ * payload is `<tag>-<n>`, n counting every publish. -> { stop() -> { room: [payload...] },
+ * count(), sent }
+ */
+export function publisher(cluster, rooms, { rate = 200, tag = 'm' } = {}) {
+  const sent = Object.fromEntries(rooms.map((r) => [r, []]));
+  let running = true;
+  let n = 0;
+  const start = Date.now();
+  const done = (async () => {
+    while (running) {
+      const due = Math.floor(((Date.now() - start) * rate) / 1000);
+      while (running && n < due) {
+        const room = rooms[n % rooms.length];
+        const payload = `${tag}-${n++}`;
+        await cluster.fcall(room, payload);
+        sent[room].push(payload);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return sent;
+  })();
+  return { stop: () => ((running = false), done), count: () => n, sent };
+}
