@@ -28,8 +28,10 @@ use crate::protocol::room_name;
 /// Where messages are published.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Via {
+    /// `logged`: `FCALL roomcast_publish` (the room log) rather than `PUBLISH`.
     Redis {
         url: String,
+        logged: bool,
     },
     /// A seed node of a Redis Cluster that `--broker redis-cluster` nodes use.
     RedisCluster {
@@ -52,7 +54,8 @@ pub enum Via {
 impl Via {
     pub fn name(&self) -> &'static str {
         match self {
-            Via::Redis { .. } => "redis",
+            Via::Redis { logged: false, .. } => "redis",
+            Via::Redis { logged: true, .. } => "redis-log",
             Via::Nats { .. } => "nats",
             Via::RedisCluster { .. } => "redis-cluster",
             Via::Http { .. } => "http",
@@ -246,7 +249,8 @@ async fn lane(
 }
 
 enum Publisher {
-    Redis(redis::aio::MultiplexedConnection),
+    /// The connection, and whether it publishes through the room log.
+    Redis(redis::aio::MultiplexedConnection, bool),
     RedisCluster(crate::redis_cluster::ClusterPublisher),
     /// The client and the subject prefix (with its trailing dot).
     Nats(async_nats::Client, String),
@@ -258,9 +262,9 @@ enum Publisher {
 impl Publisher {
     async fn connect(via: &Via) -> Result<Publisher, PublishError> {
         Ok(match via {
-            Via::Redis { url } => {
+            Via::Redis { url, logged } => {
                 let client = redis::Client::open(url.as_str())?;
-                Publisher::Redis(client.get_multiplexed_async_connection().await?)
+                Publisher::Redis(client.get_multiplexed_async_connection().await?, *logged)
             }
             Via::RedisCluster { seed } => Publisher::RedisCluster(
                 crate::redis_cluster::ClusterPublisher::connect(seed)
@@ -302,11 +306,22 @@ impl Publisher {
 
     async fn publish(&mut self, channel: &str, body: &str) -> Result<(), PublishError> {
         match self {
-            Publisher::Redis(connection) => {
+            Publisher::Redis(connection, false) => {
                 redis::cmd("PUBLISH")
                     .arg(channel)
                     .arg(body)
                     .query_async::<i64>(connection)
+                    .await?;
+                Ok(())
+            }
+            // Answers the entry's id, which the bench does not need.
+            Publisher::Redis(connection, true) => {
+                redis::cmd("FCALL")
+                    .arg("roomcast_publish")
+                    .arg(1)
+                    .arg(channel)
+                    .arg(body)
+                    .query_async::<redis::Value>(connection)
                     .await?;
                 Ok(())
             }

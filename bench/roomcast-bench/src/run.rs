@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// Publish through Redis PUBLISH at this URL (loopback).
     #[arg(long, conflicts_with_all = ["publish_http", "publish_mqtt"])]
     pub publish_redis: Option<String>,
+    /// With --publish-redis: publish with `FCALL roomcast_publish 1 <room> <payload>`, the
+    /// command that writes roomcast's room log (docs/RECOVERY.md), instead of PUBLISH.
+    #[arg(long, requires = "publish_redis")]
+    pub publish_redis_log: bool,
     /// Publish to this MQTT broker (QoS 1, topic = room), for a server started with
     /// --mqtt-url on the same broker: measures MQTT → client.
     #[arg(long, conflicts_with = "publish_http", value_name = "HOST:PORT")]
@@ -299,7 +303,10 @@ async fn hold_phases(
         (idle.rss_kib as f64 - before.rss_kib as f64) / result.connect.ok.max(1) as f64;
 
     let via = match (&args.publish_redis, args.publish_http) {
-        (Some(url), _) => Via::Redis { url: url.clone() },
+        (Some(url), _) => Via::Redis {
+            url: url.clone(),
+            logged: args.publish_redis_log,
+        },
         (None, None) if args.publish_redis_cluster.is_some() => Via::RedisCluster {
             seed: args.publish_redis_cluster.clone().unwrap_or_default(),
         },

@@ -138,6 +138,15 @@ fn table(results: &[RunResult]) -> String {
             .map(|c| format!("{:.2}", c.engine_cpu_us_per_delivery))
             .unwrap_or_else(|| "—".into())
     });
+    row(
+        "engine CPU per publish, µs".into(),
+        &|r| match (&r.cluster, &r.publish) {
+            (Some(c), Some(p)) if p.outcome.rate > 0.0 => {
+                format!("{:.2}", c.engine_cpu_cores * 1e6 / p.outcome.rate)
+            }
+            _ => "—".into(),
+        },
+    );
     row("latency p50 / p99, ms".into(), &|r| {
         r.delivery
             .as_ref()
