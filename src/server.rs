@@ -13,7 +13,7 @@ use crate::emitter::{self, Emitter};
 use crate::http::{self, AppState};
 use crate::hub::{
     self, Hub, LogFuture, LogId, LogPosition, LogRead, Message, Ready, RoomInterest, RoomLog,
-    WireId,
+    RoomNamePolicy, WireId,
 };
 use crate::ingest::mqtt;
 use crate::net::accept::Sockets;
@@ -100,7 +100,16 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         None => None,
     };
     let tls_readiness = tls.as_ref().map(Tls::readiness);
-    let security = Arc::new(args.security.security()?);
+    let mut security = args.security.security()?;
+    let broker_config = args.broker.settings()?;
+    if matches!(
+        broker_config,
+        BrokerConfig::Redis { .. } | BrokerConfig::RedisCluster { .. }
+    ) {
+        // The room log's channels (`roomcast:log:<room>`) and keys.
+        security.room_names.reserved_prefix = Some(redis::log::RESERVED_PREFIX);
+    }
+    let security = Arc::new(security);
     if let Some(verifier) = &security.verifier {
         verifier.watch(&shutdown);
     }
@@ -134,7 +143,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     // A per-room subscription lingers after the room's last member left as
     // long as its history is kept.
     let linger = args.hub.history_ttl();
-    let broker: Arc<dyn Broker> = match args.broker.settings()? {
+    let broker: Arc<dyn Broker> = match broker_config {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
         BrokerConfig::Nats {
             urls,
@@ -246,6 +255,10 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         broker: broker.clone(),
         api_keys: args.http.api_keys(),
         max_payload: args.transports.max_payload,
+        room_names: RoomNamePolicy {
+            reserved_prefix: security.room_names.reserved_prefix,
+            ..RoomNamePolicy::default()
+        },
         shutdown: shutdown.clone(),
         metrics: telemetry::install(),
         tls: tls_readiness,

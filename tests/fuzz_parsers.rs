@@ -74,7 +74,7 @@ proptest! {
     #[test]
     fn room_names(name in ".{0,300}", max in 1usize..300) {
         for chars in [RoomChars::Printable, RoomChars::Safe] {
-            let policy = RoomNamePolicy { max_chars: max, chars };
+            let policy = RoomNamePolicy { max_chars: max, chars, reserved_prefix: None };
             if validate_room_name_with(&name, &policy).is_ok() {
                 prop_assert!(!name.is_empty());
                 prop_assert!(name.chars().count() <= max);

@@ -277,3 +277,77 @@ async fn without_functions_publishes_are_plain_not_refused() {
         assert!(id.parse::<u64>().is_ok(), "a node-local id: {id}");
     }
 }
+
+/// Room names beginning with `roomcast:` are the log's channels and keys on
+/// Redis: no client may join or publish one (a room `roomcast:log:x` would
+/// receive room `x`'s log envelopes), on any transport; other rooms are
+/// untouched.
+#[tokio::test]
+async fn room_names_under_roomcast_are_reserved_on_redis() {
+    let redis = RedisServer::start().await;
+    let node = Server::start(&[
+        "--broker",
+        "redis",
+        "--redis-url",
+        &redis.url(),
+        "--api-key",
+        "k",
+    ])
+    .await;
+    let mut client = ws(&node).await;
+    let request = json!({"op": "subscribe", "channel": "roomcast:log:x", "id": 1});
+    client
+        .send(Message::text(request.to_string()))
+        .await
+        .unwrap();
+    let reply = next_json(&mut client).await;
+    assert_eq!(
+        (&reply["type"], &reply["code"], &reply["id"]),
+        (&json!("error"), &json!("room_reserved"), &json!(1)),
+        "{reply}"
+    );
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"roomcast:\""),
+        "{reply}"
+    );
+    // The client keeps its connection and joins other rooms.
+    subscribe(&mut client, "x", None).await;
+
+    let body = json!({"channel": "roomcast:last", "data": "d"}).to_string();
+    let (status, reply) = node.json("POST", "/api/publish", Some("k"), &body).await;
+    assert_eq!(
+        (status, &reply["error"]),
+        (400, &json!("room_reserved")),
+        "{reply}"
+    );
+
+    let response = support::http::http(
+        node.running.local_addr,
+        "GET",
+        "/sse?channel=roomcast:epoch",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("room_reserved"),
+        "{}",
+        response.text()
+    );
+
+    // Nothing reached the room that was joined.
+    let (status, _) = node
+        .json(
+            "POST",
+            "/api/publish",
+            Some("k"),
+            &json!({"channel": "x", "data": "after"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(data_and_id(&next_json(&mut client).await).0, "after");
+}

@@ -157,6 +157,7 @@ impl SecurityArgs {
                 RoomCharsArg::Printable => RoomChars::Printable,
                 RoomCharsArg::Safe => RoomChars::Safe,
             },
+            reserved_prefix: None,
         };
         security.max_polling_buffer = self.max_polling_buffer.max(1024);
         security.proxies = TrustedProxies::new(self.trusted_proxies.clone());

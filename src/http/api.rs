@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::brokers::BrokerError;
-use crate::hub::{self, RoomInfo};
+use crate::hub::{self, RoomInfo, RoomNamePolicy};
 use crate::refusal::Refusal;
 use crate::security;
 use crate::telemetry;
@@ -67,7 +67,7 @@ async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
             format!("request body exceeds {} bytes", state.max_payload + 1024),
         ));
     }
-    let (channel, payload) = parse_publish(body, state.max_payload)?;
+    let (channel, payload) = parse_publish_with(body, state.max_payload, &state.room_names)?;
     state
         .broker
         .publish(&channel, payload.into())
@@ -82,6 +82,15 @@ async fn try_publish(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
 /// text), refusing bad JSON, bad room names and payloads over `max_payload`.
 /// Public for the fuzz target; the handler checks the key and body size first.
 pub fn parse_publish(body: &[u8], max_payload: usize) -> Result<(String, Vec<u8>), Refusal> {
+    parse_publish_with(body, max_payload, &RoomNamePolicy::default())
+}
+
+/// [`parse_publish`] with the room names `policy` allows.
+fn parse_publish_with(
+    body: &[u8],
+    max_payload: usize,
+    policy: &RoomNamePolicy,
+) -> Result<(String, Vec<u8>), Refusal> {
     let request: PublishRequest = serde_json::from_slice(body).map_err(|e| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
@@ -89,7 +98,7 @@ pub fn parse_publish(body: &[u8], max_payload: usize) -> Result<(String, Vec<u8>
             format!("expected {{\"channel\": string, \"data\": any}}: {e}"),
         )
     })?;
-    hub::validate_room_name(&request.channel)
+    hub::validate_room_name_with(&request.channel, policy)
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     let payload = match request.data {
         serde_json::Value::String(text) => text.into_bytes(),

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::brokers::Broker;
-use crate::hub::Hub;
+use crate::hub::{Hub, RoomNamePolicy};
 use crate::refusal::Refusal;
 use crate::shutdown::Shutdown;
 use crate::transports::{sse, ws};
@@ -31,6 +31,10 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     pub api_keys: Arc<[String]>,
     pub max_payload: usize,
+    /// Which room names `POST /api/publish` takes: any a client may name,
+    /// except the broker's reserved ones (the API is the back end's; the
+    /// character and length options of `--room-name-*` bind clients).
+    pub room_names: RoomNamePolicy,
     pub shutdown: Shutdown,
     /// `None` when another metrics recorder owns the process (embedding).
     pub metrics: Option<PrometheusHandle>,

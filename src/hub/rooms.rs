@@ -47,6 +47,9 @@ pub enum RoomChars {
 pub struct RoomNamePolicy {
     pub max_chars: usize,
     pub chars: RoomChars,
+    /// Names beginning with this belong to the broker (Redis: `roomcast:`,
+    /// the room log's channels and keys), not to clients.
+    pub reserved_prefix: Option<&'static str>,
 }
 
 impl Default for RoomNamePolicy {
@@ -54,6 +57,7 @@ impl Default for RoomNamePolicy {
         RoomNamePolicy {
             max_chars: MAX_ROOM_NAME_CHARS,
             chars: RoomChars::Printable,
+            reserved_prefix: None,
         }
     }
 }
@@ -69,6 +73,8 @@ pub enum RoomError {
     ControlCharacter,
     #[error("room name may contain only ASCII letters, digits and _-:.@/=+#~")]
     Character,
+    #[error("room names beginning with {0:?} are reserved for the server's own use")]
+    Reserved(&'static str),
 }
 
 impl RoomError {
@@ -78,6 +84,7 @@ impl RoomError {
             RoomError::Empty => "room_empty",
             RoomError::TooLong(_) => "room_too_long",
             RoomError::ControlCharacter | RoomError::Character => "room_invalid",
+            RoomError::Reserved(_) => "room_reserved",
         }
     }
 }
@@ -101,6 +108,11 @@ pub fn validate_room_name_with(name: &str, policy: &RoomNamePolicy) -> Result<()
     }
     if name.chars().any(char::is_control) {
         return Err(RoomError::ControlCharacter);
+    }
+    if let Some(prefix) = policy.reserved_prefix
+        && name.starts_with(prefix)
+    {
+        return Err(RoomError::Reserved(prefix));
     }
     if policy.chars == RoomChars::Safe
         && !name
@@ -219,7 +231,13 @@ mod tests {
         let safe = RoomNamePolicy {
             max_chars: 8,
             chars: RoomChars::Safe,
+            reserved_prefix: Some("rc:"),
         };
+        assert_eq!(
+            validate_room_name_with("rc:log:a", &safe),
+            Err(RoomError::Reserved("rc:"))
+        );
+        assert_eq!(validate_room_name_with("rc", &safe), Ok(()));
         assert_eq!(validate_room_name_with("dev:1-a", &safe), Ok(()));
         assert_eq!(
             validate_room_name_with("a b", &safe),

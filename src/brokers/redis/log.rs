@@ -9,6 +9,10 @@
 use bytes::Bytes;
 use redis::Value;
 
+/// What roomcast names in Redis (the log's channels and keys) begins with:
+/// no room may.
+pub const RESERVED_PREFIX: &str = "roomcast:";
+
 /// Prefix of a room's stream key and of its log channel.
 pub const LOG_PREFIX: &str = "roomcast:log:";
 
