@@ -108,20 +108,42 @@ function adminCommand(socket, command) {
  * API_KEY` + `args`) and haproxy; resolves once haproxy sees every node up.
  */
 export async function startCluster({ nodes = 3, args = [], env = {} } = {}) {
+  // What is started so far (stop functions), stopped again if a later step fails (a child left running would
+  // keep the test process alive).
+  const started = [];
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'roomcast-haproxy-'));
+  const undo = async () => {
+    await Promise.all(started.map((stop) => stop()));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    return await launch({ nodes, args, env, dir, started });
+  } catch (e) {
+    await undo();
+    throw e;
+  }
+}
+
+async function launch({ nodes, args, env, dir, started }) {
   const redis = await startRedis();
+  started.push(() => redis.stop());
   const nodeArgs = ['--broker', 'redis', '--redis-url', redis.url, '--api-key', API_KEY, ...args];
   const handles = await Promise.all(
-    Array.from({ length: nodes }, () => startRoomcast({ args: nodeArgs, env })),
+    Array.from({ length: nodes }, async () => {
+      const h = await startRoomcast({ args: nodeArgs, env });
+      started.push(() => h.stop());
+      return h;
+    }),
   );
   const port = await freePort();
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'roomcast-haproxy-'));
   const socket = path.join(dir, 'admin.sock');
   const config = path.join(dir, 'haproxy.cfg');
   writeFileSync(config, haproxyConfig({ port, nodePorts: handles.map((h) => h.port), socket }));
   // Debian installs haproxy in /usr/sbin, which is not on every user's PATH.
   const bin = process.env.HAPROXY_BIN || 'haproxy';
-  const env2 = { ...process.env, PATH: `${process.env.PATH}:/usr/sbin` };
-  const haproxy = track(spawn(bin, ['-f', config, '-db'], { cwd: dir, env: env2, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const haproxyEnv = { ...process.env, PATH: `${process.env.PATH}:/usr/sbin` };
+  const haproxy = track(spawn(bin, ['-f', config, '-db'], { cwd: dir, env: haproxyEnv, stdio: ['ignore', 'pipe', 'pipe'] }));
+  started.push(() => stopProcess(haproxy));
   const haproxyOutput = capture(haproxy);
   haproxy.once('error', () => {}); // reported by waitForPort (it exits)
   await waitForPort(port, { proc: haproxy, output: haproxyOutput, name: 'haproxy' });
@@ -144,10 +166,19 @@ export async function startCluster({ nodes = 3, args = [], env = {} } = {}) {
     let last;
     return waitUntil(
       async () => {
-        last = (await states())[`n${i}`];
+        try {
+          last = (await states())[`n${i}`];
+        } catch (e) {
+          last = e.message; // the admin socket not there yet, or busy: ask again
+          return false;
+        }
         return up ? last === 'UP' : last?.startsWith('DOWN');
       },
-      { timeout, message: `haproxy to see node ${i} ${up ? 'UP' : 'DOWN'} (last: ${last})` },
+      {
+        timeout,
+        message: `haproxy to see node ${i} ${up ? 'UP' : 'DOWN'}`,
+        onTimeout: () => ` (last: ${last})\n--- haproxy output ---\n${haproxyOutput()}`,
+      },
     );
   };
   for (let i = 0; i < nodes; i++) await waitState(i, true);
@@ -165,6 +196,7 @@ export async function startCluster({ nodes = 3, args = [], env = {} } = {}) {
     backends: BACKENDS,
     states,
     waitState,
+    isRunning: (i) => !exited(handles[i].proc),
     /** SIGKILL node i (by its pid); resolves once it is gone and haproxy has taken it out. */
     async killNode(i) {
       const proc = handles[i].proc;
@@ -183,7 +215,7 @@ export async function startCluster({ nodes = 3, args = [], env = {} } = {}) {
       const proc = handles[i].proc;
       await stopProcess(proc, 30000);
       await waitState(i, false);
-      return proc.exitCode;
+      return proc.exitCode ?? proc.signalCode;
     },
     /** Starts node i again on its port, same args; resolves once haproxy has it in again. */
     async restartNode(i) {

@@ -5,7 +5,7 @@
 // const ev = await s.next((e) => e.json?.channel === 'a');  // next matching event (recorded or future)
 // s.close();
 
-import { notify, TimeoutError } from './server.mjs';
+import { notify, TimeoutError, waitFor } from './server.mjs';
 
 export async function openSse(server, channels = [], { headers = {}, timeout = 5000, query = '' } = {}) {
   const qs = channels.map((c) => `channel=${encodeURIComponent(c)}`).join('&') + (query ? `&${query}` : '');
@@ -126,4 +126,67 @@ export async function openSse(server, channels = [], { headers = {}, timeout = 5
     }
   })();
   return s;
+}
+
+/**
+ * An SSE client that survives its node, as EventSource does: when its stream ends or cannot be
+ * opened (the node killed or drained, a proxy error, a 503), it opens `/sse` on the same server
+ * again (through a load balancer: possibly another node) with `Last-Event-ID` = the `id:` of the
+ * last event it got.
+ *
+ * const c = resumingSse(server, ['a', 'b']);   // server: { url }
+ * await c.ready();                              // a stream is open (its rooms joined)
+ * c.messages.a -> [{ data, id }] in arrival order; c.resets -> ['a', ...] (event `reset`)
+ * c.sessions (streams opened so far), c.live, c.lastId; c.close()
+ * `lastEventId` gives the first stream a position, as a page that stored it would.
+ */
+export function resumingSse(server, channels, { lastEventId, retryMs = 100 } = {}) {
+  const c = {
+    channels,
+    messages: Object.fromEntries(channels.map((r) => [r, []])),
+    lastId: lastEventId,
+    resets: [],
+    sessions: 0,
+    live: false,
+    closed: false,
+    stream: null,
+    ready(opts = {}) {
+      return waitFor(() => c.live, { timeout: 10000, message: `SSE client on ${channels}`, ...opts });
+    },
+    close() {
+      c.closed = true;
+      c.stream?.close();
+    },
+  };
+  const record = (ev) => {
+    if (ev.id !== undefined) c.lastId = ev.id;
+    if (ev.event === 'reset') c.resets.push(ev.json?.channel);
+    else if (ev.json?.type === 'message' && ev.json.channel in c.messages) {
+      c.messages[ev.json.channel].push({ data: ev.json.data, id: ev.id });
+    }
+    notify();
+  };
+  (async () => {
+    while (!c.closed) {
+      const headers = c.lastId === undefined ? {} : { 'last-event-id': c.lastId };
+      try {
+        const s = await openSse(server, channels, { headers });
+        c.stream = s;
+        if (s.status === 200) {
+          c.sessions++;
+          c.live = true;
+          notify();
+          // next() resolves with the first event at or after `from`, recorded or future
+          for (let from = 0; ; from++) record(await s.next(() => true, { from, timeout: 2 ** 31 - 1 }));
+        }
+        s.close();
+      } catch {
+        // the stream ended or could not be opened: open it again
+      }
+      c.live = false;
+      notify();
+      if (!c.closed) await new Promise((r) => setTimeout(r, retryMs));
+    }
+  })();
+  return c;
 }

@@ -8,17 +8,18 @@
 // c.messages.a -> [{ data, id }] in arrival order; c.resets -> ['a', ...] (`{"type":"reset"}`)
 // c.sessions (subscribed connections so far), c.live, c.errors (error frames); c.close()
 //
-// A room in which no message has arrived yet is subscribed again without `since`.
+// A room in which no message has arrived yet is subscribed again without `since`; `since`
+// ({ room: id }) gives the first connection a position, as a page that stored its ids would.
 
 import WebSocket from 'ws';
 
 import { notify, waitFor } from './server.mjs';
 
-export function resumingWs(url, rooms, { retryMs = 100 } = {}) {
+export function resumingWs(url, rooms, { since = {}, retryMs = 100 } = {}) {
   const c = {
     rooms,
     messages: Object.fromEntries(rooms.map((r) => [r, []])),
-    lastId: {},
+    lastId: { ...since },
     resets: [],
     errors: [],
     sessions: 0,
