@@ -129,6 +129,11 @@ pub struct RunArgs {
     /// With --tls-ca: the name sent in SNI and checked against the server's certificate.
     #[arg(long, default_value = "localhost", requires = "tls_ca")]
     pub tls_server_name: String,
+    /// A shell command run, and waited for, right before publishing starts (every
+    /// connection open and settled), e.g. `callgrind_control -i on PID` so a profiler
+    /// counts the deliveries only (scripts/bench-instructions).
+    #[arg(long, value_name = "COMMAND")]
+    pub exec_before_publish: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +157,8 @@ pub enum RunError {
     Args(String),
     #[error("the run was not clean: {0}")]
     NotClean(String),
+    #[error("--exec-before-publish: {0}")]
+    Exec(String),
 }
 
 fn plans(args: &RunArgs, mode: WorkerMode, total: u64) -> Vec<WorkerPlan> {
@@ -356,6 +363,9 @@ async fn hold_phases(
             }
         }
     });
+    if let Some(command) = &args.exec_before_publish {
+        exec(command).await?;
+    }
     let outcome = publisher::run(&plan, fleet.received_counter()).await;
     let (load_end, nodes_end) = proc_stats::sample_all(&args.pids)?;
     let (engine_end, _) = proc_stats::sample_all(&args.engine_pids)?;
@@ -437,6 +447,20 @@ async fn hold_phases(
         },
     });
     Ok(())
+}
+
+/// Runs `command` with `sh -c` and waits for it; a failure ends the run.
+async fn exec(command: &str) -> Result<(), RunError> {
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .status()
+        .await
+        .map_err(|e| RunError::Exec(format!("{command}: {e}")))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(RunError::Exec(format!("{command}: {status}"))),
+    }
 }
 
 /// Each node's `roomcast_messages_received_total`, in the cluster scenario
