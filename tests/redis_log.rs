@@ -351,3 +351,49 @@ async fn room_names_under_roomcast_are_reserved_on_redis() {
     assert_eq!(status, 200);
     assert_eq!(data_and_id(&next_json(&mut client).await).0, "after");
 }
+
+/// A resume's replay goes into the client's queue in one go: one larger than
+/// the queue would close it as a slow consumer, and the client, coming back
+/// with the same id, would meet a still larger replay for as long as the log
+/// holds its gap, never getting anything (found by tests/e2e/cluster.test.mjs
+/// at 800 msg/s). A gap the queue holds is replayed; a larger one is a reset,
+/// then live messages.
+#[tokio::test]
+async fn a_gap_larger_than_the_client_queue_is_a_reset_not_a_slow_consumer_loop() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let args = ["--broker", "redis", "--redis-url", &url];
+    let server = Server::start(&[&args[..], &["--client-queue-messages", "50"]].concat()).await;
+    let mut conn = redis.connection().await;
+    let mut first = ws(&server).await;
+    subscribe(&mut first, "room", None).await;
+    fcall(&mut conn, "room", "seen").await;
+    let (_, seen) = data_and_id(&next_json(&mut first).await);
+    drop(first);
+
+    for n in 0..40 {
+        fcall(&mut conn, "room", &format!("a{n}")).await;
+    }
+    let mut back = ws(&server).await;
+    subscribe(&mut back, "room", Some(&seen)).await;
+    let mut last = String::new();
+    for n in 0..40 {
+        let (data, id) = data_and_id(&next_json(&mut back).await);
+        assert_eq!(data, format!("a{n}"), "40 of a queue of 50: replayed");
+        last = id;
+    }
+    drop(back);
+
+    for n in 0..80 {
+        fcall(&mut conn, "room", &format!("b{n}")).await;
+    }
+    let mut away = ws(&server).await;
+    subscribe(&mut away, "room", Some(&last)).await;
+    assert_eq!(
+        next_json(&mut away).await,
+        json!({"type": "reset", "channel": "room"}),
+        "80 do not fit a queue of 50: told"
+    );
+    fcall(&mut conn, "room", "live").await;
+    assert_eq!(data_and_id(&next_json(&mut away).await).0, "live");
+}

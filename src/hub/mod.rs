@@ -525,23 +525,40 @@ impl Hub {
         {
             reset = true;
         }
-        let push = |event: &Event<'_>| {
-            (member.format.encode)(event).is_none_or(|frame| member.outbox.push(frame).is_ok())
-        };
-        let mut queued = 0;
-        let replay: &[Message] = if reset {
-            push(&Event::Reset { room });
-            &[]
+        let replay: Vec<&Message> = if reset {
+            live.iter().collect()
         } else {
-            &read.missed
+            read.missed.iter().chain(&live).collect()
         };
+        let frames: Vec<Option<Frame>> = replay
+            .iter()
+            .map(|message| (member.format.encode)(&Event::Message(message)))
+            .collect();
+        let bytes = frames.iter().flatten().map(Frame::len).sum();
+        // The replay goes into the queue in one go, before the connection
+        // writes any of it: one larger than the queue's room would close it
+        // as a slow consumer, and the client would come back with the same id
+        // to a still larger replay, for as long as the log holds its gap. It
+        // is told instead, and goes on live from here.
+        let fits = member
+            .outbox
+            .has_room(frames.iter().flatten().count(), bytes);
+        if (reset || !fits)
+            && let Some(frame) = (member.format.encode)(&Event::Reset { room })
+        {
+            let _ = member.outbox.push(frame);
+        }
+        let mut queued = 0;
         let mut floor = read_up_to;
-        for message in replay.iter().chain(&live) {
-            // A replay that overflows the queue makes this a slow consumer.
-            if !push(&Event::Message(message)) {
-                break;
+        for (message, frame) in replay.iter().zip(frames) {
+            if fits {
+                // Pushes from other rooms can still fill the queue meanwhile:
+                // then this is a slow consumer.
+                if frame.is_some_and(|frame| member.outbox.push(frame).is_err()) {
+                    break;
+                }
+                queued += 1;
             }
-            queued += 1;
             floor = floor.max(message.id);
         }
         self.history.hold(&mut shard, room, member.client, floor);

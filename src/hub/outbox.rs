@@ -179,6 +179,15 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether `frames` more frames of `bytes` in all fit in the queue now. A
+    /// resume checks its replay with it before queueing it in one go.
+    pub fn has_room(&self, frames: usize, bytes: usize) -> bool {
+        let state = self.lock();
+        state.closed.is_none()
+            && state.frames.len() + frames <= state.limits.max_frames
+            && state.bytes + bytes <= state.limits.max_bytes
+    }
+
     /// Takes the next frame, if any.
     pub fn pop(&self) -> Option<Frame> {
         let mut state = self.lock();
