@@ -7,12 +7,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::brokers::interest::{Interest, Subscribed, Tracker};
-use crate::brokers::{Broker, BrokerError, Sink, memory::MemoryBroker, nats, redis};
+use crate::brokers::{
+    Broker, BrokerError, LogBounds, Logged, Sink, memory::MemoryBroker, nats, redis,
+};
 use crate::config::{BrokerConfig, RedisSubscribe, ServeArgs};
 use crate::emitter::{self, Emitter};
 use crate::http::{self, AppState};
 use crate::hub::{
-    self, Hub, LogFuture, LogId, LogPosition, LogRead, Message, Ready, RoomInterest, RoomLog,
+    self, Hub, LogEntry, LogFuture, LogId, LogPosition, LogRead, Ready, RoomInterest, RoomLog,
     RoomNamePolicy, WireId,
 };
 use crate::ingest::mqtt;
@@ -152,19 +154,37 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
         } => {
             let interest = Interest::new("nats", linger, nats::check_room, |_: &str| false);
             hub.set_interest(Arc::new(HubInterest(interest.clone())));
+            // The room log is the history every node shares; none without one.
+            let log = (args.hub.history_size > 0).then(|| LogBounds {
+                max_len: args.hub.history_size,
+                ttl: args.hub.history_ttl(),
+            });
             let options = nats::NatsOptions {
                 urls,
                 prefix,
                 ca_file,
+                log,
             };
-            Arc::new(
+            let logging = hub.clone();
+            let sink = sink.with_logged(move |room: &str, payload: Bytes, at: Logged| {
+                let position = LogPosition {
+                    epoch: at.epoch,
+                    prev: at.prev,
+                };
+                logging.deliver_logged(room, payload, at.n, position);
+            });
+            let broker = Arc::new(
                 nats::start(options, interest, sink, &shutdown)
                     .await
                     .map_err(|source| ServeError::Broker {
                         broker: "nats",
                         source,
                     })?,
-            )
+            );
+            if log.is_some() {
+                hub.set_log(Arc::new(NatsRoomLog(broker.clone())));
+            }
+            broker
         }
         BrokerConfig::Redis {
             url,
@@ -187,7 +207,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             let mut options = redis_options(ca_file.as_deref()).map_err(broker_error)?;
             // The room log is the history every node shares; none without one.
             if args.hub.history_size > 0 {
-                options.log = Some(redis::LogBounds {
+                options.log = Some(LogBounds {
                     max_len: args.hub.history_size,
                     ttl: args.hub.history_ttl(),
                 });
@@ -424,30 +444,46 @@ impl RoomLog for RedisRoomLog {
                 epoch: Some(after.epoch),
             }
             .epoch_text();
-            let reset = read.is_gap(&client_epoch, after.n);
-            let missed = match (reset, epoch) {
-                (false, Some(epoch)) => read
-                    .entries
-                    .into_iter()
-                    .map(|entry| Message {
-                        room: room.clone(),
-                        payload: entry.payload,
-                        id: entry.id,
-                        ts: entry.id >> 16,
-                        log: Some(LogPosition {
-                            epoch,
-                            prev: entry.prev,
-                        }),
-                    })
-                    .collect(),
-                _ => Vec::new(),
+            let gap = read.is_gap(&client_epoch, after.n);
+            let entries = read.entries.into_iter().map(|entry| LogEntry {
+                id: entry.id,
+                prev: entry.prev,
+                ts: entry.id >> 16,
+                payload: entry.payload,
+            });
+            Ok(LogRead::found(&room, epoch, gap, read.newest, entries))
+        })
+    }
+}
+
+/// The hub's [`RoomLog`] onto the NATS broker's stream reads.
+struct NatsRoomLog(Arc<nats::NatsBroker>);
+
+impl RoomLog for NatsRoomLog {
+    fn read(&self, room: &str, after: LogId) -> LogFuture {
+        let (broker, room) = (self.0.clone(), Arc::<str>::from(room));
+        Box::pin(async move {
+            let read = broker
+                .read_log(&room, after.n)
+                .await
+                .map_err(|error| error.to_string())?;
+            let gap = read.is_gap(after.epoch, after.n);
+            // What the client is given up to: the last entry read (a flood
+            // may have added more since, which come live), or on a reset
+            // the room's newest.
+            let newest = match gap {
+                true => read.newest,
+                false => read.entries.last().map_or(0, |last| last.seq),
             };
-            Ok(LogRead {
-                reset: reset || epoch.is_none(),
-                missed,
-                newest: read.newest,
-                epoch,
-            })
+            // Each entry follows the one before it in the room.
+            let mut prev = 0;
+            let entries = read.entries.into_iter().map(|entry| LogEntry {
+                id: entry.seq,
+                prev: std::mem::replace(&mut prev, entry.seq),
+                ts: entry.time_ms,
+                payload: entry.payload,
+            });
+            Ok(LogRead::found(&room, read.epoch, gap, newest, entries))
         })
     }
 }

@@ -1,7 +1,7 @@
 //! One hub/transport suite run against every engine: memory, Redis per-room
 //! (`--redis-subscribe rooms`), Redis pattern (`--redis-subscribe pattern`),
-//! Redis Cluster (3 masters) and NATS, each on real servers this test starts
-//! on free ports.
+//! Redis Cluster (3 masters) and NATS (core, and with JetStream: the room
+//! log), each on real servers this test starts on free ports.
 //!
 //! The scenarios: a join acknowledged on Socket.IO, `/ws` or `/sse` is
 //! followed by a publish from outside (the engine's own client: `PUBLISH`,
@@ -42,7 +42,10 @@ enum Engine {
     RedisRooms,
     RedisPattern,
     RedisCluster,
+    /// Core NATS (a server without JetStream: no room log).
     Nats,
+    /// NATS with JetStream: the room log's stream, republished subjects.
+    NatsJetStream,
 }
 
 /// An engine's server (none for memory) and how nodes and back ends reach it.
@@ -100,8 +103,11 @@ impl Bed {
                     owners: HashMap::new(),
                 };
             }
-            Engine::Nats => {
-                let nats = NatsServer::start().await;
+            Engine::Nats | Engine::NatsJetStream => {
+                let nats = match engine {
+                    Engine::NatsJetStream => NatsServer::jetstream().await,
+                    _ => NatsServer::start().await,
+                };
                 bed.outside = Outside::Nats(async_nats::connect(nats.url()).await.unwrap());
                 bed.nats = Some(nats);
             }
@@ -138,7 +144,9 @@ impl Bed {
                 args.extend(["--redis-url", &url, "--redis-subscribe", "pattern"])
             }
             Engine::RedisCluster => args.extend(["--broker", "redis-cluster", "--redis-url", &url]),
-            Engine::Nats => args.extend(["--broker", "nats", "--nats-url", &url]),
+            Engine::Nats | Engine::NatsJetStream => {
+                args.extend(["--broker", "nats", "--nats-url", &url])
+            }
         }
         args.extend_from_slice(extra);
         let server = Server::start(&args).await;
@@ -205,7 +213,7 @@ impl Bed {
                 (ANY, &[])
             }
             // A dot makes subject tokens; empty tokens, whitespace, `*`, `>` are refused.
-            Engine::Nats => (
+            Engine::Nats | Engine::NatsJetStream => (
                 &["a.b", "ünï:1", "x/y#z"],
                 &["a b", "a..b", ".a", "a.", "a*", "a.>"],
             ),
@@ -575,6 +583,7 @@ engine_suite!(redis_rooms, Engine::RedisRooms);
 engine_suite!(redis_pattern, Engine::RedisPattern);
 engine_suite!(redis_cluster, Engine::RedisCluster);
 engine_suite!(nats, Engine::Nats);
+engine_suite!(nats_jetstream, Engine::NatsJetStream);
 
 /// Several nodes on one engine (memory is one node by design).
 mod two_nodes {
@@ -598,5 +607,10 @@ mod two_nodes {
     #[tokio::test]
     async fn nats() {
         two_nodes_see_each_others_publishes(Engine::Nats).await;
+    }
+
+    #[tokio::test]
+    async fn nats_jetstream() {
+        two_nodes_see_each_others_publishes(Engine::NatsJetStream).await;
     }
 }

@@ -10,36 +10,16 @@ mod support;
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use support::next_json;
 use support::redis::RedisServer;
+use support::resume::{data_and_id, subscribe, told_reset, ws};
 use support::server::Server;
-
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn node(redis: &RedisServer) -> Server {
     Server::start(&["--broker", "redis", "--redis-url", &redis.url()]).await
-}
-
-async fn ws(server: &Server) -> Ws {
-    let port = server.running.local_addr.port();
-    connect_async(format!("ws://127.0.0.1:{port}/ws"))
-        .await
-        .expect("websocket handshake")
-        .0
-}
-
-/// Subscribes to `room` (after `since`, if given) and checks the `ok`.
-async fn subscribe(ws: &mut Ws, room: &str, since: Option<&str>) {
-    let mut request = json!({"op": "subscribe", "channel": room, "id": 1});
-    if let Some(since) = since {
-        request["since"] = json!(since);
-    }
-    ws.send(Message::text(request.to_string())).await.unwrap();
-    assert_eq!(next_json(ws).await, json!({"type": "ok", "id": 1}));
 }
 
 /// What a back end runs: `FCALL roomcast_publish 1 <room> <payload>`. The
@@ -63,17 +43,6 @@ async fn fcall(conn: &mut redis::aio::MultiplexedConnection, room: &str, data: &
             Err(error) => panic!("roomcast_publish: {error}"),
         }
     }
-}
-
-fn data_and_id(message: &Value) -> (String, String) {
-    (
-        // A payload that parses as JSON comes as that JSON (numbers here).
-        match &message["data"] {
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
-        },
-        message["id"].as_str().unwrap_or_default().to_string(),
-    )
 }
 
 #[tokio::test]
@@ -141,37 +110,19 @@ async fn logged_ids_are_the_logs_and_a_client_resumes_on_another_node() {
     assert!(quiet.is_err(), "nothing twice: {quiet:?}");
 
     // SSE on node A resumes the same way from Last-Event-ID.
-    let port = a.running.local_addr.port();
-    let mut sse = support::sse::RawSse::open_with(port, "room", &ids[1]).await;
-    sse.until(&format!("id: {}\n", ids[3])).await;
-    assert!(
-        sse.text().contains(&format!("id: {}\n", ids[2])),
-        "{}",
-        sse.text()
-    );
-    assert!(
-        !sse.text().contains(&format!("id: {}\n", ids[1])),
-        "{}",
-        sse.text()
-    );
+    support::resume::sse_resumes(&a, "room", &ids[1], &ids[2..4]).await;
 
     // An id of another epoch cannot be resumed: the client is told.
     let mut stranger = ws(&b).await;
     subscribe(&mut stranger, "room", Some(&format!("zz{epoch}:{n}"))).await;
-    assert_eq!(
-        next_json(&mut stranger).await,
-        json!({"type": "reset", "channel": "room"})
-    );
+    told_reset(&mut stranger, "room").await;
     // Nor one from before the log was flushed.
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     fcall(&mut conn, "room", "after flush").await;
     next_json(&mut watcher).await;
     let mut late = ws(&a).await;
     subscribe(&mut late, "room", Some(&ids[3])).await;
-    assert_eq!(
-        next_json(&mut late).await,
-        json!({"type": "reset", "channel": "room"})
-    );
+    told_reset(&mut late, "room").await;
     fcall(&mut conn, "room", "live").await;
     assert_eq!(data_and_id(&next_json(&mut late).await).0, "live");
 }
@@ -197,47 +148,8 @@ async fn a_resume_during_a_flood_gets_each_message_once_in_order() {
             }
         }
     });
-    let mut seen = Vec::new();
-    for _ in 0..COUNT {
-        seen.push(data_and_id(&next_json(&mut watcher).await));
-        if seen.len() == 100 {
-            break;
-        }
-    }
-    // Resume from the 100th while the publisher is still going; the watcher
-    // reads on meanwhile (unread, it would be closed as a slow consumer).
-    let since = seen[99].1.clone();
-    let watching = tokio::spawn(async move {
-        while seen.len() < COUNT {
-            let next = tokio::time::timeout(Duration::from_secs(5), next_json(&mut watcher)).await;
-            let Ok(next) = next else {
-                panic!("watcher stalled after {}: {:?}", seen.len(), seen.last());
-            };
-            seen.push(data_and_id(&next));
-        }
-        seen
-    });
-    let mut back = ws(&b).await;
-    subscribe(&mut back, "flood", Some(&since)).await;
-    let mut got = Vec::new();
-    while got
-        .last()
-        .is_none_or(|(data, _): &(String, String)| data != &(COUNT - 1).to_string())
-    {
-        let next = tokio::time::timeout(Duration::from_secs(5), next_json(&mut back)).await;
-        let Ok(next) = next else {
-            panic!(
-                "stalled after {} resumed: {:?}",
-                got.len(),
-                &got[got.len().saturating_sub(3)..]
-            );
-        };
-        got.push(data_and_id(&next));
-    }
-    let seen = watching.await.unwrap();
+    support::resume::a_resume_during_a_flood(watcher, &b, "flood", COUNT).await;
     publisher.await.unwrap();
-    assert_eq!(got.len(), COUNT - 100, "each message after the id once");
-    assert_eq!(got, seen[100..], "in the order every node delivers them");
 }
 
 /// A Redis without Functions (before 7.0; here 7.0 with `FCALL` and

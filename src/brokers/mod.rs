@@ -24,10 +24,12 @@ use bytes::Bytes;
 #[derive(Clone)]
 pub struct Sink {
     deliver: Arc<Deliver>,
+    logged: Option<Arc<DeliverLogged>>,
     wants: Arc<Wants>,
 }
 
 type Deliver = dyn Fn(&str, Bytes) + Send + Sync;
+type DeliverLogged = dyn Fn(&str, Bytes, Logged) + Send + Sync;
 type Wants = dyn Fn(&str) -> bool + Send + Sync;
 
 impl Sink {
@@ -35,6 +37,7 @@ impl Sink {
     pub fn new(deliver: impl Fn(&str, Bytes) + Send + Sync + 'static) -> Sink {
         Sink {
             deliver: Arc::new(deliver),
+            logged: None,
             wants: Arc::new(|_: &str| true),
         }
     }
@@ -48,13 +51,54 @@ impl Sink {
         }
     }
 
+    /// The same sink, handing logged messages (an engine whose log numbers
+    /// each message as it delivers it: JetStream) to `logged`.
+    pub fn with_logged(self, logged: impl Fn(&str, Bytes, Logged) + Send + Sync + 'static) -> Sink {
+        Sink {
+            logged: Some(Arc::new(logged)),
+            ..self
+        }
+    }
+
     pub fn deliver(&self, channel: &str, payload: Bytes) {
         (self.deliver)(channel, payload)
+    }
+
+    /// Delivers a logged message; a sink with no place for them delivers it
+    /// as a plain one.
+    pub fn deliver_logged(&self, channel: &str, payload: Bytes, at: Logged) {
+        match &self.logged {
+            Some(logged) => logged(channel, payload, at),
+            None => (self.deliver)(channel, payload),
+        }
     }
 
     pub fn wants(&self, channel: &str) -> bool {
         (self.wants)(channel)
     }
+}
+
+/// How much of each room an engine's log keeps (`--history-size`,
+/// `--history-ttl-s`).
+#[derive(Debug, Clone, Copy)]
+pub struct LogBounds {
+    /// Entries per room (Redis `MAXLEN ~`, JetStream `max_msgs_per_subject`).
+    pub max_len: usize,
+    /// Redis: how long a room's stream outlives its last write; JetStream:
+    /// how long each message is kept (`max_age`).
+    pub ttl: std::time::Duration,
+}
+
+/// Where a logged message sits in its engine's log, as the broker read it
+/// with the message: the hub gives it its id (docs/RECOVERY.md, "The id").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Logged {
+    /// The life of the log.
+    pub epoch: u64,
+    /// The message's number in the log.
+    pub n: u64,
+    /// The number of the room's previous entry (0: none).
+    pub prev: u64,
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -42,7 +42,7 @@ pub use interest::{Ready, RoomInterest};
 pub use latest::CachePolicy;
 use latest::Latest;
 pub use outbox::{Frame, Outbox, OutboxLimits, PushError, StallLimit};
-pub use resume::{Held, LogFuture, LogRead, RoomLog};
+pub use resume::{Held, LogEntry, LogFuture, LogRead, RoomLog};
 use rooms::Rooms;
 pub use rooms::{
     RoomChars, RoomError, RoomInfo, RoomNamePolicy, validate_room_name, validate_room_name_with,

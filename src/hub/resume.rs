@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::{Hub, LogId, Member, Message};
+use super::{Hub, LogId, LogPosition, Member, Message};
 
 /// A log read in flight.
 pub type LogFuture = Pin<Box<dyn Future<Output = Result<LogRead, String>> + Send>>;
@@ -22,6 +22,17 @@ pub trait RoomLog: Send + Sync {
     /// The entries of `room`'s log after `after`, or a reset when what
     /// came between cannot be known. `Err`: the log could not be read.
     fn read(&self, room: &str, after: LogId) -> LogFuture;
+}
+
+/// One entry of a room's log as an engine read it.
+#[derive(Debug)]
+pub struct LogEntry {
+    pub id: u64,
+    /// The id of the room's previous entry (0: none or unknown).
+    pub prev: u64,
+    /// When it was written, ms since the Unix epoch.
+    pub ts: u64,
+    pub payload: bytes::Bytes,
 }
 
 /// What a log read found after a client's id.
@@ -38,6 +49,44 @@ pub struct LogRead {
 }
 
 impl LogRead {
+    /// What an engine's read of `room` found in the log of `epoch`
+    /// (`None`: there is no log): a reset when there is none or `gap` (the
+    /// engine's rules), else `entries` as the room's missed messages.
+    pub fn found(
+        room: &Arc<str>,
+        epoch: Option<u64>,
+        gap: bool,
+        newest: u64,
+        entries: impl IntoIterator<Item = LogEntry>,
+    ) -> LogRead {
+        match epoch {
+            Some(epoch) if !gap => LogRead {
+                reset: false,
+                missed: entries
+                    .into_iter()
+                    .map(|entry| Message {
+                        room: room.clone(),
+                        payload: entry.payload,
+                        id: entry.id,
+                        ts: entry.ts,
+                        log: Some(LogPosition {
+                            epoch,
+                            prev: entry.prev,
+                        }),
+                    })
+                    .collect(),
+                newest,
+                epoch: Some(epoch),
+            },
+            _ => LogRead {
+                reset: true,
+                missed: Vec::new(),
+                newest,
+                epoch,
+            },
+        }
+    }
+
     /// A read that can only say "reset": no log here, or it was lost.
     pub fn reset() -> LogRead {
         LogRead {

@@ -23,6 +23,7 @@ pub mod conformance;
 pub mod http;
 pub mod nats;
 pub mod redis;
+pub mod resume;
 pub mod server;
 pub mod socketio;
 pub mod sse;

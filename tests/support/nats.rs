@@ -11,6 +11,8 @@ use super::{eventually, free_port, free_ports};
 pub struct NatsServer {
     pub port: u16,
     child: Option<Child>,
+    /// JetStream's store, when on (removed after the server is killed).
+    store: Option<super::TempDir>,
 }
 
 impl NatsServer {
@@ -22,6 +24,16 @@ impl NatsServer {
     /// One server with more `nats-server` flags (`--user`, `--auth`, `--tls`…).
     pub async fn start_with(extra: &[&str]) -> NatsServer {
         Self::spawn(free_port(), extra).await
+    }
+
+    /// One server with JetStream on (`-js`), storing in its own scratch
+    /// directory (never the shared default under /tmp).
+    pub async fn jetstream() -> NatsServer {
+        let store = super::TempDir::new("nats-js");
+        let dir = store.str("js");
+        let mut server = Self::spawn(free_port(), &["-js", "-sd", &dir]).await;
+        server.store = Some(store);
+        server
     }
 
     /// `n` servers routed into one cluster.
@@ -70,6 +82,7 @@ impl NatsServer {
         NatsServer {
             port,
             child: Some(child),
+            store: None,
         }
     }
 
@@ -89,5 +102,6 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+        drop(self.store.take());
     }
 }

@@ -111,14 +111,7 @@ pub struct RedisOptions {
     pub log: Option<LogBounds>,
 }
 
-/// How much of each room the log keeps.
-#[derive(Debug, Clone, Copy)]
-pub struct LogBounds {
-    /// Entries per room (`MAXLEN ~`).
-    pub max_len: usize,
-    /// How long a room's stream outlives its last write.
-    pub ttl: Duration,
-}
+pub use super::LogBounds;
 
 impl Default for RedisOptions {
     fn default() -> Self {

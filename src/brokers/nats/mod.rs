@@ -1,7 +1,13 @@
 //! The NATS broker: room `R` is subject `<prefix>.R`; this node subscribes
-//! the subject of every room with members here (the [`Interest`] tracker)
-//! and publishes with plain `PUB`, so any NATS client publishing to the
-//! subject reaches the room.
+//! every room with members here (the [`Interest`] tracker), and any NATS
+//! client publishing to the subject reaches the room.
+//!
+//! With the room log on (`--history-size` > 0) and JetStream on the server,
+//! one stream keeps every room subject ([`log`]) and republishes what it
+//! stored: a node subscribes a room's republished subject, whose messages
+//! carry their sequence (the id), and publishes through JetStream, answering
+//! once the stream acknowledged. Without JetStream on the server: said once,
+//! then plain core NATS (`PUB`, the room subject), as without the log.
 //!
 //! Owns: one `async-nats` client (a list of servers: it reconnects to another
 //! one of the cluster when one dies; user/password or a token in the URL,
@@ -24,6 +30,9 @@
 //!
 //! Called by `server`, which builds it with [`start`].
 
+pub mod log;
+mod stream;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +43,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::interest::Interest;
-use super::{BoxFuture, Broker, BrokerError, Sink};
+use super::{BoxFuture, Broker, BrokerError, LogBounds, Sink};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 
@@ -47,6 +56,8 @@ pub struct NatsOptions {
     pub prefix: String,
     /// PEM CA that alone is trusted for TLS servers.
     pub ca_file: Option<PathBuf>,
+    /// The room log's bounds; `None`: no log (plain core NATS).
+    pub log: Option<LogBounds>,
 }
 
 /// Why `room` cannot be a NATS subject token sequence, if it cannot.
@@ -144,6 +155,7 @@ pub struct NatsBroker {
     client: async_nats::Client,
     prefix: String,
     live: Arc<AtomicBool>,
+    log: Option<Arc<stream::Log>>,
 }
 
 /// Connects (in the background: an unreachable server is not an error here)
@@ -198,9 +210,13 @@ pub async fn start(
         .connect(addrs)
         .await
         .map_err(|e| config(format!("NATS: {e}")))?;
+    let log = options
+        .log
+        .map(|bounds| Arc::new(stream::Log::new(&client, &options.prefix, bounds)));
     let task = Subscriptions {
         client: client.clone(),
         prefix: options.prefix.clone(),
+        log: log.clone(),
         interest,
         sink,
         live: live.clone(),
@@ -222,6 +238,7 @@ pub async fn start(
         client,
         prefix: options.prefix,
         live,
+        log,
     })
 }
 
@@ -229,6 +246,9 @@ pub async fn start(
 struct Subscriptions {
     client: async_nats::Client,
     prefix: String,
+    /// The room log, when on: checked (made) before the rooms are
+    /// subscribed, which says which subject each room is received on.
+    log: Option<Arc<stream::Log>>,
     interest: Interest,
     sink: Sink,
     live: Arc<AtomicBool>,
@@ -301,6 +321,12 @@ impl Subscriptions {
     }
 
     async fn resubscribe(&mut self) {
+        if let Some(log) = &self.log
+            && let Err(error) = log.ensure().await
+        {
+            tracing::warn!(%error, "nats: cannot set up the room log stream; retrying");
+            return;
+        }
         if self.send_batch().await {
             self.live.store(true, Ordering::SeqCst);
             telemetry::broker_up("nats", true);
@@ -317,8 +343,12 @@ impl Subscriptions {
                 reader.abort();
             }
         }
+        let logged = self.log.as_ref().filter(|log| log.is_on()).cloned();
         for room in &batch.subscribe {
-            let subject = format!("{}.{room}", self.prefix);
+            let subject = match &logged {
+                Some(_) => log::live_subject(&self.prefix, room),
+                None => format!("{}.{room}", self.prefix),
+            };
             let mut subscriber = match self.client.subscribe(subject).await {
                 Ok(subscriber) => subscriber,
                 Err(error) => {
@@ -327,8 +357,9 @@ impl Subscriptions {
                     return false;
                 }
             };
-            let (sink, skip) = (self.sink.clone(), self.prefix.len() + 1);
+            let (sink, prefix) = (self.sink.clone(), self.prefix.clone());
             let stop = self.shutdown.clone();
+            let logged = logged.clone();
             let reader = self.shutdown.spawn(async move {
                 loop {
                     // Ends on shutdown too, so the drain does not wait for it.
@@ -338,8 +369,13 @@ impl Subscriptions {
                     };
                     let Some(message) = message else { return };
                     telemetry::messages_received("nats", 1);
-                    if let Some(room) = message.subject.as_str().get(skip..) {
-                        sink.deliver(room, message.payload);
+                    match &logged {
+                        Some(log) => log.deliver(&sink, message),
+                        None => {
+                            if let Some(room) = message.subject.as_str().get(prefix.len() + 1..) {
+                                sink.deliver(room, message.payload);
+                            }
+                        }
                     }
                 }
             });
@@ -414,15 +450,28 @@ impl Broker for NatsBroker {
                 ));
             }
             let subject = format!("{}.{channel}", self.prefix);
-            self.client
-                .publish(subject, payload)
-                .await
-                .map_err(|e| BrokerError::Unavailable(format!("NATS publish: {e}")))?;
-            match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
-                Ok(Ok(())) if self.is_ready() => Ok(()),
-                _ => Err(BrokerError::Unavailable(
+            let confirmed = match self.log.as_ref().filter(|log| log.is_on()) {
+                // Acknowledged = stored in the room's log.
+                Some(log) => log.publish(subject, payload).await,
+                None => {
+                    self.client
+                        .publish(subject, payload)
+                        .await
+                        .map_err(|e| BrokerError::Unavailable(format!("NATS publish: {e}")))?;
+                    match tokio::time::timeout(Duration::from_secs(5), self.client.flush()).await {
+                        Ok(Ok(())) => Ok(()),
+                        _ => Err(BrokerError::Unavailable(
+                            "NATS did not confirm the publish".into(),
+                        )),
+                    }
+                }
+            };
+            match confirmed {
+                Ok(()) if self.is_ready() => Ok(()),
+                Ok(()) => Err(BrokerError::Unavailable(
                     "NATS did not confirm the publish while this node was subscribed".into(),
                 )),
+                Err(error) => Err(error),
             }
         })
     }
@@ -434,6 +483,22 @@ impl Broker for NatsBroker {
 
     fn name(&self) -> &'static str {
         "nats"
+    }
+}
+
+impl NatsBroker {
+    /// Reads `room`'s log after sequence `after`. A node whose server has
+    /// no JetStream (or with the log off) has no log: the read finds no
+    /// stream, which tells every resuming client reset.
+    pub async fn read_log(&self, room: &str, after: u64) -> Result<log::Read, BrokerError> {
+        check_room(room).map_err(BrokerError::Refused)?;
+        match self.log.as_ref().filter(|log| log.is_on()) {
+            Some(log) => log
+                .read(room, after)
+                .await
+                .map_err(BrokerError::Unavailable),
+            None => Ok(log::Read::default()),
+        }
     }
 }
 

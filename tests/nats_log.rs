@@ -1,0 +1,257 @@
+//! The room log on a real `nats-server -js` (docs/RECOVERY.md, "NATS
+//! JetStream"): a message published to a room subject by a plain NATS
+//! client is kept in the stream and carries its sequence (`<epoch>:<n>`) on
+//! every node; roomcast's own publishes are answered once stored; a client
+//! that comes back to *another* node with `since` (or `Last-Event-ID`) gets
+//! exactly what it missed, in order, then live, also during a flood; an id
+//! of another epoch, from before the stream was deleted, or older than what
+//! the room keeps gets the reset signal. A server without JetStream: plain
+//! core NATS, node-local ids.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use support::nats::NatsServer;
+use support::next_json;
+use support::resume::{data_and_id, subscribe, told_reset, ws};
+use support::server::Server;
+
+/// The stream roomcast makes for the default prefix.
+const STREAM: &str = "roomcast_roomcast";
+
+async fn node(nats: &NatsServer, extra: &[&str]) -> Server {
+    let url = nats.url();
+    let mut flags = vec!["--broker", "nats", "--nats-url", &url, "--api-key", "k"];
+    flags.extend_from_slice(extra);
+    support::init_logs();
+    let server = Server::start(&flags).await;
+    let broker = server.running.broker.clone();
+    support::wait_until(Duration::from_secs(20), "the NATS broker is ready", || {
+        broker.is_ready()
+    })
+    .await;
+    server
+}
+
+/// What any back end does: a plain NATS publish to the room's subject,
+/// flushed (JetStream keeps it; no roomcast involved).
+async fn publish(client: &async_nats::Client, room: &str, data: &str) {
+    client
+        .publish(format!("roomcast.{room}"), data.to_string().into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+}
+
+async fn publish_http(node: &Server, room: &str, data: &str) {
+    let body = json!({"channel": room, "data": data}).to_string();
+    let (status, reply) = node.json("POST", "/api/publish", Some("k"), &body).await;
+    assert_eq!((status, &reply["ok"]), (200, &json!(true)), "{reply}");
+}
+
+#[tokio::test]
+async fn logged_ids_are_the_streams_and_a_client_resumes_on_another_node() {
+    let nats = NatsServer::jetstream().await;
+    let (a, b) = (node(&nats, &[]).await, node(&nats, &[]).await);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+
+    let mut on_a = ws(&a).await;
+    subscribe(&mut on_a, "room", None).await;
+    let mut watcher = ws(&b).await;
+    subscribe(&mut watcher, "room", None).await;
+    publish(&client, "room", "one").await;
+    let (data, seen) = data_and_id(&next_json(&mut on_a).await);
+    assert_eq!(data, "one");
+    let (epoch, n) = seen.split_once(':').expect("a logged id names its epoch");
+    assert_eq!(n, "1", "the stream's first sequence: {seen}");
+    assert!(!epoch.is_empty(), "{seen}");
+    assert_eq!(
+        data_and_id(&next_json(&mut watcher).await),
+        ("one".to_string(), seen.clone()),
+        "the same id on every node"
+    );
+
+    // The client goes away; three are published (one through roomcast,
+    // answered once stored); it comes back to node B.
+    drop(on_a);
+    publish(&client, "room", "two").await;
+    publish_http(&a, "room", "three").await;
+    publish(&client, "other", "elsewhere").await;
+    publish(&client, "room", "four").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(data_and_id(&next_json(&mut watcher).await).1);
+    }
+    let mut back = ws(&b).await;
+    subscribe(&mut back, "room", Some(&seen)).await;
+    publish(&client, "room", "five").await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(data_and_id(&next_json(&mut back).await));
+    }
+    ids.push(data_and_id(&next_json(&mut watcher).await).1);
+    assert_eq!(
+        got,
+        ["two", "three", "four", "five"]
+            .iter()
+            .zip(&ids)
+            .map(|(d, id)| (d.to_string(), id.clone()))
+            .collect::<Vec<_>>(),
+        "what it missed from the log, then live, once each"
+    );
+    assert_eq!(ids[2], format!("{epoch}:5"), "one sequence for every room");
+    let quiet = tokio::time::timeout(Duration::from_millis(300), next_json(&mut back)).await;
+    assert!(quiet.is_err(), "nothing twice: {quiet:?}");
+
+    // SSE on node A resumes the same way from Last-Event-ID.
+    support::resume::sse_resumes(&a, "room", &ids[1], &ids[2..4]).await;
+
+    // An id of another epoch cannot be resumed: the client is told.
+    let mut stranger = ws(&b).await;
+    subscribe(&mut stranger, "room", Some(&format!("zz{epoch}:{n}"))).await;
+    told_reset(&mut stranger, "room").await;
+
+    // Nor one from before the stream was deleted: roomcast's next publish
+    // makes it again, under a new epoch.
+    let js = async_nats::jetstream::new(client.clone());
+    js.delete_stream(STREAM).await.unwrap();
+    publish_http(&a, "room", "after delete").await;
+    let (_, renewed) = data_and_id(&next_json(&mut watcher).await);
+    let (new_epoch, new_n) = renewed.split_once(':').unwrap();
+    assert_ne!(new_epoch, epoch, "{renewed}");
+    assert_eq!(new_n, "1");
+    let mut late = ws(&a).await;
+    subscribe(&mut late, "room", Some(&ids[3])).await;
+    told_reset(&mut late, "room").await;
+    publish(&client, "room", "live").await;
+    assert_eq!(data_and_id(&next_json(&mut late).await).0, "live");
+}
+
+/// `--history-size 3`: a client away for more than three messages of its
+/// room is told reset; one away for fewer gets them.
+#[tokio::test]
+async fn a_client_past_the_rooms_limit_is_told_reset() {
+    let nats = NatsServer::jetstream().await;
+    let (a, b) = (
+        node(&nats, &["--history-size", "3"]).await,
+        node(&nats, &["--history-size", "3"]).await,
+    );
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut watcher = ws(&a).await;
+    subscribe(&mut watcher, "room", None).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        publish(&client, "room", &i.to_string()).await;
+        ids.push(data_and_id(&next_json(&mut watcher).await).1);
+    }
+    // Kept: 3, 4, 5. After 3: it is kept, so nothing after it was dropped.
+    let mut near = ws(&b).await;
+    subscribe(&mut near, "room", Some(&ids[3])).await;
+    for expected in &ids[4..] {
+        assert_eq!(&data_and_id(&next_json(&mut near).await).1, expected);
+    }
+    // After 1: 2 was dropped.
+    let mut far = ws(&b).await;
+    subscribe(&mut far, "room", Some(&ids[1])).await;
+    told_reset(&mut far, "room").await;
+    publish(&client, "room", "live").await;
+    assert_eq!(data_and_id(&next_json(&mut far).await).0, "live");
+}
+
+/// The race between reading the log and live messages: a client resumes on
+/// another node while a plain NATS client keeps publishing; it must get
+/// every message after its id exactly once, in order, across the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resume_during_a_flood_gets_each_message_once_in_order() {
+    const COUNT: usize = 1500;
+    let nats = NatsServer::jetstream().await;
+    // The room keeps every message of the run: no reset is right here.
+    let size = ["--history-size", "5000"];
+    let (a, b) = (node(&nats, &size).await, node(&nats, &size).await);
+    let mut watcher = ws(&a).await;
+    subscribe(&mut watcher, "flood", None).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    publish(&client, "flood", "0").await;
+    let publisher = tokio::spawn(async move {
+        for i in 1..COUNT {
+            client
+                .publish("roomcast.flood", i.to_string().into())
+                .await
+                .unwrap();
+            if i % 10 == 0 {
+                client.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        client.flush().await.unwrap();
+    });
+    support::resume::a_resume_during_a_flood(watcher, &b, "flood", COUNT).await;
+    publisher.await.unwrap();
+}
+
+/// A publish through roomcast is answered 200 only once the stream holds it.
+#[tokio::test]
+async fn an_acknowledged_publish_is_stored() {
+    let nats = NatsServer::jetstream().await;
+    let a = node(&nats, &[]).await;
+    publish_http(&a, "stored", "kept").await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(STREAM).await.unwrap();
+    let message = stream
+        .direct_get_last_for_subject("roomcast.stored")
+        .await
+        .expect("in the stream when the 200 came");
+    assert_eq!(&message.payload[..], b"kept");
+}
+
+/// What the design rests on (docs/RECOVERY.md): the stream republishes
+/// each stored message with its sequence and the previous sequence of the
+/// *same subject*, which lets a node see it holds a room without a hole.
+#[tokio::test]
+async fn republished_messages_carry_the_rooms_previous_sequence() {
+    use futures_util::StreamExt;
+    let nats = NatsServer::jetstream().await;
+    let _node = node(&nats, &[]).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut republished = client.subscribe("_roomcast.roomcast.*.room").await.unwrap();
+    client.flush().await.unwrap();
+    for (room, data) in [("room", "a"), ("other", "b"), ("room", "c")] {
+        publish(&client, room, data).await;
+    }
+    let mut positions = Vec::new();
+    for _ in 0..2 {
+        let message = republished.next().await.unwrap();
+        let headers = message.headers.unwrap();
+        let header = |name: &str| headers.get(name).unwrap().as_str().to_string();
+        positions.push((header("Nats-Sequence"), header("Nats-Last-Sequence")));
+    }
+    assert_eq!(
+        positions,
+        [("1".into(), "0".into()), ("3".into(), "1".into())],
+        "the room's previous, not the stream's"
+    );
+}
+
+/// A server without JetStream: roomcast says so and goes on with plain core
+/// NATS (node-local ids), never refusing publishes for want of a stream.
+#[tokio::test]
+async fn without_jetstream_publishes_are_plain_not_refused() {
+    let nats = NatsServer::start().await;
+    let a = node(&nats, &[]).await;
+    let mut client = ws(&a).await;
+    subscribe(&mut client, "room", None).await;
+    for data in ["one", "two"] {
+        publish_http(&a, "room", data).await;
+        let (got, id) = data_and_id(&next_json(&mut client).await);
+        assert_eq!(got, data);
+        assert!(id.parse::<u64>().is_ok(), "a node-local id: {id}");
+    }
+    // A logged id from elsewhere cannot be resumed here: reset.
+    let mut stranger = ws(&a).await;
+    subscribe(&mut stranger, "room", Some("abc:5")).await;
+    told_reset(&mut stranger, "room").await;
+}
