@@ -14,7 +14,8 @@
 //! rate or window), `proc_stats` (/proc sampling), `protocol` + `fleet` +
 //! `worker` (worker processes), `run` (phases of a run), `node_metrics` (a
 //! node's received-message counter), `result` (JSON and table), `report`
-//! (markdown and chart; `report/cluster.rs` the cluster table).
+//! (markdown and chart; `report/cluster.rs` the cluster table, `report/recovery.rs` the
+//! recovery table), `recovery` (the recovery scenario: a node killed, its clients resuming).
 
 use std::process::ExitCode;
 
@@ -29,6 +30,7 @@ mod payload;
 mod proc_stats;
 mod protocol;
 mod publisher;
+mod recovery;
 mod redis_cluster;
 mod report;
 mod result;
@@ -55,6 +57,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Write the cluster scenario's table (scripts/bench-cluster) into docs/BENCHMARKS.md.
     ClusterReport(report::cluster::ClusterReportArgs),
+    /// Write the recovery scenario's table (scripts/bench-cluster --recovery) into docs/BENCHMARKS.md.
+    RecoveryReport(report::recovery::RecoveryReportArgs),
     /// Internal: a worker process holding connections (spawned by `run`).
     #[command(hide = true)]
     Worker,
@@ -75,6 +79,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("roomcast-bench cluster-report: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::RecoveryReport(args) => match report::recovery::write(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("roomcast-bench recovery-report: {error}");
                 ExitCode::FAILURE
             }
         },

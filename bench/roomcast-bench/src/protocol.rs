@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clients::Transport;
 use crate::histogram::Histogram;
+use crate::recovery::{Backoff, ClientRecovery};
 use crate::tls::TlsTarget;
 
 /// What a worker does with its connections.
@@ -43,6 +44,10 @@ pub struct WorkerPlan {
     pub mode: WorkerMode,
     /// Connect over TLS (`run --tls-ca`).
     pub tls: Option<TlsTarget>,
+    /// A connection the server ends reconnects to the next server with this
+    /// backoff and resumes after the last id it saw (`run --kill-node`).
+    #[serde(default)]
+    pub reconnect: Option<Backoff>,
 }
 
 impl WorkerPlan {
@@ -113,6 +118,12 @@ pub struct DeliveryTally {
     pub dropped_connections: u64,
     pub errors: Vec<String>,
     pub latency: Histogram,
+    /// Reset frames/events (a resume the log could not fill).
+    #[serde(default)]
+    pub resets: u64,
+    /// Every connection that was lost and reconnected (or tried to).
+    #[serde(default)]
+    pub recoveries: Vec<ClientRecovery>,
 }
 
 impl DeliveryTally {
@@ -127,6 +138,8 @@ impl DeliveryTally {
         self.dropped_connections += other.dropped_connections;
         merge_errors(&mut self.errors, &other.errors);
         self.latency.merge(&other.latency);
+        self.resets += other.resets;
+        self.recoveries.extend_from_slice(&other.recoveries);
     }
 }
 

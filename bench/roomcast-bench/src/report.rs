@@ -8,6 +8,7 @@
 
 mod chart;
 pub mod cluster;
+pub mod recovery;
 
 use std::path::{Path, PathBuf};
 
@@ -605,6 +606,7 @@ mod tests {
             delivery: None,
             churn: None,
             cluster: None,
+            recovery: None,
         }
     }
 

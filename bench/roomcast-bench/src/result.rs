@@ -7,6 +7,7 @@ use crate::clients::Transport;
 use crate::histogram::Percentiles;
 use crate::proc_stats::ServerResources;
 use crate::publisher::PublishOutcome;
+use crate::recovery::RecoverySummary;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
@@ -33,6 +34,9 @@ pub struct RunResult {
     /// The cluster scenario's per-node and engine figures (absent in older results).
     #[serde(default)]
     pub cluster: Option<ClusterSummary>,
+    /// The recovery scenario's figures (`run --kill-node`).
+    #[serde(default)]
+    pub recovery: Option<RecoverySummary>,
 }
 
 /// Per node and engine, while publishing (`run --engine`).
@@ -208,6 +212,30 @@ impl RunResult {
                 format!(
                     "{:.2} cores, {:.2} µs CPU per delivery",
                     c.engine_cpu_cores, c.engine_cpu_us_per_delivery
+                ),
+            ));
+        }
+        if let Some(r) = &self.recovery {
+            let spread = |s: &crate::recovery::Spread| {
+                format!(
+                    "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} clients)",
+                    s.p50_ms, s.p99_ms, s.max_ms, s.count
+                )
+            };
+            rows.push((
+                format!("node {} killed", r.killed_node + 1),
+                format!(
+                    "{} clients lost it; {} never back, {} never caught up; {} attempts, {} resets",
+                    r.clients, r.not_reconnected, r.not_caught_up, r.attempts, r.resets
+                ),
+            ));
+            rows.push(("reconnected after".into(), spread(&r.reconnected)));
+            rows.push(("caught up after".into(), spread(&r.caught_up)));
+            rows.push((
+                "during recovery".into(),
+                format!(
+                    "{:.1} s: surviving nodes {:.2} cores, engine {:.2} cores",
+                    r.window_s, r.survivors_cpu_cores, r.engine_cpu_cores
                 ),
             ));
         }

@@ -17,6 +17,7 @@ use crate::histogram::Histogram;
 use crate::proc_stats::{self, GroupSample, ProcError, ServerResources};
 use crate::protocol::{ChurnTally, Command, DeliveryTally, Report, WorkerMode, WorkerPlan};
 use crate::publisher::{self, Pace, PublishError, PublishPlan, Via};
+use crate::recovery::{self, Backoff, KillError, KillPlan};
 use crate::result::{
     ChurnSummary, ClusterSummary, ConnectSummary, DeliverySummary, NodeLoad, PublishSummary,
     RunResult,
@@ -134,6 +135,63 @@ pub struct RunArgs {
     /// counts the deliveries only (scripts/bench-instructions).
     #[arg(long, value_name = "COMMAND")]
     pub exec_before_publish: Option<String>,
+    /// Recovery scenario: SIGKILL node I (0-based, in --target/--pid order) --kill-after-s
+    /// into publishing; every /ws or /sse client whose connection ends reconnects to the
+    /// next --target with jittered backoff and resumes after the last id it saw (`since`,
+    /// `Last-Event-ID`). Needs --rate and a logged publish (e.g. --publish-redis-log).
+    #[arg(long, value_name = "I", requires = "rate")]
+    pub kill_node: Option<usize>,
+    /// With --kill-node: seconds into publishing.
+    #[arg(long, default_value_t = 5.0, value_name = "S")]
+    pub kill_after_s: f64,
+    /// Reconnect backoff: attempt k waits this · 2^k, ± --reconnect-jitter of it,
+    /// at most --reconnect-delay-max-ms (socket.io-client's defaults).
+    #[arg(long, default_value_t = 1000)]
+    pub reconnect_delay_ms: u64,
+    #[arg(long, default_value_t = 5000)]
+    pub reconnect_delay_max_ms: u64,
+    #[arg(long, default_value_t = 0.5)]
+    pub reconnect_jitter: f64,
+}
+
+impl RunArgs {
+    /// The clients' reconnect pacing, in the recovery scenario.
+    fn reconnect(&self) -> Option<Backoff> {
+        self.kill_node.map(|_| Backoff {
+            delay_ms: self.reconnect_delay_ms,
+            max_ms: self.reconnect_delay_max_ms,
+            jitter: self.reconnect_jitter,
+        })
+    }
+
+    /// The node to kill and the processes sampled meanwhile.
+    fn kill_plan(&self) -> Result<Option<KillPlan>, RunError> {
+        let Some(node) = self.kill_node else {
+            return Ok(None);
+        };
+        if self.targets.len() < 2 || self.pids.len() != self.targets.len() {
+            return Err(RunError::Args(
+                "--kill-node needs two or more --target, each with its --pid".into(),
+            ));
+        }
+        if !matches!(self.transport, Transport::Ws | Transport::Sse) {
+            return Err(RunError::Args(
+                "--kill-node resumes /ws and /sse clients (--transport ws or sse)".into(),
+            ));
+        }
+        let Some(&pid) = self.pids.get(node) else {
+            return Err(RunError::Args(format!(
+                "--kill-node {node}: there are {} nodes",
+                self.pids.len()
+            )));
+        };
+        Ok(Some(KillPlan {
+            pid,
+            after: Duration::from_secs_f64(self.kill_after_s.max(0.0)),
+            survivors: self.pids.iter().copied().filter(|&p| p != pid).collect(),
+            engine_pids: self.engine_pids.clone(),
+        }))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +209,8 @@ pub enum RunError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error(transparent)]
+    Kill(#[from] KillError),
     #[error("node metrics: {0}")]
     Metrics(String),
     #[error("bad arguments: {0}")]
@@ -186,6 +246,7 @@ fn plans(args: &RunArgs, mode: WorkerMode, total: u64) -> Vec<WorkerPlan> {
                     ca_file: ca_file.clone(),
                     server_name: args.tls_server_name.clone(),
                 }),
+                reconnect: args.reconnect(),
             };
             first += count;
             plan
@@ -200,6 +261,8 @@ pub async fn run(args: RunArgs) -> Result<RunResult, RunError> {
     if args.pids.is_empty() {
         return Err(RunError::Args("at least one --pid".into()));
     }
+    // Checked before connecting anyone; used once publishing begins.
+    args.kill_plan()?;
     let started = Instant::now();
     let started_unix = crate::payload::now_micros() / 1_000_000;
     let (before, _) = proc_stats::sample_all(&args.pids)?;
@@ -224,6 +287,7 @@ pub async fn run(args: RunArgs) -> Result<RunResult, RunError> {
         delivery: None,
         churn: None,
         cluster: None,
+        recovery: None,
     };
     if let Some(concurrency) = args.churn_concurrency {
         churn(&args, concurrency, &before, &mut result).await?;
@@ -345,13 +409,19 @@ async fn hold_phases(
         duration: Duration::from_secs_f64(args.duration_s),
         members_per_room: result.connect.ok as f64 / args.rooms.max(1) as f64,
     };
+    let kill = args.kill_plan()?;
+    // After a kill only the surviving nodes can be sampled.
+    let load_pids = match &kill {
+        Some(plan) => plan.survivors.clone(),
+        None => args.pids.clone(),
+    };
     let received = fleet.received_counter();
     let nodes_before = nodes_received(args).await?;
     let received_before = received();
-    let (load_start, nodes_start) = proc_stats::sample_all(&args.pids)?;
+    let (load_start, nodes_start) = proc_stats::sample_all(&load_pids)?;
     let (engine_start, _) = proc_stats::sample_all(&args.engine_pids)?;
     // Sample RSS while publishing, for the peak.
-    let pids = args.pids.clone();
+    let pids = load_pids.clone();
     let sampler = tokio::spawn(async move {
         let mut peak = 0;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -366,8 +436,15 @@ async fn hold_phases(
     if let Some(command) = &args.exec_before_publish {
         exec(command).await?;
     }
-    let outcome = publisher::run(&plan, fleet.received_counter()).await;
-    let (load_end, nodes_end) = proc_stats::sample_all(&args.pids)?;
+    let publishing = publisher::run(&plan, fleet.received_counter());
+    let (outcome, killed) = match &kill {
+        Some(kill) => {
+            let (outcome, killed) = recovery::during(kill, publishing).await;
+            (outcome, Some(killed?))
+        }
+        None => (publishing.await, None),
+    };
+    let (load_end, nodes_end) = proc_stats::sample_all(&load_pids)?;
     let (engine_end, _) = proc_stats::sample_all(&args.engine_pids)?;
     let received_during = received() - received_before;
     let nodes_after = nodes_received(args).await?;
@@ -434,6 +511,15 @@ async fn hold_phases(
         latency: total.latency.percentiles(),
         errors: total.errors,
     });
+    if let (Some(killed), Some(node), Some(backoff)) = (killed, args.kill_node, args.reconnect()) {
+        result.recovery = Some(recovery::summarize(
+            node,
+            backoff,
+            &killed,
+            &total.recoveries,
+            total.resets,
+        ));
+    }
     result.publish = Some(PublishSummary {
         via: via.name().to_owned(),
         pace: match pace {
@@ -560,6 +646,20 @@ fn check_clean(result: &RunResult) -> Result<(), RunError> {
             ("reordered", d.reordered),
             ("foreign", d.foreign),
             ("dropped connections", d.dropped_connections),
+        ] {
+            if n > 0 {
+                problems.push(format!("{n} {what}"));
+            }
+        }
+    }
+    if let Some(r) = &result.recovery {
+        if r.clients == 0 {
+            problems.push("no client lost its connection to the killed node".into());
+        }
+        for (what, n) in [
+            ("clients never reconnected", r.not_reconnected),
+            ("clients never caught up", r.not_caught_up),
+            ("resets", r.resets),
         ] {
             if n > 0 {
                 problems.push(format!("{n} {what}"));

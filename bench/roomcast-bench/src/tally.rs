@@ -38,6 +38,11 @@ impl SeqTally {
         }
     }
 
+    /// Every sequence number below the highest seen has arrived.
+    pub fn gapless(&self) -> bool {
+        self.gaps.is_empty()
+    }
+
     pub fn observe(&mut self, seq: u64) -> Arrival {
         if seq >= self.next {
             if seq > self.next {

@@ -8,6 +8,7 @@
 //! receiver saw. Churn mode: connect → join → close loops for a while.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,13 +18,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::clients::{ConnectSpec, Connection, End};
+use crate::clients::{ConnectSpec, Connection, End, is_reset, message_id};
 use crate::histogram::AtomicHistogram;
 use crate::net;
 use crate::payload;
 use crate::protocol::{
     ChurnTally, Command, DeliveryTally, MAX_ERRORS, Report, WorkerMode, WorkerPlan, room_name,
 };
+use crate::recovery::{Backoff, CatchUp, ClientRecovery, Rng};
 use crate::tally::{Arrival, SeqTally};
 use crate::tls::Connector;
 
@@ -74,6 +76,7 @@ struct Shared {
     reordered: AtomicU64,
     foreign: AtomicU64,
     dropped: AtomicU64,
+    resets: AtomicU64,
     latency: AtomicHistogram,
     errors: Mutex<Vec<String>>,
 }
@@ -98,6 +101,16 @@ struct Slot {
     room: u32,
     joined: AtomicBool,
     unique: AtomicU64,
+    /// Set once the connection was lost (`WorkerPlan::reconnect` only).
+    recovery: Mutex<Option<ClientRecovery>>,
+}
+
+impl Slot {
+    fn note_recovery(&self, recovery: ClientRecovery) {
+        if let Ok(mut slot) = self.recovery.lock() {
+            *slot = Some(recovery);
+        }
+    }
 }
 
 async fn serve() -> Result<(), String> {
@@ -154,6 +167,7 @@ fn spec_for(plan: &WorkerPlan, tls: &Option<Connector>, index: u64) -> ConnectSp
         room: room_name(&plan.room_prefix, plan.room_of(index)),
         timeout: Duration::from_millis(plan.timeout_ms),
         tls: tls.clone(),
+        since: None,
     }
 }
 
@@ -172,10 +186,17 @@ async fn hold(plan: WorkerPlan, tls: Option<Connector>, lines: &mut Lines) -> Re
             room: plan.room_of(index),
             joined: AtomicBool::new(false),
             unique: AtomicU64::new(0),
+            recovery: Mutex::new(None),
         });
         slots.push(slot.clone());
+        let reconnect = plan.reconnect.map(|backoff| Reconnect {
+            backoff,
+            servers: plan.servers.clone(),
+            rng: Rng::seeded(index),
+        });
         tasks.spawn(hold_one(
             spec_for(&plan, &tls, index),
+            reconnect,
             slot,
             shared.clone(),
             cancel.clone(),
@@ -223,9 +244,53 @@ async fn hold(plan: WorkerPlan, tls: Option<Connector>, lines: &mut Lines) -> Re
     Ok(())
 }
 
-/// One held connection: join, then account for every payload it receives.
+/// How a lost connection comes back (the recovery scenario).
+struct Reconnect {
+    backoff: Backoff,
+    servers: Vec<SocketAddr>,
+    rng: Rng,
+}
+
+impl Reconnect {
+    /// Reconnects to the server after `spec.server` in the list (then the
+    /// next, on failure), resuming after `since`; `None` when the run ends
+    /// first.
+    async fn connect(
+        &mut self,
+        spec: &mut ConnectSpec,
+        since: Option<String>,
+        recovery: &mut ClientRecovery,
+        shared: &Shared,
+        cancel: &CancellationToken,
+    ) -> Option<Connection> {
+        spec.since = since;
+        for attempt in 0.. {
+            let wait = self.backoff.wait(attempt, &mut self.rng);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => return None,
+            }
+            let at = self
+                .servers
+                .iter()
+                .position(|s| *s == spec.server)
+                .unwrap_or(0);
+            spec.server = self.servers[(at + 1) % self.servers.len()];
+            recovery.attempts += 1;
+            match Connection::open(spec).await {
+                Ok(connection) => return Some(connection),
+                Err(error) => shared.note_error(format!("reconnect: {error}")),
+            }
+        }
+        None
+    }
+}
+
+/// One held connection: join, then account for every payload it receives;
+/// with `reconnect`, come back after losing it and resume.
 async fn hold_one(
-    spec: ConnectSpec,
+    mut spec: ConnectSpec,
+    mut reconnect: Option<Reconnect>,
     slot: Arc<Slot>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
@@ -243,38 +308,79 @@ async fn hold_one(
     shared.joined.fetch_add(1, Ordering::Relaxed);
     shared.settled.notify_one();
     let mut tally = SeqTally::new();
-    let end = connection
-        .pump(&cancel, &mut |text| {
-            let Some(stamp) = payload::find(text) else {
-                return;
-            };
-            shared.received.fetch_add(1, Ordering::Relaxed);
-            if stamp.room != slot.room {
-                shared.foreign.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            shared
-                .latency
-                .record(payload::now_micros().saturating_sub(stamp.sent_us));
-            match tally.observe(stamp.seq) {
-                Arrival::InOrder => {}
-                Arrival::Reordered => {
-                    shared.reordered.fetch_add(1, Ordering::Relaxed);
-                }
-                Arrival::Duplicate => {
-                    shared.duplicates.fetch_add(1, Ordering::Relaxed);
+    let mut last_id: Option<String> = None;
+    let mut recovery = ClientRecovery::default();
+    let mut catch_up = CatchUp::default();
+    loop {
+        let end = connection
+            .pump(&cancel, &mut |text| {
+                if is_reset(text) {
+                    shared.resets.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
+                let Some(stamp) = payload::find(text) else {
+                    return;
+                };
+                shared.received.fetch_add(1, Ordering::Relaxed);
+                if stamp.room != slot.room {
+                    shared.foreign.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let now = payload::now_micros();
+                shared.latency.record(now.saturating_sub(stamp.sent_us));
+                if reconnect.is_some() {
+                    last_id = message_id(text).map(str::to_owned);
+                }
+                match tally.observe(stamp.seq) {
+                    Arrival::InOrder => {}
+                    Arrival::Reordered => {
+                        shared.reordered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Arrival::Duplicate => {
+                        shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                slot.unique.store(tally.unique, Ordering::Relaxed);
+                if recovery.caught_up_us == 0
+                    && let Some(at) = catch_up.arrived(stamp.sent_us, now, tally.gapless())
+                {
+                    recovery.caught_up_us = at;
+                    slot.note_recovery(recovery);
+                }
+            })
+            .await;
+        let error = match end {
+            End::Cancelled => {
+                connection.close().await;
+                return;
             }
-            slot.unique.store(tally.unique, Ordering::Relaxed);
-        })
-        .await;
-    match end {
-        End::Cancelled => connection.close().await,
-        End::Lost(error) => {
+            End::Lost(error) => error,
+        };
+        let Some(reconnect) = reconnect.as_mut() else {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             shared.note_error(format!("dropped: {error}"));
+            return;
+        };
+        if recovery.lost_us == 0 {
+            recovery.lost_us = payload::now_micros();
         }
+        recovery.reconnected_us = 0;
+        recovery.caught_up_us = 0;
+        slot.note_recovery(recovery);
+        let since = last_id.clone();
+        let Some(back) = reconnect
+            .connect(&mut spec, since, &mut recovery, &shared, &cancel)
+            .await
+        else {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.note_error(format!("dropped, not back before the end: {error}"));
+            return;
+        };
+        connection = back;
+        recovery.reconnected_us = payload::now_micros();
+        catch_up.reconnected(recovery.reconnected_us);
+        slot.note_recovery(recovery);
     }
 }
 
@@ -311,6 +417,11 @@ async fn finish(
         dropped_connections: shared.dropped.load(Ordering::Relaxed),
         errors: shared.errors(),
         latency: shared.latency.snapshot(),
+        resets: shared.resets.load(Ordering::Relaxed),
+        recoveries: slots
+            .iter()
+            .filter_map(|slot| slot.recovery.lock().ok().and_then(|r| *r))
+            .collect(),
     }
 }
 

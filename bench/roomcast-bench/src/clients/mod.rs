@@ -69,6 +69,9 @@ pub struct ConnectSpec {
     pub timeout: Duration,
     /// Speak TLS (`wss://`, `https://`) through this connector.
     pub tls: Option<Connector>,
+    /// Resume after this message id: `/ws` subscribes with `since`, SSE sends
+    /// `Last-Event-ID` (the recovery scenario's reconnects).
+    pub since: Option<String>,
 }
 
 impl ConnectSpec {
@@ -81,6 +84,25 @@ impl ConnectSpec {
             None => Stream::Plain(tcp),
         })
     }
+}
+
+/// The id of a `/ws` message frame (`"id":"<id>"`) or an SSE event (its
+/// `id:` line), which a resuming client sends back.
+pub fn message_id(frame: &str) -> Option<&str> {
+    if let Some(at) = frame.rfind(r#""id":""#) {
+        let rest = &frame[at + 6..];
+        return rest.find('"').map(|end| &rest[..end]);
+    }
+    frame
+        .lines()
+        .find_map(|line| line.strip_prefix("id: "))
+        .map(str::trim_end)
+}
+
+/// A `/ws` reset frame or SSE `reset` event: the server could not fill a
+/// resuming client's gap (docs/RECOVERY.md, "The reset signal").
+pub fn is_reset(frame: &str) -> bool {
+    frame.contains(r#""type":"reset""#)
 }
 
 /// How a pump ended.
@@ -137,5 +159,21 @@ impl Connection {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_id_a_resuming_client_sends_back() {
+        let ws = r#"{"type":"message","channel":"r","data":"rcb:1:2:3:x","id":"lh3k:1150","ts":1}"#;
+        assert_eq!(message_id(ws), Some("lh3k:1150"));
+        let sse = "event: message\nid: lh3k:1151\ndata: {\"data\":\"rcb:1:2:3:x\"}";
+        assert_eq!(message_id(sse), Some("lh3k:1151"));
+        assert_eq!(message_id(r#"{"type":"ok","id":1}"#), None);
+        assert!(is_reset(r#"{"type":"reset","channel":"r"}"#));
+        assert!(!is_reset(ws));
     }
 }

@@ -23,8 +23,14 @@ impl SseClient {
     pub async fn open(spec: &ConnectSpec) -> Result<SseClient, ClientError> {
         let mut stream = spec.connect().await?;
         let room = percent_encode(&spec.room);
+        // EventSource sends the last id it saw when it reconnects.
+        let last_event_id = spec
+            .since
+            .as_ref()
+            .map(|id| format!("Last-Event-ID: {id}\r\n"))
+            .unwrap_or_default();
         let request = format!(
-            "GET /sse?channel={room} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+            "GET /sse?channel={room} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{last_event_id}\r\n",
             spec.server
         );
         stream.write_all(request.as_bytes()).await?;

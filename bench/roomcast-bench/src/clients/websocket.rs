@@ -50,11 +50,11 @@ impl WsClient {
             transport: spec.transport,
             client_ping: None,
         };
-        client.handshake(&spec.room).await?;
+        client.handshake(&spec.room, spec.since.as_deref()).await?;
         Ok(client)
     }
 
-    async fn handshake(&mut self, room: &str) -> Result<(), ClientError> {
+    async fn handshake(&mut self, room: &str, since: Option<&str>) -> Result<(), ClientError> {
         let room_json =
             serde_json::to_string(room).map_err(|e| ClientError::Protocol(e.to_string()))?;
         match self.transport {
@@ -82,8 +82,16 @@ impl WsClient {
                 }
             }
             Transport::Ws | Transport::Sse => {
+                let since = match since {
+                    Some(id) => format!(
+                        r#","since":{}"#,
+                        serde_json::to_string(id)
+                            .map_err(|e| ClientError::Protocol(e.to_string()))?
+                    ),
+                    None => String::new(),
+                };
                 self.send(format!(
-                    r#"{{"op":"subscribe","channel":{room_json},"id":1}}"#
+                    r#"{{"op":"subscribe","channel":{room_json},"id":1{since}}}"#
                 ))
                 .await?;
                 let reply = self
