@@ -56,9 +56,9 @@ enum Command {
     /// Build docs/BENCHMARKS.md and the SVG chart from result files.
     Report(report::ReportArgs),
     /// Write the cluster scenario's table (scripts/bench-cluster) into docs/BENCHMARKS.md.
-    ClusterReport(report::cluster::ClusterReportArgs),
+    ClusterReport(report::SectionArgs),
     /// Write the recovery scenario's table (scripts/bench-cluster --recovery) into docs/BENCHMARKS.md.
-    RecoveryReport(report::recovery::RecoveryReportArgs),
+    RecoveryReport(report::SectionArgs),
     /// Internal: a worker process holding connections (spawned by `run`).
     #[command(hide = true)]
     Worker,

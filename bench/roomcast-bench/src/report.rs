@@ -34,6 +34,49 @@ pub struct ReportArgs {
     pub chart: PathBuf,
 }
 
+/// The arguments of a report that owns one generated block of
+/// `docs/BENCHMARKS.md` beside the main one (`cluster-report`, `recovery-report`).
+#[derive(Debug, clap::Args)]
+pub struct SectionArgs {
+    /// Result files, in the table's column order.
+    #[arg(required = true)]
+    pub results: Vec<PathBuf>,
+    /// The command that produced them, quoted in the page.
+    #[arg(long, default_value = "scripts/bench-cluster")]
+    pub command: String,
+    /// Machine fact `name=value` (repeatable), listed in the page.
+    #[arg(long = "fact")]
+    pub facts: Vec<String>,
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    pub markdown: PathBuf,
+}
+
+/// Rewrites the block between `begin` and `end` with what `section` makes of
+/// the results `keep` accepts.
+fn write_section(
+    args: &SectionArgs,
+    (begin, end): (&str, &str),
+    keep: fn(&RunResult) -> bool,
+    section: fn(&SectionArgs, &[RunResult]) -> String,
+) -> Result<(), ReportError> {
+    let results: Vec<RunResult> = read_results(&args.results)?
+        .into_iter()
+        .filter(keep)
+        .collect();
+    let existing = std::fs::read_to_string(&args.markdown).unwrap_or_default();
+    let page = splice(&existing, &section(args, &results), begin, end);
+    write_file(&args.markdown, &page)
+}
+
+/// A section's opening: the command and the machine.
+fn reproduce(args: &SectionArgs) -> String {
+    format!(
+        "Reproduce with:\n\n```sh\n{}\n```\n\nMachine:\n\n{}\n",
+        args.command,
+        facts_list(&args.facts)
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("cannot read {path}: {error}")]

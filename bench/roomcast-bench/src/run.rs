@@ -640,31 +640,29 @@ fn check_clean(result: &RunResult) -> Result<(), RunError> {
         if d.expected == 0 {
             problems.push("nothing was published".into());
         }
-        for (what, n) in [
-            ("lost", d.lost),
-            ("duplicated", d.duplicates),
-            ("reordered", d.reordered),
-            ("foreign", d.foreign),
-            ("dropped connections", d.dropped_connections),
-        ] {
-            if n > 0 {
-                problems.push(format!("{n} {what}"));
-            }
-        }
+        count(
+            &mut problems,
+            &[
+                ("lost", d.lost),
+                ("duplicated", d.duplicates),
+                ("reordered", d.reordered),
+                ("foreign", d.foreign),
+                ("dropped connections", d.dropped_connections),
+            ],
+        );
     }
     if let Some(r) = &result.recovery {
         if r.clients == 0 {
             problems.push("no client lost its connection to the killed node".into());
         }
-        for (what, n) in [
-            ("clients never reconnected", r.not_reconnected),
-            ("clients never caught up", r.not_caught_up),
-            ("resets", r.resets),
-        ] {
-            if n > 0 {
-                problems.push(format!("{n} {what}"));
-            }
-        }
+        count(
+            &mut problems,
+            &[
+                ("clients never reconnected", r.not_reconnected),
+                ("clients never caught up", r.not_caught_up),
+                ("resets", r.resets),
+            ],
+        );
     }
     if let Some(p) = &result.publish
         && p.outcome.errors > 0
@@ -684,5 +682,14 @@ fn check_clean(result: &RunResult) -> Result<(), RunError> {
         Ok(())
     } else {
         Err(RunError::NotClean(problems.join("; ")))
+    }
+}
+
+/// Adds "N what" to `problems` for each count that is not zero.
+fn count(problems: &mut Vec<String>, counts: &[(&str, u64)]) {
+    for &(what, n) in counts {
+        if n > 0 {
+            problems.push(format!("{n} {what}"));
+        }
     }
 }
