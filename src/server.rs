@@ -2,6 +2,8 @@
 //! SIGINT/SIGTERM, then drains: stop accepting, tell every connection task to
 //! close, wait for them with a deadline.
 
+mod gaps;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -155,10 +157,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             let interest = Interest::new("nats", linger, nats::check_room, |_: &str| false);
             hub.set_interest(Arc::new(HubInterest(interest.clone())));
             // The room log is the history every node shares; none without one.
-            let log = (args.hub.history_size > 0).then(|| LogBounds {
-                max_len: args.hub.history_size,
-                ttl: args.hub.history_ttl(),
-            });
+            let log = log_bounds(&args.hub);
             let options = nats::NatsOptions {
                 urls,
                 prefix,
@@ -205,16 +204,10 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 source,
             };
             let mut options = redis_options(ca_file.as_deref()).map_err(broker_error)?;
-            // The room log is the history every node shares; none without one.
-            if args.hub.history_size > 0 {
-                options.log = Some(LogBounds {
-                    max_len: args.hub.history_size,
-                    ttl: args.hub.history_ttl(),
-                });
-            }
+            options.log = log_bounds(&args.hub);
             let logged = options.log.is_some();
             let sink = match logged {
-                true => logged_sink(hub.clone(), sink),
+                true => logged_sink(hub.clone(), sink, redis::Layout::Single, &shutdown),
                 false => sink,
             };
             let receive = match subscribe {
@@ -246,8 +239,23 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 broker: "redis-cluster",
                 source,
             };
-            let options = redis_options(ca_file.as_deref()).map_err(broker_error)?;
-            let allowed = Arc::new(served_by(pattern));
+            let mut options = redis_options(ca_file.as_deref()).map_err(broker_error)?;
+            options.log = log_bounds(&args.hub);
+            let logged = options.log.is_some();
+            let sink = match logged {
+                true => logged_sink(hub.clone(), sink, redis::Layout::Cluster, &shutdown),
+                false => sink,
+            };
+            let served = served_by(pattern);
+            // A logged room needs a key of its own slot (rooms with braces
+            // that form no hashtag have none).
+            let allowed = Arc::new(move |room: &str| {
+                served(room)?;
+                match logged {
+                    true => redis::Layout::Cluster.key(room).map(drop),
+                    false => Ok(()),
+                }
+            });
             // Sharded pub/sub has no patterns: the Socket.IO emitter's
             // channels are not received (see README "Scaling out").
             let tracker = move || {
@@ -262,7 +270,11 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             let (broker, rooms) = redis::cluster::start(&urls, tracker, options, sink, &shutdown)
                 .map_err(broker_error)?;
             hub.set_interest(Arc::new(HubInterest(rooms)));
-            Arc::new(broker)
+            let broker = Arc::new(broker);
+            if logged {
+                hub.set_log(Arc::new(RedisRoomLog(broker.clone())));
+            }
+            broker
         }
     };
     if mqtt_settings.as_ref().is_some_and(|s| s.lease.is_some()) && !broker.keeps_leases() {
@@ -379,6 +391,14 @@ fn redis_options(ca_file: Option<&std::path::Path>) -> Result<redis::RedisOption
     })
 }
 
+/// The room log's bounds: the history every node shares; none without one.
+fn log_bounds(hub: &crate::config::HubArgs) -> Option<LogBounds> {
+    (hub.history_size > 0).then(|| LogBounds {
+        max_len: hub.history_size,
+        ttl: hub.history_ttl(),
+    })
+}
+
 /// Per-room Redis: only rooms `--pattern` matches may be joined.
 fn served_by(pattern: String) -> impl Fn(&str) -> Result<(), String> + Send + Sync + 'static {
     move |room: &str| {
@@ -400,11 +420,12 @@ struct HubInterest<T>(T);
 /// The Redis broker's sink with the room log: a message on a log channel is
 /// a logged message of its room (its id and epoch in the envelope); every
 /// other channel goes on to `sink` as before.
-fn logged_sink(hub: Arc<Hub>, sink: Sink) -> Sink {
+fn logged_sink(hub: Arc<Hub>, sink: Sink, layout: redis::Layout, shutdown: &Shutdown) -> Sink {
+    let gaps = gaps::Gaps::new(hub.clone(), shutdown.clone());
     let wanting = sink.clone();
     let malformed = std::sync::atomic::AtomicU64::new(0);
     Sink::new(move |channel: &str, payload: Bytes| {
-        let Some(room) = redis::log::room_of(channel) else {
+        let Some(room) = layout.room_of(channel) else {
             return sink.deliver(channel, payload);
         };
         let parsed = redis::log::Envelope::parse(&payload).and_then(|envelope| {
@@ -413,7 +434,7 @@ fn logged_sink(hub: Arc<Hub>, sink: Sink) -> Sink {
         });
         match parsed {
             Some((id, prev, epoch, at)) => {
-                hub.deliver_logged(room, payload.slice(at..), id, LogPosition { epoch, prev });
+                gaps.deliver(room, payload.slice(at..), id, LogPosition { epoch, prev });
             }
             None => {
                 // Logged on the 1st, 2nd, 4th, 8th... not per message.
@@ -424,18 +445,19 @@ fn logged_sink(hub: Arc<Hub>, sink: Sink) -> Sink {
             }
         }
     })
-    .wanting(move |channel: &str| wanting.wants(redis::log::room_of(channel).unwrap_or(channel)))
+    .wanting(move |channel: &str| wanting.wants(layout.room_of(channel).unwrap_or(channel)))
 }
 
-/// The hub's [`RoomLog`] onto the Redis broker's `roomcast_read`.
-struct RedisRoomLog(Arc<redis::RedisBroker>);
+/// The hub's [`RoomLog`] onto a Redis engine's `roomcast_read`.
+struct RedisRoomLog<B>(Arc<B>);
 
-impl RoomLog for RedisRoomLog {
+impl<B: redis::LogReader> RoomLog for RedisRoomLog<B> {
     fn read(&self, room: &str, after: LogId) -> LogFuture {
         let (broker, room) = (self.0.clone(), Arc::<str>::from(room));
         Box::pin(async move {
+            let layout = broker.layout();
             let read = broker
-                .read_log(&room, after.n)
+                .read_log(&room, layout.read_after(after.n))
                 .await
                 .map_err(|error| error.to_string())?;
             let epoch = read.epoch.as_deref().and_then(hub::parse_base36);
@@ -444,14 +466,17 @@ impl RoomLog for RedisRoomLog {
                 epoch: Some(after.epoch),
             }
             .epoch_text();
-            let gap = read.is_gap(&client_epoch, after.n);
-            let entries = read.entries.into_iter().map(|entry| LogEntry {
+            let missed = read.missed(&client_epoch, after.n, layout);
+            let gap = missed.is_none();
+            let entries = missed.unwrap_or_default().iter().map(|entry| LogEntry {
                 id: entry.id,
                 prev: entry.prev,
                 ts: entry.id >> 16,
-                payload: entry.payload,
+                payload: entry.payload.clone(),
             });
-            Ok(LogRead::found(&room, epoch, gap, read.newest, entries))
+            let mut found = LogRead::found(&room, epoch, gap, read.newest, entries);
+            found.per_room = layout == redis::Layout::Cluster;
+            Ok(found)
         })
     }
 }

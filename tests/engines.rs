@@ -9,7 +9,8 @@
 //! that must arrive — 1,000 times in
 //! a row on `/ws`; a leave stops delivery; the HTTP API publishes; two nodes
 //! see each other's publishes; room names follow the engine's documented
-//! mapping (NATS refuses what a subject cannot hold, Redis takes any name).
+//! mapping (NATS refuses what a subject cannot hold, Redis takes any name;
+//! Redis Cluster with the room log, any name whose braces form a hashtag).
 //!
 //! Engine-specific behaviour (failover, restart, linger, TLS, credentials)
 //! stays in `redis_broker.rs`, `redis_rooms.rs`, `redis_cluster.rs` and
@@ -208,10 +209,15 @@ impl Bed {
     fn odd_rooms(&self) -> (&'static [&'static str], &'static [&'static str]) {
         const ANY: &[&str] = &["a b", "a..b", ".a", "a*", "a.>", "ünï:1", "x/y#z"];
         match self.engine {
-            // Shard channels, like channels, are any bytes.
-            Engine::Memory | Engine::RedisRooms | Engine::RedisPattern | Engine::RedisCluster => {
-                (ANY, &[])
-            }
+            // Channels are any bytes.
+            Engine::Memory | Engine::RedisRooms | Engine::RedisPattern => (ANY, &[]),
+            // Shard channels too, but with the room log on (the default
+            // --history-size) a room's keys must be in its slot: braces that
+            // form no hashtag are refused.
+            Engine::RedisCluster => (
+                &["a b", "a..b", "a*", "ünï:1", "x/y#z", "{t}x", "a}b{c}"],
+                &["a{}b", "a{b", "a}b"],
+            ),
             // A dot makes subject tokens; empty tokens, whitespace, `*`, `>` are refused.
             Engine::Nats | Engine::NatsJetStream => (
                 &["a.b", "ünï:1", "x/y#z"],

@@ -172,6 +172,15 @@ impl History {
         }
     }
 
+    /// The newest logged message of `room`'s live history.
+    pub(super) fn last_logged<'s>(&self, shard: &'s Shard, room: &str) -> Option<&'s Message> {
+        let history = shard.rooms.get(room)?;
+        if history.member_seen.elapsed() >= self.ttl {
+            return None;
+        }
+        history.messages.iter().rev().find(|m| m.log.is_some())
+    }
+
     /// Logged messages of `room` newer than `after` in `epoch` (any epoch if
     /// `None`), oldest first: what arrived live while a log was read.
     pub(super) fn logged_after(

@@ -464,6 +464,28 @@ impl Hub {
         }
     }
 
+    /// The newest logged message of `room` this node keeps (with members,
+    /// or lingering): where a hole in its live messages would start.
+    pub fn last_logged(&self, room: &str) -> Option<LogId> {
+        let shard = self.history.lock(room);
+        let message = self.history.last_logged(&shard, room)?;
+        Some(LogId {
+            epoch: message.log?.epoch,
+            n: message.id,
+        })
+    }
+
+    /// Tells every member of `room` that what it missed cannot be given
+    /// (`reset`): a hole in the room's live messages that the log could not
+    /// fill. Under the history lock, ordered with deliveries.
+    pub fn reset_members(&self, room: &str) -> FanOut {
+        let _ordered = self.history.lock(room);
+        match self.rooms.members(room) {
+            Some(members) => fan_out(&members, &Event::Reset { room }),
+            None => FanOut::default(),
+        }
+    }
+
     /// Plugs in the rooms' log (once, before the first join; `server` does
     /// it for an engine with a log). Returns false if one was set.
     pub fn set_log(&self, log: Arc<dyn RoomLog>) -> bool {
@@ -509,7 +531,7 @@ impl Hub {
     fn release(&self, room: &Arc<str>, member: &Member, since: LogId, read: LogRead) -> usize {
         let mut shard = self.history.lock(room);
         let mut reset = read.reset;
-        let read_up_to = if reset {
+        let read_up_to = if reset || read.per_room {
             read.newest
         } else {
             read.newest.max(since.n)
@@ -1203,6 +1225,7 @@ mod tests {
             missed: vec![entry(20, 10)],
             newest: 20,
             epoch: Some(1),
+            per_room: false,
             ..LogRead::default()
         };
         assert_eq!(held.release(read), 2);
@@ -1221,6 +1244,7 @@ mod tests {
             missed: vec![entry(20, 10), entry(30, 20)],
             newest: 30,
             epoch: Some(1),
+            per_room: false,
             ..LogRead::default()
         };
         held.release(read);
@@ -1250,6 +1274,7 @@ mod tests {
             missed: vec![entry(20, 10)],
             newest: 20,
             epoch: Some(1),
+            per_room: false,
             ..LogRead::default()
         };
         held.release(read);

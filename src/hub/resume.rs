@@ -46,6 +46,10 @@ pub struct LogRead {
     pub newest: u64,
     /// The log's epoch, if it has one.
     pub epoch: Option<u64>,
+    /// The log numbers each room on its own (Redis Cluster): a client's id
+    /// of another room says nothing of this one's, whose live messages may
+    /// come with smaller ids; what arrived live is taken after `newest`.
+    pub per_room: bool,
 }
 
 impl LogRead {
@@ -77,12 +81,14 @@ impl LogRead {
                     .collect(),
                 newest,
                 epoch: Some(epoch),
+                per_room: false,
             },
             _ => LogRead {
                 reset: true,
                 missed: Vec::new(),
                 newest,
                 epoch,
+                per_room: false,
             },
         }
     }

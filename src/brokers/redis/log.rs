@@ -1,10 +1,12 @@
-//! The room log on a single Redis (docs/RECOVERY.md, "Single Redis"): the
-//! `roomcast` library of Redis Functions (`roomcast_publish` writes the
-//! room's stream and publishes an envelope on the log channel, atomically;
-//! `roomcast_read` reads a room's stream after an id), the envelope a node
-//! receives, and the rules that tell a resumable gap from one that is not.
+//! The room log on Redis (docs/RECOVERY.md, "Single Redis" and "Redis
+//! Cluster"): the `roomcast` library of Redis Functions (`roomcast_publish`
+//! writes the room's stream and publishes an envelope on the log channel,
+//! atomically; `roomcast_read` reads a room's stream after an id), where a
+//! room's keys live ([`Layout`]), the envelope a node receives, and the
+//! rules that tell a resumable gap from one that is not.
 //!
-//! Pure: the broker (`mod.rs`) loads the library and runs the calls.
+//! Pure: the brokers (`mod.rs`, `cluster/`) load the library and run the
+//! calls.
 
 use bytes::Bytes;
 use redis::Value;
@@ -16,17 +18,75 @@ pub const RESERVED_PREFIX: &str = "roomcast:";
 /// Prefix of a room's stream key and of its log channel.
 pub const LOG_PREFIX: &str = "roomcast:log:";
 
-/// The room a log channel carries, `None` for any other channel.
-pub fn room_of(channel: &str) -> Option<&str> {
-    channel.strip_prefix(LOG_PREFIX)
+/// How long before or after a client's id an entry of another room (on a
+/// Redis Cluster, numbered by another master's clock and delivered over
+/// another connection) cannot be told received or not.
+pub const CLUSTER_WINDOW_MS: u64 = 2_000;
+
+/// Where a room's log lives and how its ids are numbered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One Redis: `roomcast:log:<room>`, one id sequence and one epoch for
+    /// every room (`roomcast:last`, `roomcast:epoch`).
+    Single,
+    /// A Redis Cluster: every key of a room in the room's slot
+    /// (`roomcast:log:{<room>}`, or `roomcast:log::<room>` for a room with
+    /// its own hashtag), ids per room, an epoch per room.
+    Cluster,
 }
 
-/// The library's source, with the room logs' bounds written in (the last
-/// node to load it sets them for every publisher).
-pub fn library(max_len: usize, ttl_ms: u64) -> String {
+impl Layout {
+    /// The room's stream key, which is also its log channel. On a cluster,
+    /// a room with braces that form no hashtag has no key in its own slot.
+    pub fn key(self, room: &str) -> Result<String, String> {
+        match self {
+            Layout::Single => Ok(format!("{LOG_PREFIX}{room}")),
+            // `{}` is no hashtag: the empty room's key would hash whole.
+            Layout::Cluster if room.is_empty() => Err("an empty room name cannot be logged".into()),
+            Layout::Cluster if !room.contains(['{', '}']) => Ok(format!("{LOG_PREFIX}{{{room}}}")),
+            Layout::Cluster if has_hashtag(room) => Ok(format!("{LOG_PREFIX}:{room}")),
+            Layout::Cluster => Err(format!(
+                "room {room:?} cannot be logged on Redis Cluster: its braces form no hashtag \
+                 (a non-empty {{tag}}), so no key of the room's slot can name it"
+            )),
+        }
+    }
+
+    /// The room a log channel carries, `None` for any other channel.
+    pub fn room_of(self, channel: &str) -> Option<&str> {
+        let rest = channel.strip_prefix(LOG_PREFIX)?;
+        match self {
+            Layout::Single => Some(rest),
+            Layout::Cluster => match rest.strip_prefix(':') {
+                Some(room) => Some(room),
+                None => rest.strip_prefix('{')?.strip_suffix('}'),
+            },
+        }
+    }
+
+    /// The id a read starts after, for a client that saw `n` last: on a
+    /// cluster, a window earlier (see [`Read::missed`]).
+    pub fn read_after(self, n: u64) -> u64 {
+        match self {
+            Layout::Single => n,
+            Layout::Cluster => n.saturating_sub(CLUSTER_WINDOW_MS << 16),
+        }
+    }
+}
+
+/// A non-empty `{tag}`: the part Redis Cluster hashes instead of the name.
+fn has_hashtag(room: &str) -> bool {
+    room.find('{')
+        .is_some_and(|open| room[open + 1..].find('}').is_some_and(|len| len > 0))
+}
+
+/// The library's source, with the room logs' bounds and layout written in
+/// (the last node to load it sets them for every publisher).
+pub fn library(max_len: usize, ttl_ms: u64, layout: Layout) -> String {
     LIBRARY
         .replace("{MAXLEN}", &max_len.to_string())
         .replace("{TTL_MS}", &ttl_ms.to_string())
+        .replace("{CLUSTER}", &(layout == Layout::Cluster).to_string())
 }
 
 /// Lua 5.1 numbers are doubles: exact below 2^53, which the milliseconds
@@ -34,7 +94,30 @@ pub fn library(max_len: usize, ttl_ms: u64) -> String {
 const LIBRARY: &str = r#"#!lua name=roomcast
 local MAXLEN = {MAXLEN}
 local TTL_MS = {TTL_MS}
+local CLUSTER = {CLUSTER}
 local PREFIX = 'roomcast:log:'
+
+-- The room's stream key (also its log channel) and epoch key; on a cluster
+-- both in the room's slot (Layout::key), nil for a room that has none.
+local function keys_of(room)
+  if not CLUSTER then return PREFIX .. room, 'roomcast:epoch' end
+  local tag
+  if room == '' then return nil end
+  if not string.find(room, '[{}]') then
+    tag = '{' .. room .. '}'
+  else
+    local open = string.find(room, '{', 1, true)
+    local close = open and string.find(room, '}', open + 1, true)
+    if not close or close == open + 1 then return nil end
+    tag = ':' .. room
+  end
+  return PREFIX .. tag, 'roomcast:epoch:' .. tag
+end
+
+local function no_key(room)
+  return redis.error_reply('roomcast: room ' .. room ..
+    ' is empty or has braces that form no hashtag: it cannot be logged on Redis Cluster')
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -63,23 +146,26 @@ local function last_entry(key)
   return nil
 end
 
--- The log's epoch, created when absent (a new log, or the old one lost).
-local function epoch()
-  local e = redis.call('GET', 'roomcast:epoch')
+-- The log's epoch (its birth in microseconds), created when absent (a new
+-- log, or the old one lost).
+local function epoch(epoch_key)
+  local e = redis.call('GET', epoch_key)
   if not e then
     local t = redis.call('TIME')
     e = base36(tonumber(t[1]) * 1000000 + tonumber(t[2]))
-    redis.call('SET', 'roomcast:epoch', e)
+    redis.call('SET', epoch_key, e)
   end
   return e
 end
 
 local function publish(keys, args)
-  local key = PREFIX .. keys[1]
-  local e = epoch()
-  -- One sequence for all rooms: after roomcast:last and the room's own last.
+  local key, epoch_key = keys_of(keys[1])
+  if not key then return no_key(keys[1]) end
+  local e = epoch(epoch_key)
+  -- One sequence for all rooms on one Redis (after roomcast:last), per
+  -- room on a cluster; after the room's own last entry in both.
   local lms, lseq = 0, 0
-  local last = redis.call('GET', 'roomcast:last')
+  local last = (not CLUSTER) and redis.call('GET', 'roomcast:last')
   if last then lms, lseq = split(last) end
   local prev = last_entry(key)
   if prev then
@@ -94,16 +180,24 @@ local function publish(keys, args)
     if seq >= 65536 then ms, seq = ms + 1, 0 end
   end
   local id = string.format('%.0f-%.0f', ms, seq)
-  redis.call('SET', 'roomcast:last', id)
   redis.call('XADD', key, 'MAXLEN', '~', MAXLEN, id, 'd', args[1], 'p', prev)
   redis.call('PEXPIRE', key, TTL_MS)
-  redis.call('PUBLISH', key, e .. ' ' .. id .. ' ' .. prev .. '\n' .. args[1])
+  local envelope = e .. ' ' .. id .. ' ' .. prev .. '\n' .. args[1]
+  if CLUSTER then
+    -- The room's epoch lives as long as its stream.
+    redis.call('PEXPIRE', epoch_key, TTL_MS)
+    redis.call('SPUBLISH', key, envelope)
+  else
+    redis.call('SET', 'roomcast:last', id)
+    redis.call('PUBLISH', key, envelope)
+  end
   return id
 end
 
 local function read(keys, args)
-  local key = PREFIX .. keys[1]
-  local e = redis.call('GET', 'roomcast:epoch') or ''
+  local key, epoch_key = keys_of(keys[1])
+  if not key then return no_key(keys[1]) end
+  local e = redis.call('GET', epoch_key) or ''
   local entries = redis.call('XRANGE', key, '(' .. args[1], '+')
   return {e, string.format('%.0f', now_ms()), string.format('%.0f', TTL_MS),
           redis.call('EXISTS', key), last_entry(key) or '0-0', entries}
@@ -240,6 +334,42 @@ impl Read {
             None => false,
         }
     }
+
+    /// What a client that saw `n` of `epoch` last missed, read after
+    /// `layout.read_after(n)`; `None` when that cannot be known exactly (the
+    /// client is told to reset).
+    ///
+    /// On one Redis, ids are one sequence for every room: the gap rules
+    /// ([`Read::is_gap`]) hold for any room. On a cluster, ids are per room
+    /// and per master clock: `n` is exact for its own room (the entry `n` is
+    /// in this log, of this epoch); for another room, only if this log was
+    /// born before the window that precedes `n` and holds no entry within
+    /// the window either side of `n` (one of those may have reached the
+    /// client before or after `n` did), so that every entry is clearly
+    /// before (seen) or after (missed).
+    pub fn missed(&self, epoch: &str, n: u64, layout: Layout) -> Option<&[Entry]> {
+        if layout == Layout::Single {
+            return (!self.is_gap(epoch, n)).then_some(&self.entries[..]);
+        }
+        if self.epoch.as_deref() == Some(epoch)
+            && let Some(at) = self.entries.iter().position(|entry| entry.id == n)
+        {
+            return Some(&self.entries[at + 1..]);
+        }
+        let after = layout.read_after(n);
+        let unsure = n.saturating_add(CLUSTER_WINDOW_MS << 16);
+        let born_ms = self.epoch.as_deref().map(epoch_ms)?;
+        if born_ms >= after >> 16 || self.entries.iter().any(|entry| entry.id <= unsure) {
+            return None;
+        }
+        let own = self.epoch.as_deref()?;
+        (!self.is_gap(own, after)).then_some(&self.entries[..])
+    }
+}
+
+/// An epoch's time (its log's birth) in milliseconds.
+fn epoch_ms(epoch: &str) -> u64 {
+    u64::from_str_radix(epoch, 36).map_or(u64::MAX, |micros| micros / 1000)
 }
 
 /// What the library writes as an epoch: lowercase base-36 digits.
@@ -379,6 +509,113 @@ mod tests {
         assert!(read(&[(first, 0)], true).is_gap("7", since));
         assert!(!read(&[(first, 0)], true).is_gap("7", n(MS + 200_001, 0)));
         assert!(read(&[(first, 0)], true).is_gap("7", n(MS + 200_000, 0)));
+    }
+
+    #[test]
+    fn cluster_keys_are_in_the_room_slot_and_name_their_room() {
+        use crate::brokers::redis::slots::slot;
+        for room in ["device01", "{user}.feed", "a}b{c}", ":x", "ünï"] {
+            let key = Layout::Cluster.key(room).unwrap();
+            assert_eq!(slot(key.as_bytes()), slot(room.as_bytes()), "{room}");
+            assert_eq!(Layout::Cluster.room_of(&key), Some(room), "{key}");
+        }
+        // `{a}` (a hashtag) and `a` are two rooms with two keys.
+        assert_ne!(Layout::Cluster.key("{a}"), Layout::Cluster.key("a"));
+        for bad in ["a{}b", "a{b", "a}b", "}{"] {
+            let error = Layout::Cluster.key(bad).unwrap_err();
+            assert!(error.contains("hashtag"), "{bad}: {error}");
+        }
+        assert!(Layout::Cluster.key("").is_err());
+        assert_eq!(Layout::Single.key("a{}b").unwrap(), "roomcast:log:a{}b");
+        assert_eq!(Layout::Single.room_of("roomcast:log:{a}"), Some("{a}"));
+        assert_eq!(Layout::Cluster.room_of("roomcast:log:a"), None);
+        assert_eq!(Layout::Cluster.room_of("a"), None);
+    }
+
+    #[test]
+    fn a_cluster_offset_is_exact_for_its_room_and_unsure_near_it_for_others() {
+        let window = CLUSTER_WINDOW_MS << 16;
+        let since = n(MS, 5);
+        let born = |ms: u64| base36(ms * 1000);
+        let log = |epoch: &str, entries: &[(u64, u64)]| Read {
+            epoch: Some(epoch.to_string()),
+            ..read(entries, true)
+        };
+        let old = born(MS - 60_000);
+        // Its own room: after the client's entry, whatever the others.
+        let own = log(&old, &[(since, n(MS, 1)), (n(MS, 9), since)]);
+        let missed = own.missed(&old, since, Layout::Cluster).unwrap();
+        assert_eq!(missed.iter().map(|e| e.id).collect::<Vec<_>>(), [n(MS, 9)]);
+        // The same entries under another epoch: that life of the log is gone.
+        assert!(own.missed(&born(MS - 1), since, Layout::Cluster).is_none());
+        // Another room of a log born before the window: nothing near the
+        // offset, so what is before was seen and what is after was missed.
+        let far = since + window + 1;
+        let other = log(&old, &[(far, n(MS - 10_000, 0))]);
+        assert_eq!(
+            other
+                .missed("x", since, Layout::Cluster)
+                .map(<[Entry]>::len),
+            Some(1)
+        );
+        assert_eq!(
+            log(&old, &[])
+                .missed("x", since, Layout::Cluster)
+                .map(<[Entry]>::len),
+            Some(0)
+        );
+        // An entry within the window either side: unsure, reset.
+        for near in [since - window + 1, since - 1, since + window] {
+            let prev = near - 1;
+            assert!(
+                log(&old, &[(near, prev)])
+                    .missed("x", since, Layout::Cluster)
+                    .is_none(),
+                "{near}"
+            );
+        }
+        // Born within the window or after, or no log at all: reset.
+        assert!(
+            log(&born(MS - 1_000), &[])
+                .missed("x", since, Layout::Cluster)
+                .is_none()
+        );
+        assert!(
+            Read {
+                epoch: None,
+                ..read(&[], false)
+            }
+            .missed("x", since, Layout::Cluster)
+            .is_none()
+        );
+        // The gap rules still hold from the window's start (trimmed).
+        let trimmed = log(&old, &[(far, since - window + 1)]);
+        assert!(trimmed.missed("x", since, Layout::Cluster).is_none());
+        // One Redis: the single gap rules.
+        assert!(
+            log("7", &[(n(MS, 9), n(MS, 2))])
+                .missed("7", since, Layout::Single)
+                .is_some()
+        );
+        assert!(
+            log("7", &[(n(MS, 9), n(MS, 7))])
+                .missed("7", since, Layout::Single)
+                .is_none()
+        );
+    }
+
+    fn base36(mut value: u64) -> String {
+        let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut out = Vec::new();
+        loop {
+            out.push(digits[(value % 36) as usize]);
+            value /= 36;
+            if value == 0 {
+                break;
+            }
+        }
+        out.reverse();
+        String::from_utf8(out).unwrap()
     }
 
     #[test]

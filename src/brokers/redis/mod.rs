@@ -53,6 +53,7 @@ use super::{BoxFuture, Broker, BrokerError, Sink};
 use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
+pub use log::Layout;
 pub use subscriber::Receive;
 use subscriber::{ReadStats, Reader, Target};
 
@@ -112,6 +113,20 @@ pub struct RedisOptions {
 }
 
 pub use super::LogBounds;
+
+/// A Redis engine that keeps the room log: what a resuming join reads
+/// (`server` plugs it into the hub as its `RoomLog`).
+pub trait LogReader: Send + Sync + 'static {
+    /// Where the rooms' logs live and how their ids are numbered.
+    fn layout(&self) -> Layout;
+
+    /// The reply of `roomcast_read` for `room` after id `after`.
+    fn read_log<'a>(
+        &'a self,
+        room: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<log::Read, BrokerError>>;
+}
 
 impl Default for RedisOptions {
     fn default() -> Self {
@@ -482,45 +497,22 @@ impl RedisBroker {
         channel: &str,
         payload: &[u8],
     ) -> Result<(), RedisError> {
-        let mut call = redis::cmd("FCALL");
-        call.arg("roomcast_publish")
-            .arg(1)
-            .arg(channel)
-            .arg(payload);
-        match call.query_async::<redis::Value>(conn).await {
-            Err(error) if is_missing_function(&error) => {
-                load_library(conn, bounds).await?;
-                self.state.library_loaded.store(true, Ordering::Relaxed);
-                call.query_async::<redis::Value>(conn).await.map(drop)
-            }
+        match publish_on(conn, bounds, Layout::Single, channel, payload).await {
             Err(error) if is_unknown_command(&error) => {
                 self.state.without_functions(&error);
                 publish_plain(conn, channel, payload).await
             }
-            result => result.map(drop),
+            result => result,
         }
     }
 
     /// Reads `room`'s log after id `after` (`FCALL_RO roomcast_read`).
-    pub async fn read_log(&self, room: &str, after: u64) -> Result<log::Read, BrokerError> {
+    async fn read_log(&self, room: &str, after: u64) -> Result<log::Read, BrokerError> {
         let Some(bounds) = self.log else {
             return Err(BrokerError::Config("this node keeps no room log".into()));
         };
         let mut conn = self.publisher.connection();
-        let mut call = redis::cmd("FCALL_RO");
-        call.arg("roomcast_read")
-            .arg(1)
-            .arg(room)
-            .arg(log::stream_id(after));
-        let read = async {
-            match call.query_async::<redis::Value>(&mut conn).await {
-                Err(error) if is_missing_function(&error) => {
-                    load_library(&mut conn, bounds).await?;
-                    call.query_async::<redis::Value>(&mut conn).await
-                }
-                result => result,
-            }
-        };
+        let read = read_log_on(&mut conn, bounds, Layout::Single, room, after);
         match bounded(self.op_timeout, read).await {
             Ok(reply) => log::Read::from_reply(reply).map_err(BrokerError::Refused),
             Err(error) => Err(BrokerError::Unavailable(format!(
@@ -532,6 +524,20 @@ impl RedisBroker {
     /// True while the PSUBSCRIBE is live (regardless of the publisher).
     pub fn is_subscribed(&self) -> bool {
         self.state.subscription.live().is_some()
+    }
+}
+
+impl LogReader for RedisBroker {
+    fn layout(&self) -> Layout {
+        Layout::Single
+    }
+
+    fn read_log<'a>(
+        &'a self,
+        room: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<log::Read, BrokerError>> {
+        Box::pin(RedisBroker::read_log(self, room, after))
     }
 }
 
@@ -560,7 +566,7 @@ impl Task {
             match subscriber::subscribe(
                 &self.target,
                 &self.receive,
-                self.options.log.is_some(),
+                self.options.log.map(|_| Layout::Single),
                 self.options.op_timeout,
             )
             .await
@@ -668,7 +674,12 @@ impl Task {
         if self.state.library_loaded.load(Ordering::Relaxed) {
             return;
         }
-        match bounded(self.options.op_timeout, load_library(conn, bounds)).await {
+        match bounded(
+            self.options.op_timeout,
+            load_library(conn, bounds, Layout::Single),
+        )
+        .await
+        {
             Ok(()) => {
                 self.state.library_loaded.store(true, Ordering::Relaxed);
                 tracing::debug!("redis: roomcast library loaded");
@@ -776,9 +787,57 @@ async fn publish_plain(
         .map(drop)
 }
 
+/// `FCALL roomcast_publish 1 <room> <payload>`, loading the library first
+/// if Redis does not have it (restarted without persistence, `FUNCTION
+/// FLUSH`, a replica promoted before it had it).
+async fn publish_on(
+    conn: &mut ConnectionManager,
+    bounds: LogBounds,
+    layout: Layout,
+    room: &str,
+    payload: &[u8],
+) -> Result<(), RedisError> {
+    let mut call = redis::cmd("FCALL");
+    call.arg("roomcast_publish").arg(1).arg(room).arg(payload);
+    match call.query_async::<redis::Value>(conn).await {
+        Err(error) if is_missing_function(&error) => {
+            load_library(conn, bounds, layout).await?;
+            call.query_async::<redis::Value>(conn).await.map(drop)
+        }
+        result => result.map(drop),
+    }
+}
+
+/// `FCALL_RO roomcast_read 1 <room> <after>`, loading the library first if
+/// Redis does not have it: the reply, for [`log::Read::from_reply`].
+async fn read_log_on(
+    conn: &mut ConnectionManager,
+    bounds: LogBounds,
+    layout: Layout,
+    room: &str,
+    after: u64,
+) -> Result<redis::Value, RedisError> {
+    let mut call = redis::cmd("FCALL_RO");
+    call.arg("roomcast_read")
+        .arg(1)
+        .arg(room)
+        .arg(log::stream_id(after));
+    match call.query_async::<redis::Value>(conn).await {
+        Err(error) if is_missing_function(&error) => {
+            load_library(conn, bounds, layout).await?;
+            call.query_async::<redis::Value>(conn).await
+        }
+        result => result,
+    }
+}
+
 /// `FUNCTION LOAD REPLACE` of the `roomcast` library.
-async fn load_library(conn: &mut ConnectionManager, bounds: LogBounds) -> Result<(), RedisError> {
-    let source = log::library(bounds.max_len, bounds.ttl.as_millis() as u64);
+async fn load_library(
+    conn: &mut ConnectionManager,
+    bounds: LogBounds,
+    layout: Layout,
+) -> Result<(), RedisError> {
+    let source = log::library(bounds.max_len, bounds.ttl.as_millis() as u64, layout);
     redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg("REPLACE")

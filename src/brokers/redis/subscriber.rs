@@ -34,6 +34,7 @@ use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::log::Layout;
 use super::resp::{self, Reply};
 use crate::brokers::Sink;
 use crate::brokers::inbox::{Inbox, Received};
@@ -164,8 +165,9 @@ pub struct Subscribed {
     /// `sunsubscribe` is Redis taking the room's slot away.
     unsubscribing: HashMap<Vec<u8>, u32>,
     /// Each room's log channel is subscribed too (just before the room, so
-    /// the room's confirmation comes after its log channel's).
-    log: bool,
+    /// the room's confirmation comes after its log channel's), named as
+    /// this layout names it.
+    log: Option<Layout>,
 }
 
 /// Why a connection attempt failed.
@@ -186,7 +188,7 @@ pub enum ConnectError {
 pub async fn subscribe(
     target: &Target,
     receive: &Receive,
-    log: bool,
+    log: Option<Layout>,
     timeout: Duration,
 ) -> Result<Subscribed, ConnectError> {
     match tokio::time::timeout(timeout, try_subscribe(target, receive, log)).await {
@@ -198,7 +200,7 @@ pub async fn subscribe(
 async fn try_subscribe(
     target: &Target,
     receive: &Receive,
-    log: bool,
+    log: Option<Layout>,
 ) -> Result<Subscribed, ConnectError> {
     let io: Box<dyn Io> = match target.info.addr() {
         ConnectionAddr::Tcp(host, port) => {
@@ -243,7 +245,7 @@ async fn try_subscribe(
             connection
                 .command(redis::cmd("PSUBSCRIBE").arg(pattern))
                 .await?;
-            if log {
+            if log.is_some() {
                 let logs = format!("{}{pattern}", super::log::LOG_PREFIX);
                 connection
                     .command(redis::cmd("PSUBSCRIBE").arg(logs))
@@ -277,13 +279,14 @@ async fn try_subscribe(
 const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 /// `SUBSCRIBE` and `UNSUBSCRIBE` of up to [`ROOMS_PER_COMMAND`] rooms each
-/// (with `log`, each room's log channel just before it).
-fn pack_rooms(bytes: &mut Vec<u8>, command: &str, rooms: &[&Arc<str>], log: bool) {
+/// (with `log`, each room's log channel just before it: a room the layout
+/// cannot log was refused at its join).
+fn pack_rooms(bytes: &mut Vec<u8>, command: &str, rooms: &[&Arc<str>], log: Option<Layout>) {
     for chunk in rooms.chunks(ROOMS_PER_COMMAND) {
         let mut cmd = redis::cmd(command);
         for room in chunk {
-            if log {
-                cmd.arg(format!("{}{room}", super::log::LOG_PREFIX));
+            if let Some(Ok(channel)) = log.map(|layout| layout.key(room)) {
+                cmd.arg(channel);
             }
             cmd.arg(room.as_bytes());
         }
@@ -356,16 +359,16 @@ impl Subscribed {
             return bytes;
         }
         for rooms in by_slot(&batch.subscribe).values() {
-            pack_rooms(&mut bytes, "SSUBSCRIBE", rooms, false);
+            pack_rooms(&mut bytes, "SSUBSCRIBE", rooms, self.log);
         }
         for rooms in by_slot(&batch.unsubscribe).values() {
-            pack_rooms(&mut bytes, "SUNSUBSCRIBE", rooms, false);
+            pack_rooms(&mut bytes, "SUNSUBSCRIBE", rooms, self.log);
         }
         for room in &batch.unsubscribe {
-            *self
-                .unsubscribing
-                .entry(room.as_bytes().to_vec())
-                .or_default() += 1;
+            let log = self.log.and_then(|layout| layout.key(room).ok());
+            for channel in log.iter().map(String::as_bytes).chain([room.as_bytes()]) {
+                *self.unsubscribing.entry(channel.to_vec()).or_default() += 1;
+            }
         }
         bytes
     }
@@ -521,7 +524,9 @@ impl Subscribed {
                             }
                             // The room's own confirmation, which follows, counts.
                             [kind, channel, _count]
-                                if *kind == b"subscribe" && self.log && is_log(channel) =>
+                                if (*kind == b"subscribe" || *kind == b"ssubscribe")
+                                    && self.log.is_some()
+                                    && is_log(channel) =>
                             {
                                 worked = true;
                             }

@@ -45,10 +45,14 @@ use bytes::Bytes;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::log::{self, Layout};
 pub use super::slots::slot;
 use super::slots::{Node, SlotMap};
 use super::subscriber::{self, ReadStats, Reader, Receive, Target};
-use super::{Publisher, RedisOptions, Subscription, bounded, client_for, read_until_lost};
+use super::{
+    LogReader, Publisher, RedisOptions, Subscription, bounded, client_for, load_library,
+    publish_on, read_log_on, read_until_lost,
+};
 use crate::backoff::Backoff;
 use crate::brokers::inbox::Inbox;
 use crate::brokers::interest::{Interest, Subscribed, Tracker};
@@ -402,6 +406,21 @@ impl Cluster {
                 .all(|shard| shard.subscription.live().is_some())
     }
 
+    /// Loads the `roomcast` library on `shard`'s master when the log is on:
+    /// back ends may call it before this node publishes there (a promoted
+    /// replica has it already, through replication; loading again is
+    /// harmless). A publish or read that finds it missing loads it too.
+    async fn load_library(&self, shard: &Shard) {
+        let Some(bounds) = self.options.log else {
+            return;
+        };
+        let mut conn = shard.publisher.connection();
+        let load = load_library(&mut conn, bounds, Layout::Cluster);
+        if let Err(error) = bounded(self.options.op_timeout, load).await {
+            tracing::warn!(node = %shard.node, %error, "redis-cluster: cannot load the roomcast library (FUNCTION LOAD); logged publishes will try again");
+        }
+    }
+
     fn spawn_shard(self: &Arc<Self>, shard: Arc<Shard>) {
         let cluster = self.clone();
         let shutdown = self.shutdown.clone();
@@ -428,8 +447,8 @@ impl Cluster {
             self.refresh.notify_one();
         };
         loop {
-            match subscriber::subscribe(&shard.target, &receive, false, self.options.op_timeout)
-                .await
+            let log = self.options.log.map(|_| Layout::Cluster);
+            match subscriber::subscribe(&shard.target, &receive, log, self.options.op_timeout).await
             {
                 Err(error) => {
                     if failed_attempts == 0 {
@@ -442,6 +461,7 @@ impl Cluster {
                 Ok(subscribed) => {
                     tracing::info!(%node, attempts = failed_attempts + 1, "redis-cluster: connected to master");
                     failed_attempts = 0;
+                    self.load_library(shard).await;
                     let connected_at = Instant::now();
                     let reader = Reader {
                         sink: &self.sink,
@@ -486,7 +506,20 @@ impl Topology {
 }
 
 impl ClusterBroker {
-    /// One SPUBLISH on the room's master, acknowledged only if this node's
+    /// The shard of the master that serves `room`'s slot now (unknown: the
+    /// slot map is read again).
+    fn master_of(&self, room: &str) -> Result<Arc<Shard>, BrokerError> {
+        let shard = self.cluster.read().shard_of(room).cloned();
+        shard.ok_or_else(|| {
+            self.cluster.refresh.notify_one();
+            BrokerError::Unavailable(format!(
+                "no Redis Cluster master is known for slot {} of room {room:?}",
+                slot(room.as_bytes())
+            ))
+        })
+    }
+
+    /// One publish on the room's master (`SPUBLISH`, or with the log `FCALL roomcast_publish`), acknowledged only if this node's
     /// subscription path to that master was live throughout. `Ok(None)`:
     /// Redis redirected it (the slot moved).
     async fn publish_once(
@@ -494,14 +527,7 @@ impl ClusterBroker {
         channel: &str,
         payload: &Bytes,
     ) -> Result<Option<()>, BrokerError> {
-        let shard = self.cluster.read().shard_of(channel).cloned();
-        let Some(shard) = shard else {
-            self.cluster.refresh.notify_one();
-            return Err(BrokerError::Unavailable(format!(
-                "no Redis Cluster master is known for slot {} of room {channel:?}",
-                slot(channel.as_bytes())
-            )));
-        };
+        let shard = self.master_of(channel)?;
         let Some(generation) = shard.subscription.live() else {
             return Err(BrokerError::Unavailable(format!(
                 "this node's subscription to Redis Cluster master {} is down; its clients would not receive the message",
@@ -514,11 +540,24 @@ impl ClusterBroker {
             )));
         }
         let mut conn = shard.publisher.connection();
-        let mut command = redis::cmd("SPUBLISH");
-        command.arg(channel).arg(payload.as_ref());
+        let sent = async {
+            match self.cluster.options.log {
+                Some(bounds) => {
+                    publish_on(&mut conn, bounds, Layout::Cluster, channel, payload).await
+                }
+                None => {
+                    let mut command = redis::cmd("SPUBLISH");
+                    command.arg(channel).arg(payload.as_ref());
+                    command
+                        .query_async::<redis::Value>(&mut conn)
+                        .await
+                        .map(drop)
+                }
+            }
+        };
         let op_timeout = self.cluster.options.op_timeout;
-        match tokio::time::timeout(op_timeout, command.query_async::<i64>(&mut conn)).await {
-            Ok(Ok(_receivers)) if shard.subscription.live() == Some(generation) => Ok(Some(())),
+        match tokio::time::timeout(op_timeout, sent).await {
+            Ok(Ok(())) if shard.subscription.live() == Some(generation) => Ok(Some(())),
             Ok(Ok(_)) => Err(BrokerError::Unavailable(format!(
                 "this node's subscription to Redis Cluster master {} changed during the publish; the message may not reach its clients",
                 shard.node
@@ -537,11 +576,57 @@ impl ClusterBroker {
             Err(_) => {
                 shard.publisher.replace();
                 Err(BrokerError::Unavailable(format!(
-                    "Redis SPUBLISH on {} timed out after {op_timeout:?}",
+                    "Redis publish on {} timed out after {op_timeout:?}",
                     shard.node
                 )))
             }
         }
+    }
+
+    /// One `FCALL_RO roomcast_read` on the room's master. `Ok(None)`: Redis
+    /// redirected it (the slot moved).
+    async fn read_once(&self, room: &str, after: u64) -> Result<Option<log::Read>, BrokerError> {
+        let Some(bounds) = self.cluster.options.log else {
+            return Err(BrokerError::Config("this node keeps no room log".into()));
+        };
+        let shard = self.master_of(room)?;
+        let mut conn = shard.publisher.connection();
+        let read = read_log_on(&mut conn, bounds, Layout::Cluster, room, after);
+        match bounded(self.cluster.options.op_timeout, read).await {
+            Ok(reply) => log::Read::from_reply(reply)
+                .map(Some)
+                .map_err(BrokerError::Refused),
+            Err(error) if error.is_cluster_error() => Ok(None),
+            Err(error) => Err(BrokerError::Unavailable(format!(
+                "Redis roomcast_read on {}: {error}",
+                shard.node
+            ))),
+        }
+    }
+}
+
+impl LogReader for ClusterBroker {
+    fn layout(&self) -> Layout {
+        Layout::Cluster
+    }
+
+    /// On the room's master; once more after a redirection (the slot moved).
+    fn read_log<'a>(
+        &'a self,
+        room: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<log::Read, BrokerError>> {
+        Box::pin(async move {
+            if let Some(read) = self.read_once(room, after).await? {
+                return Ok(read);
+            }
+            let _ = self.cluster.refresh_now().await;
+            self.read_once(room, after).await?.ok_or_else(|| {
+                BrokerError::Unavailable(format!(
+                    "the slot of room {room:?} is moving between Redis Cluster masters; retry"
+                ))
+            })
+        })
     }
 }
 
@@ -552,6 +637,9 @@ impl Broker for ClusterBroker {
         payload: Bytes,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
+            if self.cluster.options.log.is_some() {
+                Layout::Cluster.key(channel).map_err(BrokerError::Refused)?;
+            }
             if let Some(done) = self.publish_once(channel, &payload).await? {
                 return Ok(done);
             }
