@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
+use super::answered;
 use crate::brokers::BrokerError;
 
 /// `KEYS[1]` the lease, `ARGV[1]` the holder, `ARGV[2]` the TTL in ms:
@@ -40,7 +41,7 @@ pub(super) async fn hold(
     let script = redis::Script::new(HOLD);
     let mut invocation = script.key(name);
     invocation.arg(holder).arg(ttl_ms);
-    let held: i64 = run(invocation.invoke_async(conn), timeout).await?;
+    let held: i64 = answered("Redis lease", timeout, invocation.invoke_async(conn)).await?;
     Ok(held == 1)
 }
 
@@ -53,28 +54,6 @@ pub(super) async fn release(
     let script = redis::Script::new(RELEASE);
     let mut invocation = script.key(name);
     invocation.arg(holder);
-    run::<i64>(invocation.invoke_async(conn), timeout).await?;
+    answered::<i64>("Redis lease", timeout, invocation.invoke_async(conn)).await?;
     Ok(())
-}
-
-async fn run<T>(
-    command: impl std::future::Future<Output = redis::RedisResult<T>>,
-    timeout: Duration,
-) -> Result<T, BrokerError> {
-    match tokio::time::timeout(timeout, command).await {
-        Ok(Ok(value)) => Ok(value),
-        // An error reply (ACL, OOM, scripts disabled) is a refusal.
-        Ok(Err(error))
-            if matches!(
-                error.kind(),
-                redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
-            ) =>
-        {
-            Err(BrokerError::Refused(format!("Redis lease script: {error}")))
-        }
-        Ok(Err(error)) => Err(BrokerError::Unavailable(format!("Redis lease: {error}"))),
-        Err(_) => Err(BrokerError::Unavailable(format!(
-            "Redis lease: no answer within {timeout:?}"
-        ))),
-    }
 }

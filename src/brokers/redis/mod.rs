@@ -36,6 +36,7 @@ pub mod cluster;
 mod lease;
 pub mod log;
 mod resp;
+pub mod sessions;
 pub mod slots;
 mod subscriber;
 
@@ -521,6 +522,23 @@ impl RedisBroker {
         }
     }
 
+    /// Applies changes to recovery sessions (`roomcast:session:<pid>`) in
+    /// order, each session kept for `ttl`.
+    pub async fn write_sessions(
+        &self,
+        ops: &[sessions::SessionOp],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let mut conn = self.publisher.connection();
+        sessions::write(&mut conn, ops, ttl, self.op_timeout).await
+    }
+
+    /// Takes a session: read and deleted at once, so it is given out once.
+    pub async fn take_session(&self, pid: &str) -> Result<Option<Vec<u8>>, BrokerError> {
+        let mut conn = self.publisher.connection();
+        sessions::take(&mut conn, pid, self.op_timeout).await
+    }
+
     /// True while the PSUBSCRIBE is live (regardless of the publisher).
     pub fn is_subscribed(&self) -> bool {
         self.state.subscription.live().is_some()
@@ -848,6 +866,25 @@ async fn load_library(
 }
 
 /// Awaits `future` at most `limit`; a timeout becomes an I/O error.
+/// A command's answer within `timeout`: an error reply from the server
+/// (ACL, OOM, scripts disabled) is a refusal, anything else unavailable.
+async fn answered<T>(
+    what: &str,
+    timeout: Duration,
+    command: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(timeout, command).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) if matches!(error.kind(), ErrorKind::Server(_) | ErrorKind::Extension) => {
+            Err(BrokerError::Refused(format!("{what}: {error}")))
+        }
+        Ok(Err(error)) => Err(BrokerError::Unavailable(format!("{what}: {error}"))),
+        Err(_) => Err(BrokerError::Unavailable(format!(
+            "{what}: no answer within {timeout:?}"
+        ))),
+    }
+}
+
 async fn bounded<T>(
     limit: Duration,
     future: impl Future<Output = Result<T, RedisError>>,

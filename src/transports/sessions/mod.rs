@@ -8,9 +8,11 @@
 //! rooms' history (the hub's, or the broker's log), read from the position
 //! the client reports.
 //!
-//! Owns nothing of a wire protocol; `server` picks the store (like the hub's
-//! interest port, an engine's store plugs in without the transports naming
-//! a broker).
+//! Owns nothing of a wire protocol; `server` picks the store: the node-local
+//! one, or [`RedisSessions`] on a single Redis, which every node shares so a
+//! client recovers on any node (`redis`).
+
+mod redis;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,8 +20,12 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
+pub use self::redis::RedisSessions;
+
 /// What survives a lost connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// The socket id the client had (it keeps it when recovered).
     pub sid: String,
@@ -32,8 +38,23 @@ pub type Lookup = Pin<Box<dyn Future<Output = Option<Session>> + Send>>;
 
 /// Keeps sessions of lost connections for a while, by private id (`pid`).
 pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Keeps `session` under `pid` for `window`.
+    /// Whether the store keeps the sessions of live connections too
+    /// ([`Self::live`]): a store shared by the nodes must, since a node
+    /// killed at once saves nothing when its connections are lost.
+    fn keeps_live(&self) -> bool {
+        false
+    }
+
+    /// The connection of `pid` is live with `session`: it connected, or its
+    /// rooms changed.
+    fn live(&self, _pid: &str, _session: &Session) {}
+
+    /// The connection of `pid` was lost: keeps `session` for `window`.
     fn save(&self, pid: &str, session: Session, window: Duration);
+
+    /// The connection of `pid` ended for good (a goodbye, a server
+    /// disconnect): nothing to come back to.
+    fn end(&self, _pid: &str) {}
 
     /// Takes the session saved under `pid`, if its window has not passed:
     /// once (a second lookup finds nothing).

@@ -1,0 +1,174 @@
+//! Socket.IO recovery's sessions in a real `redis-server`, shared by nodes
+//! (`transports::sessions::RedisSessions`): a live connection's session is
+//! written so another node can take it (once) even if this node dies, its
+//! TTL renewed while it lives; a lost one lasts the window and never
+//! overwrites a newer one; a goodbye deletes it; Redis down: no session,
+//! never a hang, and writes resume when it is back.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use roomcast::brokers::Sink;
+use roomcast::brokers::redis::{RedisBroker, RedisOptions, start_with};
+use roomcast::shutdown::Shutdown;
+use roomcast::transports::sessions::{RedisSessions, Session, SessionStore};
+
+use support::redis::RedisServer;
+use support::{eventually, init_logs};
+
+const LIMIT: Duration = Duration::from_secs(10);
+const PID: &str = "AAAAAAAAAAAAAAAAAAAA";
+
+/// One node's store (its own broker connection) keeping sessions `window`.
+fn node(redis: &RedisServer, window: Duration, shutdown: &Shutdown) -> Arc<RedisSessions> {
+    init_logs();
+    let options = RedisOptions {
+        op_timeout: Duration::from_millis(500),
+        ..RedisOptions::default()
+    };
+    let sink = Sink::new(|_: &str, _| {});
+    let broker: Arc<RedisBroker> =
+        Arc::new(start_with(&redis.url(), "roomcast-test", options, sink, shutdown).unwrap());
+    RedisSessions::start(broker, window, shutdown)
+}
+
+fn session(rooms: &[&str]) -> Session {
+    Session {
+        sid: "BBBBBBBBBBBBBBBBBBBB".into(),
+        rooms: rooms.iter().map(|room| room.to_string()).collect(),
+    }
+}
+
+/// The stored session (`None`: no key), as JSON.
+async fn stored(redis: &RedisServer) -> Option<Session> {
+    let mut conn = redis.connection().await;
+    let value: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!("roomcast:session:{PID}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    value.map(|bytes| serde_json::from_slice(&bytes).unwrap())
+}
+
+async fn pttl(redis: &RedisServer) -> i64 {
+    let mut conn = redis.connection().await;
+    redis::cmd("PTTL")
+        .arg(format!("roomcast:session:{PID}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Waits until the stored session is `expected`.
+async fn stored_is(redis: &RedisServer, expected: Option<Session>) {
+    let found = eventually(LIMIT, || async {
+        let now = stored(redis).await;
+        (now == expected).then_some(())
+    })
+    .await;
+    assert!(found.is_some(), "stored: {:?}", stored(redis).await);
+}
+
+#[tokio::test]
+async fn a_live_session_is_taken_once_on_another_node_with_its_latest_rooms() {
+    let redis = RedisServer::start().await;
+    let shutdown = Shutdown::new();
+    let window = Duration::from_secs(60);
+    let (a, b) = (
+        node(&redis, window, &shutdown),
+        node(&redis, window, &shutdown),
+    );
+
+    a.live(PID, &session(&[]));
+    a.live(PID, &session(&["x"]));
+    a.live(PID, &session(&["x", "y"]));
+    // Written in order: the last write is what is there.
+    stored_is(&redis, Some(session(&["x", "y"]))).await;
+    let ttl = pttl(&redis).await;
+    assert!(ttl > 0 && ttl <= 60_000, "PTTL {ttl}");
+
+    // Node A died (kill -9: it saves nothing more); B takes the session once.
+    assert_eq!(b.take(PID).await, Some(session(&["x", "y"])));
+    assert_eq!(b.take(PID).await, None, "taken once");
+    assert_eq!(a.take(PID).await, None, "by no other node either");
+}
+
+#[tokio::test]
+async fn a_lost_session_lasts_its_window_and_never_overwrites_a_newer_one() {
+    let redis = RedisServer::start().await;
+    let shutdown = Shutdown::new();
+    let (a, b) = (
+        node(&redis, Duration::from_secs(60), &shutdown),
+        node(&redis, Duration::from_secs(60), &shutdown),
+    );
+    // A write that never happened (Redis was away): the loss writes it.
+    a.save(PID, session(&["x"]), Duration::from_secs(60));
+    stored_is(&redis, Some(session(&["x"]))).await;
+
+    // The client is back on B (which took the session and wrote its own)
+    // before A noticed the loss: A's save must not put the old rooms back.
+    assert!(b.take(PID).await.is_some());
+    b.live(PID, &session(&["x", "z"]));
+    stored_is(&redis, Some(session(&["x", "z"]))).await;
+    a.save(PID, session(&["x"]), Duration::from_secs(60));
+    a.live("CCCCCCCCCCCCCCCCCCCC", &session(&[]));
+    // A's writes are in order: once its later one is there, its save ran.
+    let later = eventually(LIMIT, || async {
+        let mut conn = redis.connection().await;
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg("roomcast:session:CCCCCCCCCCCCCCCCCCCC")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        (exists == 1).then_some(())
+    })
+    .await;
+    assert!(later.is_some());
+    assert_eq!(stored(&redis).await, Some(session(&["x", "z"])));
+
+    // A short window: the lost session is gone once it passed.
+    let short = node(&redis, Duration::from_millis(300), &shutdown);
+    assert!(short.take(PID).await.is_some());
+    short.save(PID, session(&["x"]), Duration::from_millis(300));
+    stored_is(&redis, Some(session(&["x"]))).await;
+    stored_is(&redis, None).await;
+    assert_eq!(short.take(PID).await, None, "expired");
+}
+
+#[tokio::test]
+async fn a_live_session_is_renewed_while_it_lives_and_a_goodbye_deletes_it() {
+    let redis = RedisServer::start().await;
+    let shutdown = Shutdown::new();
+    // Renewed every second (a third of the window, at least 1 s).
+    let window = Duration::from_millis(1500);
+    let a = node(&redis, window, &shutdown);
+    a.live(PID, &session(&["x"]));
+    stored_is(&redis, Some(session(&["x"]))).await;
+    // Three windows later it is still there.
+    tokio::time::sleep(window * 3).await;
+    assert_eq!(stored(&redis).await, Some(session(&["x"])));
+
+    a.end(PID);
+    stored_is(&redis, None).await;
+}
+
+#[tokio::test]
+async fn with_redis_down_a_lookup_finds_nothing_and_writes_resume_after() {
+    let mut redis = RedisServer::start().await;
+    let shutdown = Shutdown::new();
+    let a = node(&redis, Duration::from_secs(60), &shutdown);
+    a.live(PID, &session(&["x"]));
+    stored_is(&redis, Some(session(&["x"]))).await;
+
+    redis.kill();
+    // Bounded by the broker's op_timeout: a new session, not a hang.
+    let lookup = tokio::time::timeout(LIMIT, a.take(PID)).await;
+    assert_eq!(lookup.expect("the lookup ends"), None);
+    a.live(PID, &session(&["lost"]));
+
+    redis.restart().await;
+    a.live(PID, &session(&["back"]));
+    stored_is(&redis, Some(session(&["back"]))).await;
+}
