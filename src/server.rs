@@ -27,6 +27,7 @@ use crate::security;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use crate::tls::{self, Tls};
+use crate::transports::sessions::{RedisSessions, SessionStore};
 use crate::transports::socketio::{RoomcastHandler, SocketIo, SocketIoConfig};
 use crate::transports::{sse, ws};
 
@@ -147,6 +148,9 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     // A per-room subscription lingers after the room's last member left as
     // long as its history is kept.
     let linger = args.hub.history_ttl();
+    // Socket.IO recovery's sessions: shared through a single Redis (a client
+    // recovers on any node), else in this process.
+    let mut sessions: Option<Arc<dyn SessionStore>> = None;
     let broker: Arc<dyn Broker> = match broker_config {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
         BrokerConfig::Nats {
@@ -227,6 +231,10 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             );
             if logged {
                 hub.set_log(Arc::new(RedisRoomLog(broker.clone())));
+            }
+            let window = args.transports.recovery_window();
+            if !window.is_zero() {
+                sessions = Some(RedisSessions::start(broker.clone(), window, &shutdown));
             }
             broker
         }
@@ -324,6 +332,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             outbox: args.hub.outbox_limits(),
             security: Some(security.clone()),
             recovery_window: args.transports.recovery_window(),
+            sessions,
             ..SocketIoConfig::default()
         },
         hub.clone(),

@@ -267,4 +267,12 @@ impl Locked<'_> {
             .find(|(i, _)| *i == index)
             .map(|(_, guard)| &**guard)
     }
+
+    pub(super) fn shard_mut(&mut self, room: &str) -> Option<&mut Shard> {
+        let index = self.history.index(room);
+        self.guards
+            .iter_mut()
+            .find(|(i, _)| *i == index)
+            .map(|(_, guard)| &mut **guard)
+    }
 }

@@ -587,6 +587,68 @@ impl Hub {
         queued
     }
 
+    /// [`Held::release_all`]: the rooms' history locks taken together, each
+    /// room's read and what came live after it checked, then everything
+    /// queued merged in id order and each room's floor set; `None`, queuing
+    /// nothing, at the first room that cannot be filled or when the whole
+    /// replay does not fit the client's queue.
+    fn release_all(&self, held: &mut [Held], reads: Vec<LogRead>) -> Option<usize> {
+        let Some(member) = held.first().map(|one| one.member.clone()) else {
+            return Some(0);
+        };
+        let names: Vec<Arc<str>> = held.iter().map(|one| one.room.clone()).collect();
+        let rooms: Vec<&str> = names.iter().map(|room| &**room).collect();
+        let mut locked = self.history.lock_rooms(&rooms);
+        let mut missed = Vec::new();
+        let mut floors = Vec::with_capacity(held.len());
+        for (one, read) in held.iter().zip(reads) {
+            if read.reset {
+                return None;
+            }
+            let read_up_to = read.newest.max(one.since.n);
+            let shard = locked.shard(&one.room)?;
+            let live = self
+                .history
+                .logged_after(shard, &one.room, read_up_to, read.epoch);
+            // As in `release`: what came live must follow the read.
+            if live
+                .first()
+                .is_some_and(|first| first.log.is_some_and(|log| log.prev > read_up_to))
+            {
+                return None;
+            }
+            let newest = live.last().or(read.missed.last()).map(|m| m.id);
+            floors.push(newest.map_or(read_up_to, |id| id.max(read_up_to)));
+            missed.extend(read.missed);
+            missed.extend(live);
+        }
+        missed.sort_unstable_by_key(|message| message.id);
+        let frames: Vec<Frame> = missed
+            .iter()
+            .filter_map(|message| (member.format.encode)(&Event::Message(message)))
+            .collect();
+        // As in `release`: a replay larger than the queue's room would close
+        // the connection, and the client would come back to a larger one.
+        let bytes = frames.iter().map(Frame::len).sum();
+        if !member.outbox.has_room(frames.len(), bytes) {
+            return None;
+        }
+        let mut queued = 0;
+        for frame in frames {
+            if member.outbox.push(frame).is_err() {
+                break;
+            }
+            queued += 1;
+        }
+        for (one, floor) in held.iter_mut().zip(floors) {
+            if let Some(shard) = locked.shard_mut(&one.room) {
+                self.history.hold(shard, &one.room, member.client, floor);
+            }
+            one.released = true;
+        }
+        Some(queued)
+    }
+
     /// Whether a message to `room` would reach anyone or be kept: the room
     /// has members here, a live history, or is cached (and every message
     /// reaches this node). No allocation, two short locks:
@@ -1285,6 +1347,46 @@ mod tests {
         held.release(LogRead::reset());
         logged(&hub, 50, 40);
         assert_eq!(drain(&other), ["reset:r", "1:40", "1:50"]);
+    }
+
+    fn entry_in(room: &str, n: u64, prev: u64) -> Message {
+        Message {
+            room: Arc::from(room),
+            ..entry(n, prev)
+        }
+    }
+
+    #[test]
+    fn a_session_s_rooms_are_released_together_in_id_order_or_not_at_all() {
+        let hub = Arc::new(Hub::new());
+        let back = member(&hub, &IDS, Default::default());
+        let hold = |room: &str| hub.hold(room, back.clone(), SINCE).unwrap();
+        let read = |room: &str, ids: &[(u64, u64)]| LogRead {
+            missed: ids.iter().map(|&(n, p)| entry_in(room, n, p)).collect(),
+            newest: ids.last().map_or(0, |&(n, _)| n),
+            epoch: Some(1),
+            ..LogRead::default()
+        };
+        // Room r came live after its read (30); s's log had 20 and 40.
+        let held = vec![hold("r"), hold("s")];
+        logged(&hub, 30, 0);
+        let reads = vec![read("r", &[]), read("s", &[(20, 10), (40, 20)])];
+        assert_eq!(Held::release_all(held, reads), Some(3));
+        assert_eq!(drain(&back), ["1:20", "1:30", "1:40"], "one id order");
+        logged(&hub, 50, 30);
+        assert_eq!(drain(&back), ["1:50"]);
+
+        // One room that cannot be filled: nothing queued for any, holds let go.
+        let other = member(&hub, &IDS, Default::default());
+        let held = vec![
+            hub.hold("t", other.clone(), SINCE).unwrap(),
+            hub.hold("u", other.clone(), SINCE).unwrap(),
+        ];
+        let reads = vec![read("t", &[(20, 10)]), LogRead::reset()];
+        assert_eq!(Held::release_all(held, reads), None);
+        assert!(drain(&other).is_empty(), "nothing queued");
+        hub.deliver_logged("t", Bytes::new(), 60, LogPosition { epoch: 1, prev: 20 });
+        assert_eq!(drain(&other), ["1:60"], "no hold left behind");
     }
 
     #[test]

@@ -132,6 +132,25 @@ impl Held {
     }
 }
 
+impl Held {
+    /// Releases the rooms one member holds as one step (a Socket.IO session
+    /// coming back, whose one offset covers all its rooms): `reads[i]` is
+    /// what `held[i]`'s log read found. Every room must be fillable (no
+    /// reset, nothing lost between its read and what came live) and the
+    /// whole replay must fit the client's queue, or nothing is queued and
+    /// `None` is returned (the holds are let go when dropped;
+    /// the caller leaves the rooms). Else what they missed and what came
+    /// live since is queued merged in id order, so the offset of any
+    /// message the client gets covers every room.
+    pub fn release_all(mut held: Vec<Held>, reads: Vec<LogRead>) -> Option<usize> {
+        let Some(first) = held.first() else {
+            return Some(0);
+        };
+        let hub = first.hub.clone();
+        hub.release_all(&mut held, reads)
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         if !self.released {

@@ -116,6 +116,33 @@ impl Admission {
     }
 }
 
+/// Who asks to join, and through which transport: the checks of a join.
+pub struct Joiner<'a> {
+    pub security: &'a Security,
+    pub transport: &'static str,
+    pub identity: &'a Identity,
+}
+
+impl Joiner<'_> {
+    /// Each name valid and open to this identity (the `[[rules]]` and token
+    /// claims), and the room limit counting only the rooms not in `held`.
+    /// The limit is checked as rooms are counted, so a request naming
+    /// thousands of rooms stops at the first one over it.
+    pub fn may_join<R: AsRef<str>>(&self, held: &[Arc<str>], rooms: &[R]) -> Result<(), Refusal> {
+        let mut adding: Vec<&str> = Vec::new();
+        for room in rooms.iter().map(AsRef::as_ref) {
+            self.security
+                .may_subscribe(self.transport, self.identity, room)?;
+            if !held.iter().any(|r| &**r == room) && !adding.contains(&room) {
+                self.security
+                    .room_limit(self.transport, held.len(), adding.len() + 1)?;
+                adding.push(room);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How a join went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Joined {
@@ -249,18 +276,31 @@ impl Connection {
     /// are counted, so a request naming thousands of rooms stops at the
     /// first one over it.
     pub fn may_join<R: AsRef<str>>(&self, rooms: &[R]) -> Result<(), Refusal> {
-        let transport = self.transport();
-        let mut adding: Vec<&str> = Vec::new();
+        self.joiner().may_join(&self.rooms, rooms)
+    }
+
+    /// Who joins, for [`Joiner::may_join`] away from the connection.
+    pub fn joiner(&self) -> Joiner<'_> {
+        Joiner {
+            security: &self.security,
+            transport: self.transport(),
+            identity: self.identity(),
+        }
+    }
+
+    /// Takes in the rooms a recovered session was put back in (the hub has
+    /// the client in them already: [`recover_from_log`]).
+    pub fn adopt<R: AsRef<str>>(&mut self, rooms: &[R]) {
         for room in rooms.iter().map(AsRef::as_ref) {
-            self.security
-                .may_subscribe(transport, self.identity(), room)?;
-            if !self.holds(room) && !adding.contains(&room) {
-                self.security
-                    .room_limit(transport, self.rooms.len(), adding.len() + 1)?;
-                adding.push(room);
+            if !self.holds(room) {
+                self.rooms.push(Arc::from(room));
             }
         }
-        Ok(())
+    }
+
+    /// This connection as a member of a room, for a join done elsewhere.
+    pub fn as_member(&self) -> Member {
+        self.member()
     }
 
     /// Joins `room` in the hub now (the checks passed): after `since`, the
@@ -464,28 +504,86 @@ fn boxed(identity: Identity) -> Option<Box<Identity>> {
     }
 }
 
-/// Reads each held room's log and releases it with what was found (a node
-/// without a log can only answer reset). A failed read refuses the join.
+/// Reads each held room's log and releases it with what was found. A
+/// failed read refuses the join.
 async fn catch_up(hub: &Hub, held: Vec<Held>) -> Result<(), Refusal> {
     for held in held {
-        let read = match hub.log() {
-            Some(log) => log.read(held.room(), held.since()).await,
-            None => Ok(LogRead::reset()),
-        };
-        match read {
-            Ok(read) => {
-                held.release(read);
-            }
-            Err(error) => {
-                tracing::warn!(room = held.room(), %error, "cannot read the room's log for a resuming join");
-                return Err(Refusal::broker_unavailable(format!(
-                    "cannot read the log of {:?}: {error}",
-                    held.room()
-                )));
-            }
-        }
+        let read = read_log(hub, &held).await?;
+        held.release(read);
     }
     Ok(())
+}
+
+/// What a held room's log has after the client's id (a node without a log
+/// can only answer reset).
+async fn read_log(hub: &Hub, held: &Held) -> Result<LogRead, Refusal> {
+    let read = match hub.log() {
+        Some(log) => log.read(held.room(), held.since()).await,
+        None => Ok(LogRead::reset()),
+    };
+    read.map_err(|error| {
+        tracing::warn!(room = held.room(), %error, "cannot read the room's log for a resuming join");
+        Refusal::broker_unavailable(format!("cannot read the log of {:?}: {error}", held.room()))
+    })
+}
+
+/// Puts a whole session's rooms back for `member`, resuming after `since`
+/// from the rooms' log, all or nothing (Socket.IO connection state recovery,
+/// whose one offset covers every room): each room held while its
+/// subscription is confirmed and its log read, then all released as one
+/// step ([`Held::release_all`]). `Ok(false)` when a room cannot be filled
+/// (a reset); then, as on `Err`, the member is in none of the rooms. Owns
+/// what it needs, so a transport may await it on another task.
+pub async fn recover_from_log(
+    hub: Arc<Hub>,
+    member: Member,
+    rooms: &[String],
+    since: LogId,
+) -> Result<bool, Refusal> {
+    let client = member.client;
+    let mut held = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        held.extend(hub.hold(room, member.clone(), since));
+    }
+    let result = match confirmed(&hub, client, rooms).await {
+        Ok(()) => read_all(&hub, &held).await,
+        Err(refused) => Err(refused),
+    };
+    let recovered = result.map(|reads| Held::release_all(held, reads).is_some());
+    if !matches!(recovered, Ok(true)) {
+        for room in rooms {
+            hub.leave(room, client);
+        }
+    }
+    recovered
+}
+
+/// [`recover_from_log`] from this node's history instead (an offset
+/// without an epoch, or a node without a log), through [`Hub::resume`].
+pub async fn recover_from_history(
+    hub: Arc<Hub>,
+    member: Member,
+    rooms: &[String],
+    since: u64,
+) -> Result<bool, Refusal> {
+    let mut names: Vec<&str> = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        if !names.contains(&room.as_str()) {
+            names.push(room);
+        }
+    }
+    if hub.resume(&names, &member, since).is_none() {
+        return Ok(false);
+    }
+    confirmed(&hub, member.client, rooms).await.map(|()| true)
+}
+
+async fn read_all(hub: &Hub, held: &[Held]) -> Result<Vec<LogRead>, Refusal> {
+    let mut reads = Vec::with_capacity(held.len());
+    for one in held {
+        reads.push(read_log(hub, one).await?);
+    }
+    Ok(reads)
 }
 
 /// [`Connection::confirm`] on borrowed parts; a refused join leaves the

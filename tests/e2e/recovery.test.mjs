@@ -227,33 +227,65 @@ describe('connection state recovery on the Redis broker (per-room subscriptions)
   it('after a cut, recovered === true, rooms back, every missed message once and in order', () =>
     recoversAfterCut(ctx, ['websocket']));
 
-  describe('a client that comes back to another node', () => {
+  describe('a client that comes back to another node (sessions in Redis, resumed from the room log)', () => {
+    // The node the client moves to; the one it leaves is started per test (it is killed or drained).
     let other;
+    const args = () => ['--api-key', KEY, '--broker', 'redis', '--redis-url', ctx.redis.url, '--recovery-window-s', '30'];
     before(async () => {
-      other = await startRoomcast({
-        args: ['--api-key', KEY, '--broker', 'redis', '--redis-url', ctx.redis.url, '--recovery-window-s', '30'],
-      });
+      other = await startRoomcast({ args: args() });
     });
     after(async () => {
       await other?.stop();
     });
 
-    it('gets a new session (recovered === false, no rooms): sessions and history are per node', async () => {
-      const c = await ctx.open();
-      const r = room('moved');
-      await join(c, r);
-      await sentinel(c, r, (s) => publish(ctx.rc, r, s));
+    /**
+     * A 4.x client in two rooms on `from` while a publisher publishes through `other`; `cut(from)`
+     * takes its transport away and it reconnects to `other`: recovered, in both rooms there without
+     * joining again, every message once and in order.
+     */
+    async function movesTo(from, cut) {
+      const c = await ctx.open({ url: from.url });
+      const [a, b] = [room('a'), room('b')];
+      await join(c, [a, b]);
+      const firstPid = c.socket._pid;
+      const recoveredBefore = await recoveries(other, 'recovered');
+      const pub = publisher(other, [a, b], 'm');
+      await waitFor(() => payloadsIn(c, a).length >= 10, { message: '10 messages before the cut' });
       c.socket.io.uri = other.url; // the next transport goes to the other node
-      const reconnected = waitFor(() => c.events('connect').length === 2, { timeout: 10000, message: 'reconnect' });
-      c.socket.io.engine.close();
+      const reconnected = waitFor(() => c.events('connect').length === 2, { timeout: 15000, message: 'reconnect' });
+      await cut(from, c);
       await waitFor(() => c.events('disconnect').length === 1, { message: 'disconnect' });
+      const atCut = pub.count();
       await reconnected;
-      assert.equal(c.socket.recovered, false, 'told, not a silent gap');
-      assert.equal(await members(other, r), 0, 'rooms not given back on the other node');
-      await join(c, r);
-      assert.equal(await members(other, r), 1, 'joined on the other node');
-      assert.equal(await members(ctx.rc, r), 0, 'and gone from the first');
-      await sentinel(c, r, (s) => publish(other, r, s));
+      await waitFor(() => pub.count() >= atCut + 20, { message: '20 more publishes' });
+      const sent = await pub.stop();
+
+      assert.equal(c.socket.recovered, true, 'recovered on the other node');
+      assert.equal(c.socket._pid, firstPid, 'same session');
+      for (const r of [a, b]) {
+        await sentinel(c, r, (s) => publish(other, r, s));
+        const got = payloadsIn(c, r).filter((p) => !p.startsWith('sentinel-'));
+        assertPayloads(got, sent[r], `room ${r}`);
+      }
+      assert.equal(await members(other, a), 1, 'in the room on the other node');
+      assert.equal(await recoveries(other, 'recovered'), recoveredBefore + 1, 'counted');
+    }
+
+    it('after a cut: recovered === true, rooms back, every missed message once and in order', async () => {
+      await movesTo(ctx.rc, (_from, c) => c.socket.io.engine.close());
+      assert.equal(await members(ctx.rc, room('a')), 0);
+    });
+
+    it('after its node is killed (kill -9): the same', async () => {
+      const doomed = await startRoomcast({ args: args() });
+      await movesTo(doomed, async (from) => {
+        from.proc.kill('SIGKILL');
+      });
+    });
+
+    it('after its node is drained (SIGTERM): the same', async () => {
+      const drained = await startRoomcast({ args: args() });
+      await movesTo(drained, (from) => from.stop());
     });
   });
 });

@@ -7,7 +7,8 @@
 //! socket: every packet goes to the connection's outbox through [`Socket`].
 //! Called by the engine (as its [`Upper`]) on the connection's own task.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -17,14 +18,14 @@ use super::FORMAT;
 use super::engine::parse_query;
 use super::engine::{Link, Sid, Upper, Version};
 use super::protocol::{Kind, Packet, ProtocolError};
-use super::recovery::{self, Claim, Recovery};
+use super::recovery::{self, Claim, Later, Pending, Recovery};
 use super::socket::{AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket};
 use crate::disconnect::DisconnectReason;
-use crate::hub::{Frame, Hub, Member, Since};
+use crate::hub::{ClientId, Frame, Hub, Member, Since};
 use crate::security::{Identity, Permit, Security};
 use crate::telemetry;
 use crate::transports::Connection;
-use crate::transports::sessions::Session;
+use crate::transports::sessions::{Lookup, Session};
 
 pub struct Layer {
     pub hub: Arc<Hub>,
@@ -35,6 +36,8 @@ pub struct Layer {
     pub security: Arc<Security>,
     /// Connection state recovery, when on (`--recovery-window-s` > 0).
     pub recovery: Option<Recovery>,
+    /// Recovering CONNECTs answered from other tasks, by connection.
+    pub(super) pending: Mutex<HashMap<ClientId, Arc<Pending>>>,
 }
 
 /// One connection's Socket.IO state.
@@ -53,6 +56,19 @@ pub struct Conn {
     /// The private session id of `/` when recovery is on: its session is
     /// saved under it when the transport is lost.
     pid: Option<Sid>,
+    /// A recovering CONNECT on `/` is answered from another task; its
+    /// [`Pending`] is in `Layer::pending` (not here: every idle connection
+    /// would carry the pointer) until the connection takes the outcome in
+    /// ([`Layer::settle`]).
+    recovering: bool,
+}
+
+/// A session a CONNECT on `/` claims: its `pid`, the session (taken from
+/// the store, or its lookup when the store answers later) and the position
+/// the client reached.
+enum Claimed {
+    Now(Sid, Session, Since),
+    Later(Sid, Lookup, Since),
 }
 
 impl Upper for Layer {
@@ -78,6 +94,7 @@ impl Upper for Layer {
             connected: false,
             query: query.into(),
             pid: None,
+            recovering: false,
         };
         // Protocol v4 (Engine.IO v3 clients): the default namespace is
         // connected at once.
@@ -93,6 +110,7 @@ impl Upper for Layer {
         link: &Link<'_>,
         frame: Frame,
     ) -> Result<(), DisconnectReason> {
+        self.settle(conn);
         conn.core.conn.allow_message()?;
         let bad = |error: &dyn std::fmt::Display| {
             tracing::debug!(sid = link.sid, %error, "bad socket.io packet");
@@ -144,6 +162,10 @@ impl Upper for Layer {
     }
 
     fn close(&self, conn: &mut Conn, link: &Link<'_>, reason: DisconnectReason) {
+        self.settle(conn);
+        if let Some(pending) = self.unpend(conn) {
+            pending.close();
+        }
         self.keep_session(conn, reason);
         for (index, id) in std::mem::take(&mut conn.sockets) {
             let mut socket = self.socket(&mut conn.core, link, index, &id);
@@ -207,6 +229,7 @@ impl Layer {
             return Err(DisconnectReason::BadInput);
         };
         let (index, id) = conn.sockets[position];
+        let keeps_live = index == 0 && self.keeps_live(conn);
         let mut socket = self.socket(&mut conn.core, link, index, &id);
         match packet.kind {
             Kind::Disconnect => {
@@ -224,8 +247,18 @@ impl Layer {
                     return Err(DisconnectReason::BadInput);
                 };
                 let ack = packet.id.map(AckId);
+                // A shared store keeps a live session's rooms up to date.
+                let before = keeps_live.then(|| socket.rooms().to_vec());
                 self.handler
                     .on_event(&mut socket, &event, Args { values, binary }, ack);
+                let disconnect = socket.disconnect;
+                if before.is_some_and(|before| !same_rooms(&before, conn.core.conn.rooms())) {
+                    self.live(conn);
+                }
+                if disconnect {
+                    self.server_disconnect(conn, link, position);
+                }
+                return Ok(());
             }
             Kind::Ack | Kind::BinaryAck => {
                 let (Some(Value::Array(values)), Some(id)) = (packet.data, packet.id) else {
@@ -280,7 +313,8 @@ impl Layer {
         auth: &Value,
         query: Option<&[(String, String)]>,
     ) {
-        if conn.sockets.iter().any(|(i, _)| *i == index) {
+        // Connected already, or `/` is being recovered.
+        if conn.sockets.iter().any(|(i, _)| *i == index) || (index == 0 && conn.recovering) {
             return;
         }
         let recovery = match (&self.recovery, index, link.version) {
@@ -288,10 +322,11 @@ impl Layer {
             _ => None,
         };
         let claimed = recovery.and_then(|recovery| self.claimed(recovery, link, auth));
-        let id = claimed
-            .as_ref()
-            .and_then(|(_, session, _)| Sid::parse(&session.sid))
-            .unwrap_or_else(Sid::random);
+        let id = match &claimed {
+            Some(Claimed::Now(_, session, _)) => Sid::parse(&session.sid),
+            _ => None,
+        }
+        .unwrap_or_else(Sid::random);
         conn.core.deferred = Some(Vec::new());
         let handshake = Handshake {
             auth,
@@ -306,7 +341,6 @@ impl Layer {
             self.refuse_with(link, nsp, error);
             return;
         }
-        conn.sockets.push((index, id));
         conn.connected = true;
         if index == 0 {
             // One of "everyone" for the emitter's room-less events and requests.
@@ -316,8 +350,19 @@ impl Layer {
                 format: &FORMAT,
             });
         }
+        let (claimed, later) = match claimed {
+            Some(Claimed::Later(pid, lookup, since)) => (None, Some((pid, lookup, since))),
+            claimed => (claimed, None),
+        };
+        if let (Some(recovery), Some((pid, lookup, since)), false) = (recovery, later, disconnect) {
+            self.connect_later(conn, link, recovery, (pid, lookup, since), deferred);
+            return;
+        }
+        conn.sockets.push((index, id));
         let pid = recovery.map(|recovery| match claimed {
-            Some((pid, session, since)) if self.recover(conn, link, recovery, &session, since) => {
+            Some(Claimed::Now(pid, session, since))
+                if self.recover(conn, link, recovery, &session, since) =>
+            {
                 pid
             }
             _ => Sid::random(),
@@ -343,22 +388,96 @@ impl Layer {
                 }
             }
         }
+        if pid.is_some() {
+            self.live(conn);
+        }
         if disconnect {
             let position = conn.sockets.len() - 1;
             self.server_disconnect(conn, link, position);
         }
     }
 
+    /// A recovering CONNECT whose session or log is awaited ([`Later`]):
+    /// the handler's joins now, its frames after the answer, which the task
+    /// queues; the connection takes the outcome in when it next hears from
+    /// the client or closes ([`Self::settle`]; the client sends nothing on
+    /// `/` before the answer).
+    fn connect_later(
+        &self,
+        conn: &mut Conn,
+        link: &Link<'_>,
+        recovery: &Recovery,
+        (pid, lookup, since): (Sid, Lookup, Since),
+        deferred: Vec<Deferred>,
+    ) {
+        let mut after = Vec::new();
+        for item in deferred {
+            match item {
+                Deferred::Frame(frame) => after.push(frame),
+                Deferred::Join(room) => {
+                    conn.core.conn.enter(&room, None);
+                }
+            }
+        }
+        let core = &conn.core.conn;
+        let later = Later {
+            hub: self.hub.clone(),
+            member: core.as_member(),
+            security: core.security().clone(),
+            transport: core.transport(),
+            identity: core.identity().clone(),
+            recovery: recovery.clone(),
+            pid,
+            since,
+            after,
+            sid: link.sid.to_owned(),
+        };
+        let pending = Arc::new(Pending::default());
+        conn.recovering = true;
+        self.pending_connects()
+            .insert(conn.core.conn.client(), pending.clone());
+        recovery.tasks.spawn(later.run(lookup, pending));
+    }
+
+    fn pending_connects(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Arc<Pending>>> {
+        // One insert or remove per use: a poisoned map is still consistent.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The connection's recovery in flight, no longer its.
+    fn unpend(&self, conn: &mut Conn) -> Option<Arc<Pending>> {
+        if !std::mem::take(&mut conn.recovering) {
+            return None;
+        }
+        self.pending_connects().remove(&conn.core.conn.client())
+    }
+
+    /// Takes in a recovery answered from another task, once it is done.
+    fn settle(&self, conn: &mut Conn) {
+        if !conn.recovering {
+            return;
+        }
+        let client = conn.core.conn.client();
+        let Some(settled) = self
+            .pending_connects()
+            .get(&client)
+            .and_then(|p| p.settled())
+        else {
+            return;
+        };
+        self.unpend(conn);
+        conn.sockets.push((0, settled.sid));
+        conn.pid = Some(settled.pid);
+        conn.core.conn.adopt(&settled.rooms);
+    }
+
     /// The session a CONNECT on `/` asks to recover, taken from the store:
     /// its `pid`, the session and the position the client reached. `None`
     /// for a first connection, and (logged) for a `pid`/`offset` we never
     /// sent or a session that is gone.
-    fn claimed(
-        &self,
-        recovery: &Recovery,
-        link: &Link<'_>,
-        auth: &Value,
-    ) -> Option<(Sid, Session, Since)> {
+    fn claimed(&self, recovery: &Recovery, link: &Link<'_>, auth: &Value) -> Option<Claimed> {
         let (pid, since) = match recovery::claim(auth) {
             Claim::Fresh => return None,
             Claim::Resume { pid, since } => (pid, since),
@@ -368,13 +487,23 @@ impl Layer {
                 return None;
             }
         };
-        // The node-local store answers at once.
-        let Some(session) = recovery.store.take(pid.as_str()).now_or_never().flatten() else {
-            tracing::info!(sid = link.sid, "session expired or unknown: new session");
-            telemetry::socketio_recovery("expired");
-            return None;
+        // The node-local store answers at once; a shared one later.
+        let mut lookup = recovery.store.take(pid.as_str());
+        let session = match (&mut lookup).now_or_never() {
+            None => return Some(Claimed::Later(pid, lookup, since)),
+            Some(None) => {
+                tracing::info!(sid = link.sid, "session expired or unknown: new session");
+                telemetry::socketio_recovery("expired");
+                return None;
+            }
+            Some(Some(session)) => session,
         };
-        Some((pid, session, since))
+        // An offset with an epoch is read from the rooms' log, awaited.
+        if matches!(since, Since::Log(_)) && self.hub.log().is_some() {
+            let found: Lookup = Box::pin(std::future::ready(Some(session)));
+            return Some(Claimed::Later(pid, found, since));
+        }
+        Some(Claimed::Now(pid, session, since))
     }
 
     /// Puts a session's rooms back (`on_connect` authenticated the client
@@ -392,19 +521,10 @@ impl Layer {
     ) -> bool {
         let core = &mut conn.core.conn;
         if let Err(refused) = core.may_join(&session.rooms) {
-            tracing::info!(
-                sid = link.sid,
-                code = refused.code,
-                "session's rooms refused: new session"
-            );
-            telemetry::socketio_recovery("refused");
+            recovery::rooms_refused(link.sid, &refused);
             return false;
         }
-        // A logged message's offset resumes from this node's history too:
-        // the history keeps logged messages under the log's ids (one
-        // sequence for every room of a Redis), and the session is this
-        // node's. (From another node it would be the log's read, which is
-        // asynchronous: not built for Socket.IO yet.)
+        // Without a log, a logged message's id is kept in the history too.
         let since = match since {
             Since::Local(n) => n,
             Since::Log(id) => id.n,
@@ -430,27 +550,38 @@ impl Layer {
     }
 
     /// The transport was lost: keep `/`'s session for the recovery window.
+    /// Else (a goodbye, a punishment) it is over.
     fn keep_session(&self, conn: &Conn, reason: DisconnectReason) {
         let (Some(recovery), Some(pid)) = (&self.recovery, conn.pid) else {
             return;
         };
-        let Some((_, sid)) = conn.sockets.iter().find(|(index, _)| *index == 0) else {
-            return;
-        };
-        if !recovery::recoverable(reason) {
+        match session_of(conn) {
+            Some(session) if recovery::recoverable(reason) => {
+                recovery.store.save(pid.as_str(), session, recovery.window);
+            }
+            _ => recovery.store.end(pid.as_str()),
+        }
+    }
+
+    /// Whether the store keeps this connection's live session.
+    fn keeps_live(&self, conn: &Conn) -> bool {
+        conn.pid.is_some()
+            && self
+                .recovery
+                .as_ref()
+                .is_some_and(|recovery| recovery.store.keeps_live())
+    }
+
+    /// Tells a store that keeps live sessions this one as it is now.
+    fn live(&self, conn: &Conn) {
+        if !self.keeps_live(conn) {
             return;
         }
-        let session = Session {
-            sid: sid.as_str().to_owned(),
-            rooms: conn
-                .core
-                .conn
-                .rooms()
-                .iter()
-                .map(|room| room.to_string())
-                .collect(),
-        };
-        recovery.store.save(pid.as_str(), session, recovery.window);
+        if let (Some(recovery), Some(pid), Some(session)) =
+            (&self.recovery, conn.pid, session_of(conn))
+        {
+            recovery.store.live(pid.as_str(), &session);
+        }
     }
 
     fn refuse(&self, link: &Link<'_>, nsp: &str, message: &str) {
@@ -498,9 +629,31 @@ impl Layer {
             self.hub.unregister(conn.core.conn.client());
             conn.core.conn.leave_all();
             // A goodbye or a server disconnect leaves no session behind.
-            conn.pid = None;
+            if let (Some(recovery), Some(pid)) = (&self.recovery, conn.pid.take()) {
+                recovery.store.end(pid.as_str());
+            }
         }
     }
+}
+
+/// `/`'s session: its socket id and rooms (`None` if `/` is not connected).
+fn session_of(conn: &Conn) -> Option<Session> {
+    let (_, sid) = conn.sockets.iter().find(|(index, _)| *index == 0)?;
+    Some(Session {
+        sid: sid.as_str().to_owned(),
+        rooms: conn
+            .core
+            .conn
+            .rooms()
+            .iter()
+            .map(|room| room.to_string())
+            .collect(),
+    })
+}
+
+/// The same rooms, in the same order (an event joins or leaves).
+fn same_rooms(before: &[Arc<str>], now: &[Arc<str>]) -> bool {
+    before.len() == now.len() && before.iter().zip(now).all(|(a, b)| Arc::ptr_eq(a, b))
 }
 
 fn empty_object() -> Value {
@@ -513,7 +666,7 @@ mod tests {
 
     use super::*;
     use crate::hub::{Outbox, OutboxLimits};
-    use crate::transports::sessions::MemorySessions;
+    use crate::transports::sessions::{MemorySessions, SessionStore};
     use crate::transports::socketio::RoomcastHandler;
 
     fn layer() -> Layer {
@@ -523,6 +676,7 @@ mod tests {
             namespaces: vec!["/".into(), "/custom".into()],
             security: Arc::default(),
             recovery: None,
+            pending: Mutex::default(),
         }
     }
 
@@ -584,15 +738,22 @@ mod tests {
     impl Recovering {
         fn new() -> Self {
             let store = Arc::new(MemorySessions::default());
-            let layer = Layer {
+            Recovering {
+                layer: Recovering::layer(store.clone()),
+                store,
+            }
+        }
+
+        /// A layer keeping its sessions in `store`.
+        fn layer(store: Arc<dyn SessionStore>) -> Layer {
+            Layer {
                 recovery: Some(Recovery {
                     window: std::time::Duration::from_secs(60),
-                    store: store.clone(),
+                    store,
                     tasks: Default::default(),
                 }),
                 ..layer()
-            };
-            Recovering { layer, store }
+            }
         }
 
         /// Opens a connection of `version` and hands it `packet` (if any);
@@ -626,6 +787,20 @@ mod tests {
 
         fn close(&self, conn: &mut Conn, outbox: &Arc<Outbox>, reason: DisconnectReason) {
             self.layer.close(conn, &link(outbox, Version::V4), reason);
+        }
+
+        /// A client that joined with `join` and received a message in room
+        /// `a` loses its transport: its first CONNECT answer and the auth it
+        /// comes back with.
+        fn lost(&self, join: &'static str) -> (Value, String) {
+            let (mut conn, outbox, first, _) = self.connect("");
+            self.event(&mut conn, &outbox, join);
+            self.layer.hub.deliver("a", Bytes::from_static(b"seen"));
+            let seen = offset(drain(&outbox).last().unwrap());
+            self.close(&mut conn, &outbox, DisconnectReason::TransportError);
+            let pid = first["pid"].as_str().unwrap();
+            let auth = format!(r#"{{"pid":"{pid}","offset":"{seen}"}}"#);
+            (first, auth)
         }
     }
 
@@ -707,6 +882,99 @@ mod tests {
         // Engine.IO v3 clients (1.x/2.x): `/` is connected at once, as before.
         let (_conn, _outbox, frames) = r.open(Version::V3, None);
         assert_eq!(frames, vec!["40"]);
+    }
+
+    /// Sessions that answer a lookup later, as a shared store does.
+    #[derive(Debug, Default)]
+    struct Later(MemorySessions);
+
+    impl SessionStore for Later {
+        fn save(&self, pid: &str, session: Session, window: std::time::Duration) {
+            self.0.save(pid, session, window);
+        }
+
+        fn take(&self, pid: &str) -> Lookup {
+            let found = self.0.take(pid);
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                found.await
+            })
+        }
+    }
+
+    /// Frames queued to `outbox` once something is (the recovery task ran).
+    async fn awaited(outbox: &Outbox) -> Vec<String> {
+        for _ in 0..500 {
+            let frames = drain(outbox);
+            if !frames.is_empty() {
+                return frames;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no CONNECT answer");
+    }
+
+    #[tokio::test]
+    async fn a_session_a_store_answers_later_is_recovered_before_the_connect_answer() {
+        let store = Arc::new(Later::default());
+        let r = Recovering {
+            layer: Recovering::layer(store.clone()),
+            store: Arc::new(MemorySessions::default()),
+        };
+        let (first, auth) = r.lost(r#"20["channel",["a","b"]]"#);
+        let pid = first["pid"].as_str().unwrap().to_owned();
+        r.layer.hub.deliver("b", Bytes::from_static(b"missed"));
+        let (mut conn, outbox, before) = r.open(Version::V4, Some(&format!("0{auth}")));
+        assert!(before.is_empty(), "nothing before the lookup: {before:?}");
+        let frames = awaited(&outbox).await;
+        assert!(
+            frames[0].starts_with(r#"42["message","missed""#),
+            "{frames:?}"
+        );
+        let answer: Value = serde_json::from_str(frames[1].strip_prefix("40").unwrap()).unwrap();
+        assert_eq!(answer["pid"], pid.as_str(), "recovered");
+        assert_eq!(answer["sid"], first["sid"]);
+        assert_eq!(r.layer.hub.room_size("a"), 1, "rooms back");
+
+        // The connection took the outcome in: `/` is connected, its rooms its own.
+        r.event(&mut conn, &outbox, r#"2["leave","a"]"#);
+        assert_eq!(r.layer.hub.room_size("a"), 0);
+        r.close(&mut conn, &outbox, DisconnectReason::TransportError);
+        assert_eq!(r.layer.hub.room_size("b"), 0, "left at the end");
+        assert_eq!(store.0.len(), 1, "and saved again");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_ends_while_its_session_is_looked_up_leaves_nothing_behind() {
+        let store = Arc::new(Later::default());
+        let r = Recovering {
+            layer: Recovering::layer(store.clone()),
+            store: Arc::new(MemorySessions::default()),
+        };
+        let (_, auth) = r.lost(r#"2["channel","a"]"#);
+        let (mut conn, outbox, _) = r.open(Version::V4, Some(&format!("0{auth}")));
+        r.close(&mut conn, &outbox, DisconnectReason::TransportError);
+        for _ in 0..500 {
+            if store.0.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            store.0.len(),
+            1,
+            "the session is kept for the client's next try"
+        );
+        assert_eq!(r.layer.hub.room_size("a"), 0, "its rooms left");
+        assert!(r.layer.pending_connects().is_empty());
+    }
+
+    #[test]
+    fn recovery_adds_nothing_to_an_idle_connection() {
+        // 256 bytes before a recovery could be awaited on another task
+        // (measured with the same fields and `pid: Option<Sid>` alone): the
+        // task's handle lives in `Layer::pending`, not in every `Conn`.
+        assert!(size_of::<Conn>() <= 256, "{}", size_of::<Conn>());
     }
 
     proptest! {

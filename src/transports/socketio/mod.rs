@@ -140,6 +140,7 @@ impl SocketIo {
             namespaces,
             security,
             recovery,
+            pending: Default::default(),
         };
         Arc::new(SocketIo {
             engine: Engine::new(engine_config, layer, shutdown),
