@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::disconnect::DisconnectReason;
@@ -292,8 +292,23 @@ pub fn disconnected(transport: &'static str, reason: DisconnectReason) {
     }
 }
 
+/// `roomcast_bytes_out_total` of each of [`TRANSPORTS`], looked up once:
+/// it is counted on every write of every client, and `counter!` with a label
+/// finds its series in the recorder's registry on each call (hashing the
+/// key, taking a lock): 6% of Socket.IO's instructions per delivered message
+/// (scripts/bench-instructions, docs/BENCHMARKS.md). The recorder is
+/// installed before any connection, so the handles are its own.
+static BYTES_OUT: [OnceLock<Counter>; TRANSPORTS.len()] = [const { OnceLock::new() }; 3];
+
 pub fn bytes_out(transport: &'static str, bytes: usize) {
-    counter!("roomcast_bytes_out_total", "transport" => transport).increment(bytes as u64);
+    match TRANSPORTS.iter().position(|t| *t == transport) {
+        Some(index) => BYTES_OUT[index]
+            .get_or_init(|| counter!("roomcast_bytes_out_total", "transport" => transport))
+            .increment(bytes as u64),
+        None => {
+            counter!("roomcast_bytes_out_total", "transport" => transport).increment(bytes as u64)
+        }
+    }
 }
 
 pub fn deliveries(transport: &'static str, count: usize) {
