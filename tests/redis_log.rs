@@ -22,6 +22,12 @@ async fn node(redis: &RedisServer) -> Server {
     Server::start(&["--broker", "redis", "--redis-url", &redis.url()]).await
 }
 
+/// A node whose HTTP API takes the key `k`.
+async fn keyed_node(redis: &RedisServer) -> Server {
+    let url = redis.url();
+    Server::start(&["--broker", "redis", "--redis-url", &url, "--api-key", "k"]).await
+}
+
 /// What a back end runs: `FCALL roomcast_publish 1 <room> <payload>`. The
 /// library is loaded by the nodes at start; wait for it.
 async fn fcall(conn: &mut redis::aio::MultiplexedConnection, room: &str, data: &str) {
@@ -169,15 +175,7 @@ async fn without_functions_publishes_are_plain_not_refused() {
         "",
     ])
     .await;
-    let node = Server::start(&[
-        "--broker",
-        "redis",
-        "--redis-url",
-        &redis.url(),
-        "--api-key",
-        "k",
-    ])
-    .await;
+    let node = keyed_node(&redis).await;
     let mut client = ws(&node).await;
     subscribe(&mut client, "room", None).await;
     for data in ["one", "two"] {
@@ -197,15 +195,7 @@ async fn without_functions_publishes_are_plain_not_refused() {
 #[tokio::test]
 async fn room_names_under_roomcast_are_reserved_on_redis() {
     let redis = RedisServer::start().await;
-    let node = Server::start(&[
-        "--broker",
-        "redis",
-        "--redis-url",
-        &redis.url(),
-        "--api-key",
-        "k",
-    ])
-    .await;
+    let node = keyed_node(&redis).await;
     let mut client = ws(&node).await;
     let request = json!({"op": "subscribe", "channel": "roomcast:log:x", "id": 1});
     client
