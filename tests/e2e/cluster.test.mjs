@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { publisher, startCluster } from './lib/cluster.mjs';
 import { connect, closeAll } from './lib/clients.mjs';
 import { join, payloadsIn } from './lib/rooms.mjs';
-import { httpRequest, waitFor } from './lib/server.mjs';
+import { httpRequest, notify, waitFor } from './lib/server.mjs';
 import { resumingSse } from './lib/sse.mjs';
 import { resumingWs } from './lib/ws.mjs';
 
@@ -75,6 +75,42 @@ describe('three nodes behind haproxy (smoke)', () => {
   });
 });
 
+/**
+ * The stock socket.io-client 4.8 in `rooms`: it reconnects by itself and, with the CONNECT's
+ * `pid` and the last message's offset, asks to recover its session; shaped as the resuming /ws
+ * and SSE clients: a reconnect with `recovered === false` counts as a reset of its rooms (it
+ * joins them again and goes on).
+ */
+function recoveringSio(cluster, rooms, transports) {
+  const c = connect('4', cluster.url, { transports, reconnection: true, withCredentials: true, timeout: 10000 });
+  const s = {
+    messages: Object.fromEntries(rooms.map((r) => [r, []])),
+    resets: [],
+    sessions: 0,
+    live: false,
+    ready: () => waitFor(() => s.live, { timeout: 10000, message: `Socket.IO client in ${rooms}` }),
+    close: () => c.close(),
+  };
+  c.socket.on('message', (payload, meta) => {
+    if (meta?.room in s.messages) s.messages[meta.room].push({ data: payload, id: meta.id });
+    notify();
+  });
+  c.socket.on('connect', async () => {
+    s.sessions++;
+    if (!c.socket.recovered) {
+      if (s.sessions > 1) s.resets.push(...rooms);
+      await join(c, rooms);
+    }
+    s.live = true;
+    notify();
+  });
+  c.socket.on('disconnect', () => {
+    s.live = false;
+    notify();
+  });
+  return s;
+}
+
 /** Rooms a resuming client is in. */
 const roomsOf = (c) => Object.keys(c.messages);
 /** The publisher's counter in a payload `m-<n>`. */
@@ -115,7 +151,7 @@ function tally(clients, sent) {
   return t;
 }
 
-describe('kill -9 and rolling restart behind haproxy, /ws and SSE, counted by payload', () => {
+describe('kill -9 and rolling restart behind haproxy, /ws, SSE and Socket.IO, counted by payload', () => {
   // --history-size: what a room's log keeps; a client away for less than that many messages of
   // its room resumes (here ~70 per room per second), one away longer gets a reset.
   const HISTORY = 1000;
@@ -132,9 +168,10 @@ describe('kill -9 and rolling restart behind haproxy, /ws and SSE, counted by pa
   });
 
   /**
-   * Six /ws and six SSE clients, two rooms each out of three (round robin: two of each per
-   * node), a publisher at 200 msg/s; `disrupt()` runs once every client has messages in every
-   * room (an id to resume from); then publishing goes on until every client is back and has
+   * Six /ws, six SSE and six Socket.IO clients (websocket, or polling then websocket), two
+   * rooms each out of three (round robin: two of each per node), a publisher at 200 msg/s;
+   * `disrupt()` runs once every client has messages in every room (an id to resume from);
+   * then publishing goes on until every client is back and has
    * live messages, stops, and each client must end with exactly what was published.
    */
   async function survives(t, disrupt) {
@@ -142,7 +179,8 @@ describe('kill -9 and rolling restart behind haproxy, /ws and SSE, counted by pa
     const pairs = [0, 1, 2, 3, 4, 5].map((i) => [rooms[i % 3], rooms[(i + 1) % 3]]);
     const ws = pairs.map((rs) => resumingWs(cluster.wsUrl, rs));
     const sse = pairs.map((rs) => resumingSse(cluster, rs));
-    const all = [...ws, ...sse];
+    const sio = pairs.map((rs, i) => recoveringSio(cluster, rs, i % 2 ? ['polling', 'websocket'] : ['websocket']));
+    const all = [...ws, ...sse, ...sio];
     clients.push(...all);
     await Promise.all(all.map((c) => c.ready()));
 
@@ -173,7 +211,7 @@ describe('kill -9 and rolling restart behind haproxy, /ws and SSE, counted by pa
       message: 'the last message of each room at every client',
     });
 
-    const totals = { ws: tally(ws, sent), sse: tally(sse, sent) };
+    const totals = { ws: tally(ws, sent), sse: tally(sse, sent), socketio: tally(sio, sent) };
     t.diagnostic(`published ${pub.count()} messages to ${rooms.length} rooms`);
     for (const [name, n] of Object.entries(totals)) t.diagnostic(`${name}: ${JSON.stringify(n)}`);
     for (const [name, n] of Object.entries(totals)) {
