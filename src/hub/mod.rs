@@ -320,7 +320,17 @@ impl Hub {
             .as_ref()
             .and_then(|shard| self.latest.get(shard, room))
             .filter(|m| seen.is_none_or(|seen| m.id > seen));
-        Some(replay(&outbox, format, missed.iter().chain(cached)))
+        match replay(&outbox, format, missed.iter().chain(cached)) {
+            Some(queued) => Some(queued),
+            // Told instead, as a resume from the log is (`release`); live
+            // messages follow.
+            None => {
+                if let Some(frame) = (format.encode)(&Event::Reset { room }) {
+                    let _ = outbox.push(frame);
+                }
+                Some(0)
+            }
+        }
     }
 
     /// A whole session comes back (Socket.IO connection state recovery):
@@ -341,16 +351,34 @@ impl Hub {
         if !rooms.iter().all(|room| covered(room)) {
             return None;
         }
-        let mut missed = Vec::new();
+        // The rooms it is not in yet, each once.
+        let mut joining: Vec<&str> = Vec::new();
         for room in rooms {
-            if self.add(room, member.clone())
-                && let Some(shard) = locked.shard(room)
-            {
+            let member_already = self
+                .rooms
+                .members(room)
+                .is_some_and(|members| members.iter().any(|m| m.client == member.client));
+            if !member_already && !joining.contains(room) {
+                joining.push(room);
+            }
+        }
+        let mut missed = Vec::new();
+        for room in &joining {
+            if let Some(shard) = locked.shard(room) {
                 missed.extend(self.history.since(shard, room, since));
             }
         }
         missed.sort_unstable_by_key(|message| message.id);
-        Some(replay(&member.outbox, member.format, &missed))
+        // Checked before any room is joined: a replay larger than the queue
+        // is a session that cannot be recovered, not a slow consumer.
+        let frames = encode_all(member.format, &missed);
+        if !fits(&member.outbox, &frames) {
+            return None;
+        }
+        for room in joining {
+            self.add(room, member.clone());
+        }
+        Some(queue_all(&member.outbox, frames))
     }
 
     /// Delivers a published message to every member of room `channel`, and
@@ -623,23 +651,7 @@ impl Hub {
             missed.extend(live);
         }
         missed.sort_unstable_by_key(|message| message.id);
-        let frames: Vec<Frame> = missed
-            .iter()
-            .filter_map(|message| (member.format.encode)(&Event::Message(message)))
-            .collect();
-        // As in `release`: a replay larger than the queue's room would close
-        // the connection, and the client would come back to a larger one.
-        let bytes = frames.iter().map(Frame::len).sum();
-        if !member.outbox.has_room(frames.len(), bytes) {
-            return None;
-        }
-        let mut queued = 0;
-        for frame in frames {
-            if member.outbox.push(frame).is_err() {
-                break;
-            }
-            queued += 1;
-        }
+        let queued = replay(&member.outbox, member.format, &missed)?;
         for (one, floor) in held.iter_mut().zip(floors) {
             if let Some(shard) = locked.shard_mut(&one.room) {
                 self.history.hold(shard, &one.room, member.client, floor);
@@ -688,18 +700,37 @@ impl Hub {
     }
 }
 
-/// Queues `missed` to one resuming member; returns how many were queued. A
-/// replay that overflows the queue makes it a slow consumer.
+/// Queues `missed` to one resuming member, all or nothing: how many frames
+/// were queued, or `None`, queuing none, when they do not fit the queue's
+/// room. Queued in one go before the connection writes any, a larger replay
+/// would close it as a slow consumer, and the client would come back with
+/// the same position to a still larger one.
 fn replay<'a>(
     outbox: &Outbox,
     format: &Format,
     missed: impl IntoIterator<Item = &'a Message>,
-) -> usize {
+) -> Option<usize> {
+    let frames = encode_all(format, missed);
+    fits(outbox, &frames).then(|| queue_all(outbox, frames))
+}
+
+fn encode_all<'a>(format: &Format, messages: impl IntoIterator<Item = &'a Message>) -> Vec<Frame> {
+    messages
+        .into_iter()
+        .filter_map(|message| (format.encode)(&Event::Message(message)))
+        .collect()
+}
+
+fn fits(outbox: &Outbox, frames: &[Frame]) -> bool {
+    outbox.has_room(frames.len(), frames.iter().map(Frame::len).sum())
+}
+
+/// Pushes `frames` in order; pushes from other rooms can still fill the
+/// queue meanwhile, which makes it a slow consumer.
+fn queue_all(outbox: &Outbox, frames: Vec<Frame>) -> usize {
     let mut queued = 0;
-    for message in missed {
-        if let Some(frame) = (format.encode)(&Event::Message(message))
-            && outbox.push(frame).is_err()
-        {
+    for frame in frames {
+        if outbox.push(frame).is_err() {
             break;
         }
         queued += 1;
@@ -1036,6 +1067,39 @@ mod tests {
         hub.deliver("r", Bytes::from_static(b"a"));
         let late = member(&hub, &B, Default::default());
         assert_eq!(hub.join_since("r", late, 0), 0);
+    }
+
+    /// A replay larger than the joiner's queue is queued not at all (it
+    /// would close the client as a slow consumer, and the client would come
+    /// back to a larger one): a join goes on live, a session is not recovered.
+    #[test]
+    fn a_replay_larger_than_the_queue_is_not_queued() {
+        let hub = with_history(20);
+        let x = member(&hub, &B, Default::default());
+        hub.join("r", x.clone());
+        for n in 0..10u8 {
+            hub.deliver("r", Bytes::from(vec![b'0' + n]));
+        }
+        let small = OutboxLimits {
+            max_frames: 5,
+            max_bytes: 1 << 20,
+        };
+        let late = member(&hub, &B, small);
+        assert_eq!(hub.join_since("r", late.clone(), 0), 0);
+        assert!(late.outbox.is_empty());
+        hub.deliver("r", Bytes::from_static(b"live"));
+        assert_eq!(texts(&late.outbox), vec![Bytes::from_static(b"live")]);
+        assert_eq!(late.outbox.closed(), None, "not a slow consumer");
+
+        let session = member(&hub, &B, small);
+        assert_eq!(hub.resume(&["r"], &session, 0), None);
+        assert_eq!(hub.room_size("r"), 2, "the session joined nothing");
+        let fits = member(&hub, &B, small);
+        let last_ids = ids_of(&hub, "r");
+        let since = last_ids[last_ids.len() - 4];
+        assert_eq!(hub.resume(&["r", "r"], &fits, since), Some(3));
+        assert_eq!(texts(&fits.outbox).len(), 3);
+        assert_eq!(hub.room_size("r"), 3);
     }
 
     /// A hub whose rooms starting with `dev` are cached.
