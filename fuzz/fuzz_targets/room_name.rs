@@ -17,7 +17,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let max_chars = usize::from(bound).max(1);
-    let check = |chars| validate_room_name_with(name, &RoomNamePolicy { max_chars, chars });
+    let check = |chars| {
+        validate_room_name_with(
+            name,
+            &RoomNamePolicy {
+                max_chars,
+                chars,
+                reserved_prefix: None,
+            },
+        )
+    };
     let printable = check(RoomChars::Printable);
     let safe = check(RoomChars::Safe);
     if printable.is_ok() {
