@@ -292,27 +292,46 @@ pub fn disconnected(transport: &'static str, reason: DisconnectReason) {
     }
 }
 
-/// `roomcast_bytes_out_total` of each of [`TRANSPORTS`], looked up once:
-/// it is counted on every write of every client, and `counter!` with a label
-/// finds its series in the recorder's registry on each call (hashing the
-/// key, taking a lock): 6% of Socket.IO's instructions per delivered message
-/// (scripts/bench-instructions, docs/BENCHMARKS.md). The recorder is
-/// installed before any connection, so the handles are its own.
-static BYTES_OUT: [OnceLock<Counter>; TRANSPORTS.len()] = [const { OnceLock::new() }; 3];
+/// A counter labelled by transport whose series are looked up once: on the
+/// delivery path (per write, per message) `counter!` with a label would find
+/// its series in the recorder's registry on every call, hashing the key and
+/// taking a lock: counting bytes out that way cost 6% of Socket.IO's
+/// instructions per delivery (scripts/bench-instructions, docs/BENCHMARKS.md).
+/// The recorder is installed before any connection, so the handles are its
+/// own.
+struct PerTransport {
+    name: &'static str,
+    series: [OnceLock<Counter>; TRANSPORTS.len()],
+}
 
-pub fn bytes_out(transport: &'static str, bytes: usize) {
-    match TRANSPORTS.iter().position(|t| *t == transport) {
-        Some(index) => BYTES_OUT[index]
-            .get_or_init(|| counter!("roomcast_bytes_out_total", "transport" => transport))
-            .increment(bytes as u64),
-        None => {
-            counter!("roomcast_bytes_out_total", "transport" => transport).increment(bytes as u64)
+impl PerTransport {
+    const fn new(name: &'static str) -> Self {
+        PerTransport {
+            name,
+            series: [const { OnceLock::new() }; TRANSPORTS.len()],
+        }
+    }
+
+    fn increment(&self, transport: &'static str, by: u64) {
+        let name = self.name;
+        match TRANSPORTS.iter().position(|t| *t == transport) {
+            Some(index) => self.series[index]
+                .get_or_init(|| counter!(name, "transport" => transport))
+                .increment(by),
+            None => counter!(name, "transport" => transport).increment(by),
         }
     }
 }
 
+static BYTES_OUT: PerTransport = PerTransport::new("roomcast_bytes_out_total");
+static DELIVERIES: PerTransport = PerTransport::new("roomcast_deliveries_total");
+
+pub fn bytes_out(transport: &'static str, bytes: usize) {
+    BYTES_OUT.increment(transport, bytes as u64);
+}
+
 pub fn deliveries(transport: &'static str, count: usize) {
-    counter!("roomcast_deliveries_total", "transport" => transport).increment(count as u64);
+    DELIVERIES.increment(transport, count as u64);
     STATS.deliveries.fetch_add(count as u64, Ordering::Relaxed);
 }
 
