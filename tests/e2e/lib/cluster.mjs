@@ -1,6 +1,6 @@
-// A roomcast cluster for the e2e tests: one private redis-server, N roomcast nodes on the Redis
-// broker (each on its own free port) and Debian's haproxy in front of them on another free port,
-// with a generated config in a temp dir:
+// A roomcast cluster for the e2e tests: one private broker (`engine`: a redis-server, or a
+// nats-server with JetStream), N roomcast nodes on it (each on its own free port) and Debian's
+// haproxy in front of them on another free port, with a generated config in a temp dir:
 //
 // - `/ws` and `/sse`: round robin, each its own backend (its own rotation, so N clients of one
 //   transport spread evenly over N nodes);
@@ -13,8 +13,9 @@
 //   other backends `track`. `option redispatch` and `retries` send a connection that a node
 //   refused (killed, or not yet known to be down) to another node.
 //
-// const c = await startCluster({ nodes: 3, args: ['--history-size', '1000'] });
-// c.url (haproxy), c.nodes[i] (startRoomcast handles), c.redis, c.apiKey
+// const c = await startCluster({ engine: 'redis', nodes: 3, args: ['--history-size', '1000'] });
+// c.url (haproxy), c.nodes[i] (startRoomcast handles), c.engine (the broker's handle), c.apiKey,
+// await c.publish(room, payload) (the way a back end publishes on that engine)
 // await c.killNode(i); await c.drainNode(i); await c.restartNode(i); await c.stop();
 //
 // Each helper returns once haproxy agrees: killNode/drainNode when it has taken the node out,
@@ -27,12 +28,14 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
+import { connect as natsConnect } from 'nats';
 import { createClient } from 'redis';
 
 import {
   capture,
   exited,
   freePort,
+  startNats,
   startRedis,
   startRoomcast,
   stopProcess,
@@ -43,6 +46,69 @@ import {
 
 export const API_KEY = 'cluster-key';
 const BACKENDS = ['nodes', 'ws', 'sse', 'sio'];
+
+/**
+ * The brokers a cluster runs on: each starts its server and gives the nodes' flags, how a back
+ * end publishes a logged message there (`publish(room, payload)`, resolved once the engine has
+ * it) and `stop()`.
+ */
+const ENGINES = {
+  /**
+   * One redis-server; a back end runs `FCALL roomcast_publish 1 <room> <payload>` (the `redis`
+   * npm client), answered with the log's entry id, after waiting for the library the nodes load
+   * at start.
+   */
+  async redis() {
+    const server = await startRedis();
+    let client = null;
+    return {
+      server,
+      args: ['--broker', 'redis', '--redis-url', server.url],
+      async publish(room, payload) {
+        client ??= createClient({ url: server.url }).on('error', () => {});
+        if (!client.isOpen) await client.connect();
+        return waitUntil(
+          async () => {
+            try {
+              return await client.sendCommand(['FCALL', 'roomcast_publish', '1', room, payload]);
+            } catch (e) {
+              if (!/function not found/i.test(e.message)) throw e;
+              return false;
+            }
+          },
+          { timeout: 10000, interval: 20, message: 'the roomcast library to be loaded' },
+        );
+      },
+      async stop() {
+        await client?.quit().catch(() => {});
+        await server.stop();
+      },
+    };
+  },
+  /**
+   * One `nats-server -js`; a back end publishes plainly to `<prefix>.<room>` (the `nats` npm
+   * client, no JetStream API), which the room log's stream keeps (the nodes make it before they
+   * are ready). Each publish is flushed (a PING/PONG after it) before the next.
+   */
+  async nats() {
+    const server = await startNats();
+    const prefix = 'roomcast';
+    let client = null;
+    return {
+      server,
+      args: ['--broker', 'nats', '--nats-url', server.url, '--nats-prefix', prefix],
+      async publish(room, payload) {
+        client ??= await natsConnect({ servers: server.url, reconnect: false });
+        client.publish(`${prefix}.${room}`, payload);
+        await client.flush();
+      },
+      async stop() {
+        await client?.close().catch(() => {});
+        await server.stop();
+      },
+    };
+  },
+};
 
 function haproxyConfig({ port, nodePorts, socket }) {
   const servers = (extra) =>
@@ -104,10 +170,11 @@ function adminCommand(socket, command) {
 }
 
 /**
- * Starts redis-server, `nodes` roomcast nodes (`--broker redis --redis-url ... --api-key
- * API_KEY` + `args`) and haproxy; resolves once haproxy sees every node up.
+ * Starts the `engine`'s server (see ENGINES), `nodes` roomcast nodes (the engine's flags,
+ * `--api-key API_KEY` + `args`) and haproxy; resolves once haproxy sees every node up.
  */
-export async function startCluster({ nodes = 3, args = [], env = {} } = {}) {
+export async function startCluster({ engine = 'redis', nodes = 3, args = [], env = {} } = {}) {
+  if (!(engine in ENGINES)) throw new Error(`startCluster: no engine ${engine} (${Object.keys(ENGINES)})`);
   // What is started so far (stop functions), stopped again if a later step fails (a child left running would
   // keep the test process alive).
   const started = [];
@@ -117,17 +184,17 @@ export async function startCluster({ nodes = 3, args = [], env = {} } = {}) {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    return await launch({ nodes, args, env, dir, started });
+    return await launch({ engine, nodes, args, env, dir, started });
   } catch (e) {
     await undo();
     throw e;
   }
 }
 
-async function launch({ nodes, args, env, dir, started }) {
-  const redis = await startRedis();
-  started.push(() => redis.stop());
-  const nodeArgs = ['--broker', 'redis', '--redis-url', redis.url, '--api-key', API_KEY, ...args];
+async function launch({ engine, nodes, args, env, dir, started }) {
+  const broker = await ENGINES[engine]();
+  started.push(() => broker.stop());
+  const nodeArgs = [...broker.args, '--api-key', API_KEY, ...args];
   const handles = await Promise.all(
     Array.from({ length: nodes }, async () => {
       const h = await startRoomcast({ args: nodeArgs, env });
@@ -183,9 +250,8 @@ async function launch({ nodes, args, env, dir, started }) {
   };
   for (let i = 0; i < nodes; i++) await waitState(i, true);
 
-  let publisherClient = null;
   const cluster = {
-    redis,
+    engine: broker.server,
     nodes: handles,
     nodeArgs,
     apiKey: API_KEY,
@@ -234,30 +300,12 @@ async function launch({ nodes, args, env, dir, started }) {
       await waitState(i, true);
       return handles[i];
     },
-    /**
-     * What a back end runs: `FCALL roomcast_publish 1 <room> <payload>` (the `redis` npm
-     * client); -> the log's entry id. Waits for the library the nodes load at start.
-     */
-    async fcall(room, payload) {
-      publisherClient ??= createClient({ url: redis.url }).on('error', () => {});
-      if (!publisherClient.isOpen) await publisherClient.connect();
-      return waitUntil(
-        async () => {
-          try {
-            return await publisherClient.sendCommand(['FCALL', 'roomcast_publish', '1', room, payload]);
-          } catch (e) {
-            if (!/function not found/i.test(e.message)) throw e;
-            return false;
-          }
-        },
-        { timeout: 10000, interval: 20, message: 'the roomcast library to be loaded' },
-      );
-    },
+    /** What a back end runs to publish a logged message on this engine (ENGINES). */
+    publish: (room, payload) => broker.publish(room, payload),
     async stop() {
-      await publisherClient?.quit().catch(() => {});
       await stopProcess(haproxy);
       await Promise.all(handles.map((h) => h.stop()));
-      await redis.stop();
+      await broker.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -265,7 +313,7 @@ async function launch({ nodes, args, env, dir, started }) {
 }
 
 /**
- * Publishes through `cluster.fcall` at `rate` messages per second until stop(), the rooms in
+ * Publishes through `cluster.publish` at `rate` messages per second until stop(), the rooms in
  * turn, one at a time (each awaited, so a room's order is the order of its payloads); each
  * payload is `<tag>-<n>`, n counting every publish. -> { stop() -> { room: [payload...] },
  * count(), sent }
@@ -281,7 +329,7 @@ export function publisher(cluster, rooms, { rate = 200, tag = 'm' } = {}) {
       while (running && n < due) {
         const room = rooms[n % rooms.length];
         const payload = `${tag}-${n++}`;
-        await cluster.fcall(room, payload);
+        await cluster.publish(room, payload);
         sent[room].push(payload);
       }
       await new Promise((r) => setTimeout(r, 5));

@@ -1,4 +1,4 @@
-// Process helpers for the e2e tests: free ports, a private redis-server, the roomcast binary,
+// Process helpers for the e2e tests: free ports, a private redis-server and nats-server, the roomcast binary,
 // the protocol-conformance example, publishing, and a small signal-based waitFor.
 //
 // Every process started here is registered and SIGKILLed when the test process exits, so a
@@ -338,6 +338,44 @@ export function publishRedis(redis, channel, message) {
       },
     );
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// nats
+
+/**
+ * A private `nats-server -js` (JetStream, its store in an own temp dir) on a free port, loopback
+ * only; Debian installs it in /usr/sbin. -> { port, url, stop(), output() }
+ */
+export async function startNats() {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'roomcast-nats-'));
+  const proc = track(
+    spawn(process.env.NATS_SERVER_BIN || 'nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: dir,
+      env: { ...process.env, PATH: `${process.env.PATH}:/usr/sbin` },
+    }),
+  );
+  const output = capture(proc);
+  proc.once('error', () => {}); // reported by waitForPort (it exits)
+  try {
+    await waitForPort(port, { proc, output, name: 'nats-server' });
+  } catch (e) {
+    await stopProcess(proc, 1000);
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  return {
+    port,
+    url: `nats://127.0.0.1:${port}`,
+    output,
+    proc,
+    async stop() {
+      await stopProcess(proc);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
