@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::brokers::interest::{Interest, Subscribed, Tracker};
+use crate::brokers::redis::sessions::SessionBackend;
 use crate::brokers::{
     Broker, BrokerError, LogBounds, Logged, Sink, memory::MemoryBroker, nats, redis,
 };
@@ -148,8 +149,8 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     // A per-room subscription lingers after the room's last member left as
     // long as its history is kept.
     let linger = args.hub.history_ttl();
-    // Socket.IO recovery's sessions: shared through a single Redis (a client
-    // recovers on any node), else in this process.
+    // Socket.IO recovery's sessions: shared through Redis or Redis Cluster
+    // (a client recovers on any node), else in this process.
     let mut sessions: Option<Arc<dyn SessionStore>> = None;
     let broker: Arc<dyn Broker> = match broker_config {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
@@ -232,10 +233,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             if logged {
                 hub.set_log(Arc::new(RedisRoomLog(broker.clone())));
             }
-            let window = args.transports.recovery_window();
-            if !window.is_zero() {
-                sessions = Some(RedisSessions::start(broker.clone(), window, &shutdown));
-            }
+            sessions = shared_sessions(broker.clone(), args, &shutdown);
             broker
         }
         BrokerConfig::RedisCluster {
@@ -282,6 +280,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             if logged {
                 hub.set_log(Arc::new(RedisRoomLog(broker.clone())));
             }
+            sessions = shared_sessions(broker.clone(), args, &shutdown);
             broker
         }
     };
@@ -406,6 +405,18 @@ fn log_bounds(hub: &crate::config::HubArgs) -> Option<LogBounds> {
         max_len: hub.history_size,
         ttl: hub.history_ttl(),
     })
+}
+
+/// Socket.IO recovery's sessions in `backend` (one Redis or a cluster), so
+/// a client recovers on any node; none without a recovery window.
+fn shared_sessions(
+    backend: Arc<dyn SessionBackend>,
+    args: &ServeArgs,
+    shutdown: &Shutdown,
+) -> Option<Arc<dyn SessionStore>> {
+    let window = args.transports.recovery_window();
+    (!window.is_zero())
+        .then(|| RedisSessions::start(backend, window, shutdown) as Arc<dyn SessionStore>)
 }
 
 /// Per-room Redis: only rooms `--pattern` matches may be joined.

@@ -240,16 +240,6 @@ async fn logged_ids_are_shared_and_resume_on_another_node_or_reset() {
     assert!(reply.to_string().contains("hashtag"), "{reply}");
 }
 
-/// The replica that follows `master`.
-fn replica_of<'c>(cluster: &'c RedisCluster, master: &RedisServer) -> &'c RedisServer {
-    let wanted = format!("master_port:{}", master.port);
-    cluster
-        .nodes
-        .iter()
-        .find(|node| node.cli(&["INFO", "replication"]).contains(&wanted))
-        .expect("a replica of the room's master")
-}
-
 /// A graceful `CLUSTER FAILOVER` (the replica catches up, then takes over)
 /// of the shard owning the room while a publisher goes through roomcast:
 /// the log loses nothing, so no client may miss or repeat anything.
@@ -259,7 +249,7 @@ async fn failover_of_the_rooms_shard_during_a_run_loses_and_repeats_nothing() {
     let (a, b) = (node(&cluster, "1000").await, node(&cluster, "1000").await);
     let room = "feed";
     let master = cluster.owner(slot(room.as_bytes()));
-    let (master_port, replica) = (master.port, replica_of(&cluster, master));
+    let (master_port, replica) = (master.port, cluster.replica_of(master));
 
     let mut watcher = ws(&b).await;
     subscribe(&mut watcher, room, None).await;

@@ -3,31 +3,40 @@
 //! written so another node can take it (once) even if this node dies, its
 //! TTL renewed while it lives; a lost one lasts the window and never
 //! overwrites a newer one; a goodbye deletes it; Redis down: no session,
-//! never a hang, and writes resume when it is back.
+//! never a hang, and writes resume when it is back. On a Redis Cluster each
+//! session's key is on its slot's master, taken once from any node, also
+//! after a failover of that master.
 
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use roomcast::brokers::Sink;
+use roomcast::brokers::interest::Interest;
+use roomcast::brokers::redis::cluster::{self, ClusterBroker, slot};
+use roomcast::brokers::redis::sessions::key;
 use roomcast::brokers::redis::{RedisBroker, RedisOptions, start_with};
+use roomcast::brokers::{Broker, Sink};
 use roomcast::shutdown::Shutdown;
 use roomcast::transports::sessions::{RedisSessions, Session, SessionStore};
 
-use support::redis::RedisServer;
+use support::redis::{RedisCluster, RedisServer};
 use support::{eventually, init_logs};
 
 const LIMIT: Duration = Duration::from_secs(10);
 const PID: &str = "AAAAAAAAAAAAAAAAAAAA";
 
+fn options() -> RedisOptions {
+    RedisOptions {
+        op_timeout: Duration::from_millis(500),
+        ..RedisOptions::default()
+    }
+}
+
 /// One node's store (its own broker connection) keeping sessions `window`.
 fn node(redis: &RedisServer, window: Duration, shutdown: &Shutdown) -> Arc<RedisSessions> {
     init_logs();
-    let options = RedisOptions {
-        op_timeout: Duration::from_millis(500),
-        ..RedisOptions::default()
-    };
+    let options = options();
     let sink = Sink::new(|_: &str, _| {});
     let broker: Arc<RedisBroker> =
         Arc::new(start_with(&redis.url(), "roomcast-test", options, sink, shutdown).unwrap());
@@ -171,4 +180,88 @@ async fn with_redis_down_a_lookup_finds_nothing_and_writes_resume_after() {
     redis.restart().await;
     a.live(PID, &session(&["back"]));
     stored_is(&redis, Some(session(&["back"]))).await;
+}
+
+/// One node's store on `cluster` (its own cluster broker), once the broker
+/// knows the slot map.
+async fn cluster_node(cluster: &RedisCluster, shutdown: &Shutdown) -> Arc<RedisSessions> {
+    init_logs();
+    let seeds: Vec<String> = cluster.urls().split(',').map(String::from).collect();
+    let tracker = || Interest::new("test", Duration::ZERO, |_: &str| Ok(()), |_: &str| false);
+    let sink = Sink::new(|_: &str, _| {});
+    let (broker, _rooms) = cluster::start(&seeds, tracker, options(), sink, shutdown).unwrap();
+    let broker: Arc<ClusterBroker> = Arc::new(broker);
+    let ready = eventually(LIMIT, || async { broker.is_ready().then_some(()) }).await;
+    assert!(ready.is_some(), "the cluster broker is ready");
+    RedisSessions::start(broker, Duration::from_secs(60), shutdown)
+}
+
+/// The session stored under `pid`, read on its slot's master.
+fn stored_in(cluster: &RedisCluster, pid: &str) -> Option<Session> {
+    let key = key(pid);
+    let value = cluster.owner(slot(key.as_bytes())).cli(&["GET", &key]);
+    let value = value.trim();
+    (!value.is_empty()).then(|| serde_json::from_str(value).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_session_is_on_its_keys_master_and_taken_once_after_a_failover() {
+    let cluster = RedisCluster::start(3, 1).await;
+    let shutdown = Shutdown::new();
+    let (a, b) = (
+        cluster_node(&cluster, &shutdown).await,
+        cluster_node(&cluster, &shutdown).await,
+    );
+    // Sessions on every master, written by one node in one batch.
+    let pids: Vec<String> = (0..12).map(|i| format!("{PID}{i:02}")).collect();
+    let masters: std::collections::HashSet<u16> = pids
+        .iter()
+        .map(|pid| cluster.owner(slot(key(pid).as_bytes())).port)
+        .collect();
+    assert_eq!(masters.len(), 3, "the sessions' keys span the masters");
+    for pid in &pids {
+        a.live(pid, &session(&["x", pid]));
+    }
+    for pid in &pids {
+        let found = eventually(LIMIT, || async {
+            (stored_in(&cluster, pid) == Some(session(&["x", pid]))).then_some(())
+        })
+        .await;
+        assert!(
+            found.is_some(),
+            "{pid} on its master: {:?}",
+            stored_in(&cluster, pid)
+        );
+    }
+    // Node A died: B takes each once, from whichever master holds it.
+    for pid in &pids[1..] {
+        assert_eq!(b.take(pid).await, Some(session(&["x", pid])), "{pid}");
+        assert_eq!(a.take(pid).await, None, "{pid} taken once");
+    }
+
+    // A graceful failover of the first session's master: the replica has
+    // it, and both nodes' stale slot maps are redirected to the new master.
+    let first = &pids[0];
+    let master = cluster.owner(slot(key(first).as_bytes()));
+    let master_port = master.port;
+    let answer = cluster.replica_of(master).cli(&["CLUSTER", "FAILOVER"]);
+    assert_eq!(answer.trim(), "OK", "CLUSTER FAILOVER: {answer}");
+    let moved = eventually(LIMIT, || async {
+        (cluster.owner(slot(key(first).as_bytes())).port != master_port).then_some(())
+    })
+    .await;
+    assert!(moved.is_some(), "the replica took over");
+    assert_eq!(stored_in(&cluster, first), Some(session(&["x", first])));
+    a.live(first, &session(&["after"]));
+    let found = eventually(LIMIT, || async {
+        (stored_in(&cluster, first) == Some(session(&["after"]))).then_some(())
+    })
+    .await;
+    assert!(
+        found.is_some(),
+        "written on the new master: {:?}",
+        stored_in(&cluster, first)
+    );
+    assert_eq!(b.take(first).await, Some(session(&["after"])));
+    assert_eq!(b.take(first).await, None, "taken once");
 }

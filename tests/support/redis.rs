@@ -283,6 +283,15 @@ impl RedisCluster {
         }
         panic!("no master serves slot {slot}: {nodes}");
     }
+
+    /// The replica that follows `master`.
+    pub fn replica_of(&self, master: &RedisServer) -> &RedisServer {
+        let wanted = format!("master_port:{}", master.port);
+        self.nodes
+            .iter()
+            .find(|node| node.cli(&["INFO", "replication"]).contains(&wanted))
+            .expect("a replica of the master")
+    }
 }
 
 impl RedisServer {

@@ -522,26 +522,31 @@ impl RedisBroker {
         }
     }
 
-    /// Applies changes to recovery sessions (`roomcast:session:<pid>`) in
-    /// order, each session kept for `ttl`.
-    pub async fn write_sessions(
-        &self,
-        ops: &[sessions::SessionOp],
-        ttl: Duration,
-    ) -> Result<(), BrokerError> {
-        let mut conn = self.publisher.connection();
-        sessions::write(&mut conn, ops, ttl, self.op_timeout).await
-    }
-
-    /// Takes a session: read and deleted at once, so it is given out once.
-    pub async fn take_session(&self, pid: &str) -> Result<Option<Vec<u8>>, BrokerError> {
-        let mut conn = self.publisher.connection();
-        sessions::take(&mut conn, pid, self.op_timeout).await
-    }
-
     /// True while the PSUBSCRIBE is live (regardless of the publisher).
     pub fn is_subscribed(&self) -> bool {
         self.state.subscription.live().is_some()
+    }
+}
+
+/// Recovery sessions (`roomcast:session:<pid>`) on the publishing connection.
+impl sessions::SessionBackend for RedisBroker {
+    fn write_sessions<'a>(
+        &'a self,
+        ops: &'a [sessions::SessionOp],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let mut conn = self.publisher.connection();
+        let write = async move { sessions::write(&mut conn, ops, ttl).await };
+        Box::pin(answered("Redis sessions", self.op_timeout, write))
+    }
+
+    fn take_session<'a>(
+        &'a self,
+        pid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BrokerError>> {
+        let mut conn = self.publisher.connection();
+        let take = async move { sessions::take(&mut conn, pid).await };
+        Box::pin(answered("Redis session take", self.op_timeout, take))
     }
 }
 
@@ -865,7 +870,6 @@ async fn load_library(
         .map(drop)
 }
 
-/// Awaits `future` at most `limit`; a timeout becomes an I/O error.
 /// A command's answer within `timeout`: an error reply from the server
 /// (ACL, OOM, scripts disabled) is a refusal, anything else unavailable.
 async fn answered<T>(
@@ -873,18 +877,24 @@ async fn answered<T>(
     timeout: Duration,
     command: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, BrokerError> {
-    match tokio::time::timeout(timeout, command).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) if matches!(error.kind(), ErrorKind::Server(_) | ErrorKind::Extension) => {
-            Err(BrokerError::Refused(format!("{what}: {error}")))
+    bounded(timeout, command)
+        .await
+        .map_err(|error| failed(what, error))
+}
+
+/// A failed command as a broker error: an error reply is a refusal (ACL,
+/// OOM, ...), anything else (no answer in time included) an unavailable
+/// Redis.
+fn failed(what: &str, error: RedisError) -> BrokerError {
+    match error.kind() {
+        ErrorKind::Server(_) | ErrorKind::Extension => {
+            BrokerError::Refused(format!("{what}: {error}"))
         }
-        Ok(Err(error)) => Err(BrokerError::Unavailable(format!("{what}: {error}"))),
-        Err(_) => Err(BrokerError::Unavailable(format!(
-            "{what}: no answer within {timeout:?}"
-        ))),
+        _ => BrokerError::Unavailable(format!("{what}: {error}")),
     }
 }
 
+/// Awaits `future` at most `limit`; a timeout becomes an I/O error.
 async fn bounded<T>(
     limit: Duration,
     future: impl Future<Output = Result<T, RedisError>>,

@@ -3,16 +3,38 @@
 //! holding the caller's bytes with a TTL. Taking a session reads and deletes
 //! it in one script, so two nodes never both get it.
 //!
+//! The ops are single-key, so on a Redis Cluster each goes to the master of
+//! its key's slot ([`SessionBackend`]: one Redis, or the cluster's masters,
+//! `cluster/sessions.rs`).
+//!
 //! Knows nothing of what a session holds; `transports::sessions` decides
 //! what to write and when. Every command is bounded by the broker's
 //! `op_timeout`.
 
 use std::time::Duration;
 
+use redis::RedisResult;
 use redis::aio::ConnectionManager;
 
-use super::answered;
-use crate::brokers::BrokerError;
+use crate::brokers::{BoxFuture, BrokerError};
+
+/// The Redis that keeps the sessions: a single Redis (`RedisBroker`), or a
+/// Redis Cluster (`ClusterBroker`: each key on its slot's master).
+pub trait SessionBackend: Send + Sync + 'static {
+    /// Applies `ops` in order (per session: the ops of one session are on
+    /// one key), each session kept for `ttl`.
+    fn write_sessions<'a>(
+        &'a self,
+        ops: &'a [SessionOp],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Takes a session: read and deleted at once, so it is given out once.
+    fn take_session<'a>(
+        &'a self,
+        pid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BrokerError>>;
+}
 
 /// Sessions' keys begin with this (room names under `roomcast:` are
 /// reserved on Redis).
@@ -59,13 +81,25 @@ pub enum SessionOp {
     Delete { pid: Box<str> },
 }
 
-/// Applies `ops` in order, each session for `ttl`.
-pub(super) async fn write(
+impl SessionOp {
+    /// The session's key.
+    pub fn key(&self) -> String {
+        match self {
+            SessionOp::Put { pid, .. }
+            | SessionOp::Keep { pid, .. }
+            | SessionOp::Renew { pid }
+            | SessionOp::Delete { pid } => key(pid),
+        }
+    }
+}
+
+/// Applies `ops` in order, each session for `ttl`, in one pipeline (the
+/// caller bounds it in time).
+pub(super) async fn write<'o>(
     conn: &mut ConnectionManager,
-    ops: &[SessionOp],
+    ops: impl IntoIterator<Item = &'o SessionOp>,
     ttl: Duration,
-    timeout: Duration,
-) -> Result<(), BrokerError> {
+) -> RedisResult<()> {
     let ttl = millis(ttl);
     let mut pipe = redis::pipe();
     for op in ops {
@@ -85,16 +119,12 @@ pub(super) async fn write(
         }
         .ignore();
     }
-    answered::<()>("Redis sessions", timeout, pipe.query_async(conn)).await
+    pipe.query_async(conn).await
 }
 
-/// Takes (reads and deletes) the session under `pid`.
-pub(super) async fn take(
-    conn: &mut ConnectionManager,
-    pid: &str,
-    timeout: Duration,
-) -> Result<Option<Vec<u8>>, BrokerError> {
+/// Takes (reads and deletes) the session under `pid` (the caller bounds it
+/// in time).
+pub(super) async fn take(conn: &mut ConnectionManager, pid: &str) -> RedisResult<Option<Vec<u8>>> {
     let script = redis::Script::new(TAKE);
-    let invocation = script.key(key(pid));
-    answered("Redis session take", timeout, invocation.invoke_async(conn)).await
+    script.key(key(pid)).invoke_async(conn).await
 }

@@ -9,7 +9,7 @@
 //! the client reports.
 //!
 //! Owns nothing of a wire protocol; `server` picks the store: the node-local
-//! one, or [`RedisSessions`] on a single Redis, which every node shares so a
+//! one, or [`RedisSessions`] on Redis or Redis Cluster, which every node shares so a
 //! client recovers on any node (`redis`).
 
 mod redis;

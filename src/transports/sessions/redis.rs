@@ -1,5 +1,6 @@
-//! [`RedisSessions`]: the sessions of Socket.IO recovery in a single Redis,
-//! shared by every node, so a client recovers on whichever node it reaches.
+//! [`RedisSessions`]: the sessions of Socket.IO recovery in Redis (a single
+//! Redis or a Redis Cluster: [`SessionBackend`]), shared by every node, so a
+//! client recovers on whichever node it reaches.
 //!
 //! A node killed at once saves nothing, so a session is written while its
 //! connection lives: when it connects and when its rooms change, and its
@@ -23,8 +24,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{Lookup, Session, SessionStore};
-use crate::brokers::redis::RedisBroker;
-use crate::brokers::redis::sessions::SessionOp;
+use crate::brokers::redis::sessions::{SessionBackend, SessionOp};
 use crate::shutdown::Shutdown;
 
 /// Writes waiting for the writer; past this they are dropped (logged): a
@@ -42,7 +42,7 @@ type Live = Arc<Mutex<HashSet<Box<str>>>>;
 
 /// Sessions in Redis (see the module header).
 pub struct RedisSessions {
-    broker: Arc<RedisBroker>,
+    broker: Arc<dyn SessionBackend>,
     live: Live,
     writes: mpsc::Sender<SessionOp>,
     /// A write was dropped since the writer last wrote (logged once).
@@ -58,7 +58,11 @@ impl std::fmt::Debug for RedisSessions {
 impl RedisSessions {
     /// A store keeping sessions for `window`, and its writer task (on
     /// `shutdown`, which it outlives until the drain's saves are written).
-    pub fn start(broker: Arc<RedisBroker>, window: Duration, shutdown: &Shutdown) -> Arc<Self> {
+    pub fn start(
+        broker: Arc<dyn SessionBackend>,
+        window: Duration,
+        shutdown: &Shutdown,
+    ) -> Arc<Self> {
         let (writes, queue) = mpsc::channel(QUEUE);
         let live = Live::default();
         let dropping = Arc::new(AtomicBool::new(false));
@@ -147,7 +151,7 @@ impl SessionStore for RedisSessions {
 
 /// The one task that writes sessions.
 struct Writer {
-    broker: Arc<RedisBroker>,
+    broker: Arc<dyn SessionBackend>,
     live: Live,
     window: Duration,
     /// The last write failed (logged once until one succeeds).

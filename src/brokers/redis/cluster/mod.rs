@@ -45,6 +45,8 @@ use bytes::Bytes;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Value};
 use tokio_util::sync::CancellationToken;
 
+mod sessions;
+
 use super::log::{self, Layout};
 pub use super::slots::slot;
 use super::slots::{Node, SlotMap};
@@ -497,24 +499,25 @@ impl Cluster {
 }
 
 impl Topology {
-    /// The shard that serves `room`'s slot now, if any.
-    fn shard_of(&self, room: &str) -> Option<&Arc<Shard>> {
+    /// The shard that serves the slot of `key` (a room's name, or a key)
+    /// now, if any.
+    fn shard_of(&self, key: &str) -> Option<&Arc<Shard>> {
         self.map
-            .owner(slot(room.as_bytes()))
+            .owner(slot(key.as_bytes()))
             .and_then(|node| self.shards.get(node))
     }
 }
 
 impl ClusterBroker {
-    /// The shard of the master that serves `room`'s slot now (unknown: the
-    /// slot map is read again).
-    fn master_of(&self, room: &str) -> Result<Arc<Shard>, BrokerError> {
-        let shard = self.cluster.read().shard_of(room).cloned();
+    /// The shard of the master that serves the slot of `key` (a room, or a
+    /// key of its own) now (unknown: the slot map is read again).
+    fn master_of(&self, key: &str) -> Result<Arc<Shard>, BrokerError> {
+        let shard = self.cluster.read().shard_of(key).cloned();
         shard.ok_or_else(|| {
             self.cluster.refresh.notify_one();
             BrokerError::Unavailable(format!(
-                "no Redis Cluster master is known for slot {} of room {room:?}",
-                slot(room.as_bytes())
+                "no Redis Cluster master is known for slot {} of {key:?}",
+                slot(key.as_bytes())
             ))
         })
     }
