@@ -5,23 +5,11 @@ import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { startCluster } from './lib/cluster.mjs';
-import { describeClusterRecovery, room } from './lib/cluster-scenarios.mjs';
+import { describeClusterRecovery, membersPerNode, room } from './lib/cluster-scenarios.mjs';
 import { connect } from './lib/clients.mjs';
 import { join, payloadsIn } from './lib/rooms.mjs';
-import { httpRequest, waitFor } from './lib/server.mjs';
+import { waitFor } from './lib/server.mjs';
 import { resumingWs } from './lib/ws.mjs';
-
-/** Members of `r` on each node (0 where the room does not exist). */
-async function membersPerNode(cluster, r) {
-  return Promise.all(
-    cluster.nodes.map(async (node) => {
-      const res = await httpRequest(node, `/api/rooms/${encodeURIComponent(r)}`, {
-        headers: { authorization: `Bearer ${cluster.apiKey}` },
-      });
-      return res.status === 200 ? res.body.members : 0;
-    }),
-  );
-}
 
 describe('three nodes behind haproxy (smoke)', () => {
   let cluster;

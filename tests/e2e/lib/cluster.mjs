@@ -1,5 +1,5 @@
-// A roomcast cluster for the e2e tests: one private broker (`engine`: a redis-server, or a
-// nats-server with JetStream), N roomcast nodes on it (each on its own free port) and Debian's
+// A roomcast cluster for the e2e tests: one private broker (`engine`: a redis-server, a Redis
+// Cluster, or a nats-server with JetStream), N roomcast nodes on it (each on its own free port) and Debian's
 // haproxy in front of them on another free port, with a generated config in a temp dir:
 //
 // - `/ws` and `/sse`: round robin, each its own backend (its own rotation, so N clients of one
@@ -29,7 +29,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { connect as natsConnect } from 'nats';
-import { createClient } from 'redis';
+import { createClient, createCluster } from 'redis';
 
 import {
   capture,
@@ -43,6 +43,7 @@ import {
   waitForPort,
   waitUntil,
 } from './server.mjs';
+import { startRedisCluster } from './redis-cluster.mjs';
 
 export const API_KEY = 'cluster-key';
 const BACKENDS = ['nodes', 'ws', 'sse', 'sio'];
@@ -55,8 +56,7 @@ const BACKENDS = ['nodes', 'ws', 'sse', 'sio'];
 const ENGINES = {
   /**
    * One redis-server; a back end runs `FCALL roomcast_publish 1 <room> <payload>` (the `redis`
-   * npm client), answered with the log's entry id, after waiting for the library the nodes load
-   * at start.
+   * npm client), answered with the log's entry id.
    */
   async redis() {
     const server = await startRedis();
@@ -67,17 +67,31 @@ const ENGINES = {
       async publish(room, payload) {
         client ??= createClient({ url: server.url }).on('error', () => {});
         if (!client.isOpen) await client.connect();
-        return waitUntil(
-          async () => {
-            try {
-              return await client.sendCommand(['FCALL', 'roomcast_publish', '1', room, payload]);
-            } catch (e) {
-              if (!/function not found/i.test(e.message)) throw e;
-              return false;
-            }
-          },
-          { timeout: 10000, interval: 20, message: 'the roomcast library to be loaded' },
-        );
+        return fcallPublish((args) => client.sendCommand(args), room, payload);
+      },
+      async stop() {
+        await client?.quit().catch(() => {});
+        await server.stop();
+      },
+    };
+  },
+  /**
+   * A Redis Cluster (lib/redis-cluster.mjs: 3 masters, a replica each, so a shard can fail
+   * over); a back end runs the same `FCALL` through a cluster client (the `redis` npm client's
+   * `createCluster`: the room, KEYS[1], routes it to its slot's master, and a `MOVED` is
+   * followed). `server.failover(room)`: a graceful `CLUSTER FAILOVER` of the shard owning the
+   * room (its log is in the room's slot).
+   */
+  async 'redis-cluster'() {
+    const server = await startRedisCluster({ masters: 3, replicas: 1 });
+    let client = null;
+    return {
+      server,
+      args: ['--broker', 'redis-cluster', '--redis-url', server.urls],
+      async publish(room, payload) {
+        client ??= createCluster({ rootNodes: server.nodes.map((n) => ({ url: n.url })) }).on('error', () => {});
+        if (!client.isOpen) await client.connect();
+        return fcallPublish((args) => client.sendCommand(room, false, args), room, payload);
       },
       async stop() {
         await client?.quit().catch(() => {});
@@ -109,6 +123,24 @@ const ENGINES = {
     };
   },
 };
+
+/**
+ * `FCALL roomcast_publish 1 <room> <payload>` through `send(args)` -> the log's entry id; waits
+ * for the library the nodes load when they start (or connect to a master).
+ */
+function fcallPublish(send, room, payload) {
+  return waitUntil(
+    async () => {
+      try {
+        return await send(['FCALL', 'roomcast_publish', '1', room, payload]);
+      } catch (e) {
+        if (!/function not found/i.test(e.message)) throw e;
+        return false;
+      }
+    },
+    { timeout: 10000, interval: 20, message: 'the roomcast library to be loaded' },
+  );
+}
 
 function haproxyConfig({ port, nodePorts, socket }) {
   const servers = (extra) =>

@@ -261,12 +261,13 @@ function redisPing(port) {
 }
 
 /**
- * A private redis-server on a free port (or `port`), own temp dir, no persistence, loopback only.
+ * A private redis-server on a free port (or `port`), own temp dir, no persistence, loopback only,
+ * with `args` added to its command line (e.g. cluster mode).
  * -> { port, url, stop(), restart({ whileDown }), output() }
  * restart() stops the server and starts it again on the SAME port; `whileDown` (optional async
  * callback) runs while it is down, e.g. to observe /readyz going 503.
  */
-export async function startRedis({ port } = {}) {
+export async function startRedis({ port, args = [] } = {}) {
   port ??= await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'roomcast-redis-'));
   let proc = null;
@@ -276,7 +277,7 @@ export async function startRedis({ port } = {}) {
       spawn(
         'redis-server',
         ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
-          '--daemonize', 'no', '--protected-mode', 'yes', '--loglevel', 'warning'],
+          '--daemonize', 'no', '--protected-mode', 'yes', '--loglevel', 'warning', ...args],
         { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir },
       ),
     );
