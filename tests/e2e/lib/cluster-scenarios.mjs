@@ -210,6 +210,9 @@ export function describeClusterRecovery(engine, { roomsPerId = 2, failover = fal
     if (failover) {
       it('graceful failover of the shard owning a room during the run: every message once, in order', (t) =>
         survives(t, (rooms) => cluster.engine.failover(rooms[0]), { reconnects: false }));
+
+      it('kill -9 of one node while the shard owning a room fails over: every message once, in order', (t) =>
+        survives(t, (rooms) => Promise.all([cluster.engine.failover(rooms[0]), cluster.killNode(0)])));
     }
 
     if (roomsPerId < 2) {
