@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::brokers::interest::{Interest, Subscribed, Tracker};
-use crate::brokers::redis::sessions::SessionBackend;
+use crate::brokers::sessions::SessionBackend;
 use crate::brokers::{
     Broker, BrokerError, LogBounds, Logged, Sink, memory::MemoryBroker, nats, redis,
 };
@@ -28,7 +28,7 @@ use crate::security;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use crate::tls::{self, Tls};
-use crate::transports::sessions::{RedisSessions, SessionStore};
+use crate::transports::sessions::{SessionStore, SharedSessions};
 use crate::transports::socketio::{RoomcastHandler, SocketIo, SocketIoConfig};
 use crate::transports::{sse, ws};
 
@@ -149,8 +149,9 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
     // A per-room subscription lingers after the room's last member left as
     // long as its history is kept.
     let linger = args.hub.history_ttl();
-    // Socket.IO recovery's sessions: shared through Redis or Redis Cluster
-    // (a client recovers on any node), else in this process.
+    // Socket.IO recovery's sessions: shared through Redis, Redis Cluster or
+    // NATS with the room log (a client recovers on any node), else in this
+    // process.
     let mut sessions: Option<Arc<dyn SessionStore>> = None;
     let broker: Arc<dyn Broker> = match broker_config {
         BrokerConfig::Memory => Arc::new(MemoryBroker::new(sink)),
@@ -187,6 +188,8 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             );
             if log.is_some() {
                 hub.set_log(Arc::new(NatsRoomLog(broker.clone())));
+                // In JetStream too (in this process if the server has none).
+                sessions = shared_sessions(broker.clone(), args, &shutdown);
             }
             broker
         }
@@ -407,8 +410,9 @@ fn log_bounds(hub: &crate::config::HubArgs) -> Option<LogBounds> {
     })
 }
 
-/// Socket.IO recovery's sessions in `backend` (one Redis or a cluster), so
-/// a client recovers on any node; none without a recovery window.
+/// Socket.IO recovery's sessions in `backend` (one Redis, a cluster, or
+/// NATS JetStream), so a client recovers on any node; none without a
+/// recovery window.
 fn shared_sessions(
     backend: Arc<dyn SessionBackend>,
     args: &ServeArgs,
@@ -416,7 +420,7 @@ fn shared_sessions(
 ) -> Option<Arc<dyn SessionStore>> {
     let window = args.transports.recovery_window();
     (!window.is_zero())
-        .then(|| RedisSessions::start(backend, window, shutdown) as Arc<dyn SessionStore>)
+        .then(|| SharedSessions::start(backend, window, shutdown) as Arc<dyn SessionStore>)
 }
 
 /// Per-room Redis: only rooms `--pattern` matches may be joined.

@@ -1,5 +1,5 @@
 //! Socket.IO recovery's sessions in a real `redis-server`, shared by nodes
-//! (`transports::sessions::RedisSessions`): a live connection's session is
+//! (`transports::sessions::SharedSessions` on Redis): a live connection's session is
 //! written so another node can take it (once) even if this node dies, its
 //! TTL renewed while it lives; a lost one lasts the window and never
 //! overwrites a newer one; a goodbye deletes it; Redis down: no session,
@@ -18,7 +18,7 @@ use roomcast::brokers::redis::sessions::key;
 use roomcast::brokers::redis::{RedisBroker, RedisOptions, start_with};
 use roomcast::brokers::{Broker, Sink};
 use roomcast::shutdown::Shutdown;
-use roomcast::transports::sessions::{RedisSessions, Session, SessionStore};
+use roomcast::transports::sessions::{Session, SessionStore, SharedSessions};
 
 use support::redis::{RedisCluster, RedisServer};
 use support::{eventually, init_logs};
@@ -34,13 +34,13 @@ fn options() -> RedisOptions {
 }
 
 /// One node's store (its own broker connection) keeping sessions `window`.
-fn node(redis: &RedisServer, window: Duration, shutdown: &Shutdown) -> Arc<RedisSessions> {
+fn node(redis: &RedisServer, window: Duration, shutdown: &Shutdown) -> Arc<SharedSessions> {
     init_logs();
     let options = options();
     let sink = Sink::new(|_: &str, _| {});
     let broker: Arc<RedisBroker> =
         Arc::new(start_with(&redis.url(), "roomcast-test", options, sink, shutdown).unwrap());
-    RedisSessions::start(broker, window, shutdown)
+    SharedSessions::start(broker, window, shutdown)
 }
 
 fn session(rooms: &[&str]) -> Session {
@@ -184,7 +184,7 @@ async fn with_redis_down_a_lookup_finds_nothing_and_writes_resume_after() {
 
 /// One node's store on `cluster` (its own cluster broker), once the broker
 /// knows the slot map.
-async fn cluster_node(cluster: &RedisCluster, shutdown: &Shutdown) -> Arc<RedisSessions> {
+async fn cluster_node(cluster: &RedisCluster, shutdown: &Shutdown) -> Arc<SharedSessions> {
     init_logs();
     let seeds: Vec<String> = cluster.urls().split(',').map(String::from).collect();
     let tracker = || Interest::new("test", Duration::ZERO, |_: &str| Ok(()), |_: &str| false);
@@ -193,7 +193,7 @@ async fn cluster_node(cluster: &RedisCluster, shutdown: &Shutdown) -> Arc<RedisS
     let broker: Arc<ClusterBroker> = Arc::new(broker);
     let ready = eventually(LIMIT, || async { broker.is_ready().then_some(()) }).await;
     assert!(ready.is_some(), "the cluster broker is ready");
-    RedisSessions::start(broker, Duration::from_secs(60), shutdown)
+    SharedSessions::start(broker, Duration::from_secs(60), shutdown)
 }
 
 /// The session stored under `pid`, read on its slot's master.

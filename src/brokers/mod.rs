@@ -11,6 +11,7 @@ pub mod interest;
 pub mod memory;
 pub mod nats;
 pub mod redis;
+pub mod sessions;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -31,6 +31,7 @@
 //! Called by `server`, which builds it with [`start`].
 
 pub mod log;
+mod sessions;
 mod stream;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::interest::Interest;
+use super::sessions::{SessionBackend, SessionOp};
 use super::{BoxFuture, Broker, BrokerError, LogBounds, Sink};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -156,6 +158,7 @@ pub struct NatsBroker {
     prefix: String,
     live: Arc<AtomicBool>,
     log: Option<Arc<stream::Log>>,
+    sessions: sessions::Bucket,
 }
 
 /// Connects (in the background: an unreachable server is not an error here)
@@ -234,7 +237,10 @@ pub async fn start(
         }
         task.live.store(false, Ordering::SeqCst);
     });
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(stream::TIMEOUT);
     Ok(NatsBroker {
+        sessions: sessions::Bucket::new(js, &options.prefix),
         client,
         prefix: options.prefix,
         live,
@@ -499,6 +505,34 @@ impl NatsBroker {
                 .map_err(BrokerError::Unavailable),
             None => Ok(log::Read::default()),
         }
+    }
+}
+
+/// Sessions in a JetStream key-value bucket (`sessions.rs`), kept while
+/// the room log is on or not known to be off: a server without JetStream
+/// keeps none, and the caller keeps them in its process.
+impl SessionBackend for NatsBroker {
+    fn engine(&self) -> &'static str {
+        "NATS"
+    }
+
+    fn keeps_sessions(&self) -> bool {
+        self.log.as_ref().is_some_and(|log| !log.has_no_jetstream())
+    }
+
+    fn write_sessions<'a>(
+        &'a self,
+        ops: &'a [SessionOp],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(self.sessions.write(ops, ttl))
+    }
+
+    fn take_session<'a>(
+        &'a self,
+        pid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BrokerError>> {
+        Box::pin(self.sessions.take(pid))
     }
 }
 

@@ -28,7 +28,7 @@ const ON: u8 = 1;
 const OFF: u8 = 2;
 
 /// How long a JetStream request may take.
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Log {
     client: async_nats::Client,
@@ -57,6 +57,11 @@ impl Log {
     /// Whether the stream is this node's log (else: plain core NATS).
     pub fn is_on(&self) -> bool {
         self.state.load(Ordering::SeqCst) == ON
+    }
+
+    /// Whether the server turned out to have no JetStream.
+    pub fn has_no_jetstream(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == OFF
     }
 
     /// Makes the stream, or brings an existing one to this node's bounds

@@ -50,6 +50,7 @@ use redis::{ErrorKind, RedisError};
 
 use super::inbox::{Inbox, InboxLimits};
 use super::interest::Interest;
+use super::sessions::{SessionBackend, SessionOp};
 use super::{BoxFuture, Broker, BrokerError, Sink};
 use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
@@ -529,10 +530,14 @@ impl RedisBroker {
 }
 
 /// Recovery sessions (`roomcast:session:<pid>`) on the publishing connection.
-impl sessions::SessionBackend for RedisBroker {
+impl SessionBackend for RedisBroker {
+    fn engine(&self) -> &'static str {
+        "Redis"
+    }
+
     fn write_sessions<'a>(
         &'a self,
-        ops: &'a [sessions::SessionOp],
+        ops: &'a [SessionOp],
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BrokerError>> {
         let mut conn = self.publisher.connection();

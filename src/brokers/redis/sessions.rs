@@ -4,7 +4,7 @@
 //! it in one script, so two nodes never both get it.
 //!
 //! The ops are single-key, so on a Redis Cluster each goes to the master of
-//! its key's slot ([`SessionBackend`]: one Redis, or the cluster's masters,
+//! its key's slot (`SessionBackend`: one Redis, or the cluster's masters,
 //! `cluster/sessions.rs`).
 //!
 //! Knows nothing of what a session holds; `transports::sessions` decides
@@ -16,25 +16,7 @@ use std::time::Duration;
 use redis::RedisResult;
 use redis::aio::ConnectionManager;
 
-use crate::brokers::{BoxFuture, BrokerError};
-
-/// The Redis that keeps the sessions: a single Redis (`RedisBroker`), or a
-/// Redis Cluster (`ClusterBroker`: each key on its slot's master).
-pub trait SessionBackend: Send + Sync + 'static {
-    /// Applies `ops` in order (per session: the ops of one session are on
-    /// one key), each session kept for `ttl`.
-    fn write_sessions<'a>(
-        &'a self,
-        ops: &'a [SessionOp],
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), BrokerError>>;
-
-    /// Takes a session: read and deleted at once, so it is given out once.
-    fn take_session<'a>(
-        &'a self,
-        pid: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BrokerError>>;
-}
+use crate::brokers::sessions::SessionOp;
 
 /// Sessions' keys begin with this (room names under `roomcast:` are
 /// reserved on Redis).
@@ -65,32 +47,6 @@ pub fn key(pid: &str) -> String {
 
 fn millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-/// A change to the sessions, sent in order with others in one pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionOp {
-    /// Writes the session, over what was there (its connection is live here).
-    Put { pid: Box<str>, value: Vec<u8> },
-    /// Renews the session's TTL, writing it only if absent (its connection
-    /// was lost here; the client may be back elsewhere already).
-    Keep { pid: Box<str>, value: Vec<u8> },
-    /// Renews the session's TTL if it exists (its connection still lives).
-    Renew { pid: Box<str> },
-    /// Deletes the session (its connection ended for good).
-    Delete { pid: Box<str> },
-}
-
-impl SessionOp {
-    /// The session's key.
-    pub fn key(&self) -> String {
-        match self {
-            SessionOp::Put { pid, .. }
-            | SessionOp::Keep { pid, .. }
-            | SessionOp::Renew { pid }
-            | SessionOp::Delete { pid } => key(pid),
-        }
-    }
 }
 
 /// Applies `ops` in order, each session for `ttl`, in one pipeline (the

@@ -9,10 +9,10 @@
 //! the client reports.
 //!
 //! Owns nothing of a wire protocol; `server` picks the store: the node-local
-//! one, or [`RedisSessions`] on Redis or Redis Cluster, which every node shares so a
-//! client recovers on any node (`redis`).
+//! one, or [`SharedSessions`] in Redis, Redis Cluster or NATS JetStream,
+//! which every node shares so a client recovers on any node (`shared`).
 
-mod redis;
+mod shared;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use self::redis::RedisSessions;
+pub use self::shared::SharedSessions;
 
 /// What survives a lost connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{ClusterBroker, Shard};
-use crate::brokers::redis::sessions::{self, SessionBackend, SessionOp, key};
+use crate::brokers::redis::sessions::{self, key};
 use crate::brokers::redis::{bounded, failed};
+use crate::brokers::sessions::{SessionBackend, SessionOp};
 use crate::brokers::{BoxFuture, BrokerError};
 
 impl ClusterBroker {
@@ -25,7 +26,7 @@ impl ClusterBroker {
     ) -> Result<Vec<&'o SessionOp>, BrokerError> {
         let mut parts: Vec<(Arc<Shard>, Vec<&SessionOp>)> = Vec::new();
         for &op in ops {
-            let shard = self.master_of(&op.key())?;
+            let shard = self.master_of(&key(op.pid()))?;
             match parts.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &shard)) {
                 Some((_, part)) => part.push(op),
                 None => parts.push((shard, vec![op])),
@@ -73,6 +74,10 @@ impl ClusterBroker {
 
 /// Once more after a redirection, as the log's reads and publishes.
 impl SessionBackend for ClusterBroker {
+    fn engine(&self) -> &'static str {
+        "Redis Cluster"
+    }
+
     fn write_sessions<'a>(
         &'a self,
         ops: &'a [SessionOp],
