@@ -175,6 +175,10 @@ fn describe() {
         "Socket.IO CONNECTs that asked to recover a session, by outcome (recovered, expired, gap, refused, malformed)"
     );
     describe_counter!(
+        "roomcast_live_gaps_total",
+        "Holes in a room's live logged messages, by outcome (filled from the log; lost, read_error or overflow: the room's members were told to reset)"
+    );
+    describe_counter!(
         "roomcast_emitter_messages_total",
         "Messages on the Socket.IO emitter's channels, by kind (broadcast, request, response) and result (done, ignored, malformed)"
     );
@@ -346,6 +350,13 @@ pub fn delivery_latency(seconds: f64) {
 /// A Socket.IO client asked to recover its session, and what came of it.
 pub fn socketio_recovery(outcome: &'static str) {
     counter!("roomcast_socketio_recoveries_total", "outcome" => outcome).increment(1);
+}
+
+/// A hole in a room's live logged messages and what came of it (`filled`;
+/// `lost`: the log no longer holds it, `read_error`, `overflow`: too much
+/// arrived while the log was read).
+pub fn live_gap(outcome: &'static str) {
+    counter!("roomcast_live_gaps_total", "outcome" => outcome).increment(1);
 }
 
 /// A message on one of the Socket.IO emitter's channels and what came of it.

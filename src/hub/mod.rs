@@ -25,6 +25,8 @@ mod latest;
 mod outbox;
 mod resume;
 mod rooms;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -791,6 +793,7 @@ fn now_millis() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{IDS, drain, member, payload};
     use super::*;
     use crate::disconnect::DisconnectReason;
 
@@ -819,21 +822,6 @@ mod tests {
         encode: encode_b,
         separate_attachments: false,
     };
-
-    fn member(hub: &Hub, format: &'static Format, limits: OutboxLimits) -> Member {
-        Member {
-            client: hub.client_id(),
-            outbox: Arc::new(Outbox::new(limits)),
-            format,
-        }
-    }
-
-    fn payload(frame: Option<Frame>) -> Bytes {
-        match frame {
-            Some(Frame::Text(b)) => b,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
 
     #[test]
     fn members_of_one_format_share_one_buffer() {
@@ -1296,26 +1284,6 @@ mod tests {
                 members: 1
             }]
         );
-    }
-
-    fn encode_ids(event: &Event<'_>) -> Option<Frame> {
-        match event {
-            Event::Message(m) => Some(Frame::Text(Bytes::from(m.wire_id().to_string()))),
-            Event::Reset { room } => Some(Frame::Text(Bytes::from(format!("reset:{room}")))),
-            _ => None,
-        }
-    }
-    static IDS: Format = Format {
-        id: 2,
-        name: "ids",
-        encode: encode_ids,
-        separate_attachments: false,
-    };
-
-    fn drain(member: &Member) -> Vec<String> {
-        std::iter::from_fn(|| member.outbox.pop())
-            .map(|f| String::from_utf8(payload(Some(f)).to_vec()).unwrap())
-            .collect()
     }
 
     /// Logged message `n` (previous in the room: `prev`), epoch 1.
