@@ -176,6 +176,15 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                     epoch: at.epoch,
                     prev: at.prev,
                 };
+                // A new epoch after another: the stream was deleted and made
+                // again, and what was published while it was gone reached
+                // no node.
+                if logging
+                    .last_logged(room)
+                    .is_some_and(|last| last.epoch != at.epoch)
+                {
+                    logging.reset_members(room);
+                }
                 logging.deliver_logged(room, payload, at.n, position);
             });
             let broker = Arc::new(

@@ -12,6 +12,7 @@ mod support;
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::json;
 
 use support::nats::NatsServer;
@@ -121,6 +122,7 @@ async fn logged_ids_are_the_streams_and_a_client_resumes_on_another_node() {
     let js = async_nats::jetstream::new(client.clone());
     js.delete_stream(STREAM).await.unwrap();
     publish_http(&a, "room", "after delete").await;
+    told_reset(&mut watcher, "room").await;
     let (_, renewed) = data_and_id(&next_json(&mut watcher).await);
     let (new_epoch, new_n) = renewed.split_once(':').unwrap();
     assert_ne!(new_epoch, epoch, "{renewed}");
@@ -130,6 +132,68 @@ async fn logged_ids_are_the_streams_and_a_client_resumes_on_another_node() {
     told_reset(&mut late, "room").await;
     publish(&client, "room", "live").await;
     assert_eq!(data_and_id(&next_json(&mut late).await).0, "live");
+}
+
+/// The stream deleted (by an operator, or lost): every node hears it
+/// (JetStream's advisory) and makes it again, and they end up on one stream
+/// under a new epoch. Plain NATS publishes, with no roomcast publish or
+/// reconnect to make the stream, then reach every node's clients, after a
+/// reset (what was published while it was gone reached nobody). Three
+/// deletes in a row: the nodes race each time.
+#[tokio::test]
+async fn a_deleted_stream_is_made_again_and_plain_publishes_reach_every_node() {
+    let nats = NatsServer::jetstream().await;
+    let (a, b) = (node(&nats, &[]).await, node(&nats, &[]).await);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut clients = [ws(&a).await, ws(&b).await];
+    for client in &mut clients {
+        subscribe(client, "room", None).await;
+    }
+    publish(&client, "room", "before").await;
+    let mut epoch = String::new();
+    for client in &mut clients {
+        let id = data_and_id(&next_json(client).await).1;
+        epoch = id.split_once(':').unwrap().0.to_string();
+    }
+    for round in 0..3 {
+        js.delete_stream(STREAM).await.unwrap();
+        // Published until one arrives: those sent before the stream is back
+        // are lost, which is what the reset says.
+        let data = format!("after delete {round}");
+        let mut first = None;
+        for _ in 0..60 {
+            publish(&client, "room", &data).await;
+            let frame =
+                tokio::time::timeout(Duration::from_millis(500), next_json(&mut clients[0]));
+            if let Ok(frame) = frame.await {
+                first = Some(frame);
+                break;
+            }
+        }
+        let first = first.expect("a plain publish reaches node A again within 30 s");
+        assert_eq!(first, json!({"type": "reset", "channel": "room"}));
+        let (got, id) = data_and_id(&next_json(&mut clients[0]).await);
+        assert_eq!(got, data);
+        told_reset(&mut clients[1], "room").await;
+        let on_b = data_and_id(&next_json(&mut clients[1]).await);
+        assert_eq!(on_b, (got, id.clone()), "one stream for both nodes");
+        let (new_epoch, _) = id.split_once(':').unwrap();
+        assert_ne!(new_epoch, epoch, "a new epoch");
+        epoch = new_epoch.to_string();
+        // Then the epoch's messages come without a reset, on both nodes.
+        let steady = format!("steady {round}");
+        publish(&client, "room", &steady).await;
+        for client in &mut clients {
+            loop {
+                let got = data_and_id(&next_json(client).await).0;
+                assert!(got == data || got == steady, "{got}");
+                if got == steady {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// `--history-size 3`: a client away for more than three messages of its
@@ -217,7 +281,6 @@ async fn an_acknowledged_publish_is_stored() {
 /// *same subject*, which lets a node see it holds a room without a hole.
 #[tokio::test]
 async fn republished_messages_carry_the_rooms_previous_sequence() {
-    use futures_util::StreamExt;
     let nats = NatsServer::jetstream().await;
     let _node = node(&nats, &[]).await;
     let client = async_nats::connect(nats.url()).await.unwrap();

@@ -216,6 +216,9 @@ pub async fn start(
     let log = options
         .log
         .map(|bounds| Arc::new(stream::Log::new(&client, &options.prefix, bounds)));
+    if let Some(log) = &log {
+        log.remake_when_deleted(shutdown);
+    }
     let task = Subscriptions {
         client: client.clone(),
         prefix: options.prefix.clone(),

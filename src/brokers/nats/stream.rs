@@ -1,11 +1,12 @@
 //! The room log's JetStream side (docs/RECOVERY.md, "NATS JetStream"):
 //! the stream made or brought to this node's bounds when the connection is
-//! (re)established, publishes acknowledged once stored, a room's messages
-//! read after a sequence, and republished messages handed to the sink with
-//! their position.
+//! (re)established and made again as soon as it is deleted, publishes
+//! acknowledged once stored, a room's messages read after a sequence, and
+//! republished messages handed to the sink with their position.
 //!
 //! Owned by the broker (`mod.rs`); the settings and rules are in `log.rs`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -18,7 +19,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::log::{self, Entry, Read};
+use crate::backoff::Backoff;
 use crate::brokers::{BrokerError, LogBounds, Sink};
+use crate::shutdown::Shutdown;
 
 /// Not known yet (not connected since start).
 const UNKNOWN: u8 = 0;
@@ -29,6 +32,10 @@ const OFF: u8 = 2;
 
 /// How long a JetStream request may take.
 pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Looks at the stream at most this many times in one `ensure` while other
+/// nodes are making it too.
+const CONTENDED_TRIES: usize = 8;
 
 pub struct Log {
     client: async_nats::Client,
@@ -67,10 +74,15 @@ impl Log {
     /// Makes the stream, or brings an existing one to this node's bounds
     /// (keeping its epoch); a server without JetStream turns the log off
     /// (said once). Err: try again.
+    ///
+    /// Other nodes may create it between our look and our create (after a
+    /// delete every node tries at once): theirs wins, ours answers "already
+    /// in use" or, while the server still sets theirs up, "error creating
+    /// store"; we look again after a jittered pause and take theirs.
     pub async fn ensure(&self) -> Result<(), String> {
         let name = log::stream_name(&self.prefix);
-        // Another node may create it between our look and our create.
-        for _ in 0..3 {
+        let mut contended = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        for _ in 0..CONTENDED_TRIES {
             match self.js.get_stream(&name).await {
                 Ok(stream) => {
                     let have = &stream.cached_info().config;
@@ -98,8 +110,11 @@ impl Log {
                             self.on();
                             return Ok(());
                         }
-                        Err(error) if matches!(error.kind(), CreateStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
-                            {}
+                        Err(error) if matches!(error.kind(), CreateStreamErrorKind::JetStream(e) if another_creates(e.error_code())) =>
+                        {
+                            tracing::debug!(stream = %name, %error, "nats: another node is making the room log stream; looking again");
+                            tokio::time::sleep(contended.next_delay()).await;
+                        }
                         Err(error) => return Err(format!("creating stream {name}: {error}")),
                     }
                 }
@@ -115,6 +130,50 @@ impl Log {
             }
         }
         Err(format!("stream {name} kept changing while being set up"))
+    }
+
+    /// Makes the stream again as soon as JetStream says it was deleted, so
+    /// a plain NATS publish is stored and reaches every node without
+    /// waiting for a roomcast publish or a reconnect to make it. Every node
+    /// hears the advisory and tries at once: [`Log::ensure`] settles them on
+    /// one stream, whose new epoch tells clients what was lost (a reset).
+    pub fn remake_when_deleted(self: &Arc<Self>, shutdown: &Shutdown) {
+        let (log, stop) = (self.clone(), shutdown.clone());
+        shutdown.spawn(async move {
+            let name = log::stream_name(&log.prefix);
+            let subject = format!("$JS.EVENT.ADVISORY.STREAM.DELETED.{name}");
+            let mut deleted = match log.client.subscribe(subject).await {
+                Ok(deleted) => deleted,
+                Err(error) => {
+                    tracing::warn!(%error, "nats: cannot watch for the room log stream's deletion; a roomcast publish or a reconnect makes it again");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = stop.requested() => return,
+                    advisory = deleted.next() => if advisory.is_none() { return },
+                }
+                tracing::warn!(stream = %name, "nats: the room log stream was deleted; making it again (a new epoch: clients get a reset)");
+                let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(10));
+                loop {
+                    // 1-2 s, jittered, also the first time: nats-server
+                    // (2.9) removes a deleted stream's files after it
+                    // advised the delete, and a stream made again within
+                    // that took the removal of its own new files (every
+                    // store then failed, "error opening msg block file");
+                    // and the nodes do not all create at the same instant.
+                    tokio::select! {
+                        _ = stop.requested() => return,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                    match log.ensure().await {
+                        Ok(()) => break,
+                        Err(error) => tracing::warn!(%error, "nats: cannot make the room log stream again; retrying"),
+                    }
+                }
+            }
+        });
     }
 
     fn on(&self) {
@@ -273,6 +332,12 @@ fn no_jetstream(error: &GetStreamError, server_has_jetstream: bool) -> bool {
         Some(RequestErrorKind::TimedOut) => !server_has_jetstream,
         _ => false,
     }
+}
+
+/// A create that failed because another node's create of the same stream
+/// won or is still being set up: look again.
+fn another_creates(code: ErrorCode) -> bool {
+    code == ErrorCode::STREAM_NAME_EXIST || code == ErrorCode::STREAM_CREATE
 }
 
 /// The stream is not there (deleted): make it again, then retry.
