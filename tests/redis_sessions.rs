@@ -21,10 +21,8 @@ use roomcast::shutdown::Shutdown;
 use roomcast::transports::sessions::{Session, SessionStore, SharedSessions};
 
 use support::redis::{RedisCluster, RedisServer};
-use support::{eventually, init_logs};
-
-const LIMIT: Duration = Duration::from_secs(10);
-const PID: &str = "AAAAAAAAAAAAAAAAAAAA";
+use support::sessions::{LIMIT, PID, Stored, session, stored_is};
+use support::{eventually, init_logs, sessions};
 
 fn options() -> RedisOptions {
     RedisOptions {
@@ -43,22 +41,17 @@ fn node(redis: &RedisServer, window: Duration, shutdown: &Shutdown) -> Arc<Share
     SharedSessions::start(broker, window, shutdown)
 }
 
-fn session(rooms: &[&str]) -> Session {
-    Session {
-        sid: "BBBBBBBBBBBBBBBBBBBB".into(),
-        rooms: rooms.iter().map(|room| room.to_string()).collect(),
-    }
-}
-
 /// The stored session (`None`: no key), as JSON.
-async fn stored(redis: &RedisServer) -> Option<Session> {
-    let mut conn = redis.connection().await;
-    let value: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(format!("roomcast:session:{PID}"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    value.map(|bytes| serde_json::from_slice(&bytes).unwrap())
+impl Stored for RedisServer {
+    async fn stored(&self, pid: &str) -> Option<Session> {
+        let mut conn = self.connection().await;
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(key(pid))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        value.map(|bytes| serde_json::from_slice(&bytes).unwrap())
+    }
 }
 
 async fn pttl(redis: &RedisServer) -> i64 {
@@ -68,16 +61,6 @@ async fn pttl(redis: &RedisServer) -> i64 {
         .query_async(&mut conn)
         .await
         .unwrap()
-}
-
-/// Waits until the stored session is `expected`.
-async fn stored_is(redis: &RedisServer, expected: Option<Session>) {
-    let found = eventually(LIMIT, || async {
-        let now = stored(redis).await;
-        (now == expected).then_some(())
-    })
-    .await;
-    assert!(found.is_some(), "stored: {:?}", stored(redis).await);
 }
 
 #[tokio::test]
@@ -90,18 +73,10 @@ async fn a_live_session_is_taken_once_on_another_node_with_its_latest_rooms() {
         node(&redis, window, &shutdown),
     );
 
-    a.live(PID, &session(&[]));
-    a.live(PID, &session(&["x"]));
-    a.live(PID, &session(&["x", "y"]));
-    // Written in order: the last write is what is there.
-    stored_is(&redis, Some(session(&["x", "y"]))).await;
+    sessions::live_writes_land_in_order(&redis, &a).await;
     let ttl = pttl(&redis).await;
     assert!(ttl > 0 && ttl <= 60_000, "PTTL {ttl}");
-
-    // Node A died (kill -9: it saves nothing more); B takes the session once.
-    assert_eq!(b.take(PID).await, Some(session(&["x", "y"])));
-    assert_eq!(b.take(PID).await, None, "taken once");
-    assert_eq!(a.take(PID).await, None, "by no other node either");
+    sessions::taken_once_on_another_node(&a, &b).await;
 }
 
 #[tokio::test]
@@ -112,38 +87,10 @@ async fn a_lost_session_lasts_its_window_and_never_overwrites_a_newer_one() {
         node(&redis, Duration::from_secs(60), &shutdown),
         node(&redis, Duration::from_secs(60), &shutdown),
     );
-    // A write that never happened (Redis was away): the loss writes it.
-    a.save(PID, session(&["x"]), Duration::from_secs(60));
-    stored_is(&redis, Some(session(&["x"]))).await;
+    sessions::a_loss_never_overwrites_a_newer_one(&redis, &a, &b).await;
 
-    // The client is back on B (which took the session and wrote its own)
-    // before A noticed the loss: A's save must not put the old rooms back.
-    assert!(b.take(PID).await.is_some());
-    b.live(PID, &session(&["x", "z"]));
-    stored_is(&redis, Some(session(&["x", "z"]))).await;
-    a.save(PID, session(&["x"]), Duration::from_secs(60));
-    a.live("CCCCCCCCCCCCCCCCCCCC", &session(&[]));
-    // A's writes are in order: once its later one is there, its save ran.
-    let later = eventually(LIMIT, || async {
-        let mut conn = redis.connection().await;
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg("roomcast:session:CCCCCCCCCCCCCCCCCCCC")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        (exists == 1).then_some(())
-    })
-    .await;
-    assert!(later.is_some());
-    assert_eq!(stored(&redis).await, Some(session(&["x", "z"])));
-
-    // A short window: the lost session is gone once it passed.
-    let short = node(&redis, Duration::from_millis(300), &shutdown);
-    assert!(short.take(PID).await.is_some());
-    short.save(PID, session(&["x"]), Duration::from_millis(300));
-    stored_is(&redis, Some(session(&["x"]))).await;
-    stored_is(&redis, None).await;
-    assert_eq!(short.take(PID).await, None, "expired");
+    let short = Duration::from_millis(300);
+    sessions::a_lost_session_expires(&redis, &node(&redis, short, &shutdown), short).await;
 }
 
 #[tokio::test]
@@ -153,14 +100,7 @@ async fn a_live_session_is_renewed_while_it_lives_and_a_goodbye_deletes_it() {
     // Renewed every second (a third of the window, at least 1 s).
     let window = Duration::from_millis(1500);
     let a = node(&redis, window, &shutdown);
-    a.live(PID, &session(&["x"]));
-    stored_is(&redis, Some(session(&["x"]))).await;
-    // Three windows later it is still there.
-    tokio::time::sleep(window * 3).await;
-    assert_eq!(stored(&redis).await, Some(session(&["x"])));
-
-    a.end(PID);
-    stored_is(&redis, None).await;
+    sessions::renewed_while_live_then_ended(&redis, &a, window).await;
 }
 
 #[tokio::test]

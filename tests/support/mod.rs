@@ -9,6 +9,8 @@
 //! - `socketio`: the Socket.IO layer alone in-process, its raw websocket
 //!   client and the polling requests; `conformance`: the handler the
 //!   official suites expect, shared with `examples/protocol-conformance.rs`;
+//! - `sessions`: the scenarios every shared Socket.IO session store passes
+//!   (`tests/redis_sessions.rs`, `tests/nats_sessions.rs`);
 //! - `tls`: a throwaway CA, a verifying TLS client, and (`tls::pebble`,
 //!   `tls::dns`) the ACME test CA and DNS servers;
 //! - here: [`free_port`], the one wait helper ([`eventually`], and
@@ -25,6 +27,7 @@ pub mod nats;
 pub mod redis;
 pub mod resume;
 pub mod server;
+pub mod sessions;
 pub mod socketio;
 pub mod sse;
 pub mod tls;
