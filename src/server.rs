@@ -378,7 +378,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
             // No reserve here: a reserve socket would need a TLS handshake;
             // health checks of an HTTPS server use `--http-listen`.
             let listener = sockets.accept(listener, None);
-            let listener = tls::listener::start(listener, tls.acceptor(), header, &shutdown);
+            let listener = tls::listener::start(listener, tls.server_config(), header, &shutdown);
             let listener = sse::start_listener(listener, sse, header)?;
             serve_http(&shutdown, listener, app, keepalive, "https server");
             Some(tls.run(&shutdown))

@@ -14,10 +14,10 @@ use axum::serve::Listener;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+use rustls::ServerConfig;
 
 use super::resolver::ACME_TLS_ALPN;
+use super::stream::{self, TlsStream};
 use crate::net::accept::Accept;
 use crate::net::{Handoff, WriteDeadline};
 use crate::shutdown::Shutdown;
@@ -35,7 +35,7 @@ pub type TlsListener = Handoff<TlsStream<WriteDeadline<TcpStream>>>;
 /// `handshake_timeout` is dropped. Handshakes stop on shutdown.
 pub fn start(
     listener: Accept,
-    acceptor: TlsAcceptor,
+    config: Arc<ServerConfig>,
     handshake_timeout: Duration,
     shutdown: &Shutdown,
 ) -> TlsListener {
@@ -46,7 +46,7 @@ pub fn start(
     let tasks = shutdown.clone();
     shutdown.spawn(accept_loop(
         listener,
-        acceptor,
+        config,
         handshake_timeout,
         ready,
         tasks,
@@ -56,7 +56,7 @@ pub fn start(
 
 async fn accept_loop(
     mut listener: Accept,
-    acceptor: TlsAcceptor,
+    config: Arc<ServerConfig>,
     handshake_timeout: Duration,
     ready: mpsc::Sender<(TlsStream<WriteDeadline<TcpStream>>, SocketAddr)>,
     shutdown: Shutdown,
@@ -74,14 +74,14 @@ async fn accept_loop(
             _ = shutdown.requested() => return,
             accepted = listener.accept() => accepted,
         };
-        let acceptor = acceptor.clone();
+        let config = config.clone();
         let ready = ready.clone();
         let stop = shutdown.clone();
         shutdown.spawn(async move {
             let _permit = permit;
             let handshake = tokio::select! {
                 _ = stop.requested() => return,
-                done = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)) => done,
+                done = tokio::time::timeout(handshake_timeout, stream::accept(tcp, config)) => done,
             };
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
@@ -94,7 +94,7 @@ async fn accept_loop(
                     return;
                 }
             };
-            if stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) {
+            if stream.alpn_protocol() == Some(ACME_TLS_ALPN) {
                 tracing::info!(%peer, "answered a TLS-ALPN-01 validation");
                 return;
             }

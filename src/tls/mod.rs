@@ -14,17 +14,18 @@ pub mod acme;
 mod certs;
 mod files;
 pub mod listener;
+mod records;
 mod redirect;
 mod renewal;
 mod resolver;
 pub mod settings;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use tokio_rustls::TlsAcceptor;
 
 pub use certs::{CertError, Loaded, load_pem};
 pub use redirect::Http01Tokens;
@@ -113,7 +114,7 @@ impl Readiness {
 pub struct Tls {
     settings: TlsSettings,
     resolver: Arc<CertResolver>,
-    acceptor: TlsAcceptor,
+    config: Arc<ServerConfig>,
     http01: Http01Tokens,
     files: Option<files::CertFiles>,
     acme: Option<acme::Manager>,
@@ -181,7 +182,7 @@ impl Tls {
         Ok(Tls {
             settings,
             resolver,
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            config: Arc::new(config),
             http01,
             files,
             acme,
@@ -192,8 +193,9 @@ impl Tls {
         Readiness(self.resolver.clone())
     }
 
-    pub fn acceptor(&self) -> TlsAcceptor {
-        self.acceptor.clone()
+    /// The HTTPS listener's rustls configuration.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.config.clone()
     }
 
     pub fn http_listen(&self) -> Option<SocketAddr> {
