@@ -1,5 +1,6 @@
 //! roomcast's Socket.IO behaviour: `channel`/`leave` with acks and errors,
-//! `hello`, broadcasts as `message`, an event right after CONNECT, and slow
+//! `hello`, broadcasts as `message` (with the recovery offset only when
+//! recovery is on), an event right after CONNECT, and slow
 //! consumers disconnected while others keep receiving in order.
 
 mod support;
@@ -85,6 +86,36 @@ async fn channel_joins_with_ack_and_hello_goes_to_the_others() {
     s.hub.deliver("other", Bytes::from_static(b"only b"));
     assert!(a.text().await.contains("only a"));
     assert!(b.text().await.contains("only b"), "no leak after leave");
+}
+
+/// With recovery on, a `message` ends with its offset (the id again) and the
+/// CONNECT answer names a `pid`; with `--recovery-window-s 0`, neither: the
+/// seed's `message` event, which socket.io-client hands to listeners as is.
+#[tokio::test]
+async fn a_message_carries_its_offset_only_when_recovery_is_on() {
+    for window in [Duration::ZERO, Duration::from_secs(120)] {
+        let mut cfg = config();
+        cfg.recovery_window = window;
+        let s = start(cfg, Arc::new(RoomcastHandler::default())).await;
+        let mut w = ws(s.addr, "EIO=4&transport=websocket").await;
+        w.text().await;
+        w.send("40").await;
+        let answer: Value = serde_json::from_str(&w.text().await[2..]).unwrap();
+        assert_eq!(answer["pid"].is_string(), !window.is_zero(), "{answer}");
+        w.send(r#"421["channel","r"]"#).await;
+        assert_eq!(w.text().await, r#"431[{"ok":true}]"#);
+        s.hub.deliver("r", Bytes::from_static(b"m"));
+        let text = w.text().await;
+        let value: Value = serde_json::from_str(&text[2..]).unwrap();
+        let args = value.as_array().unwrap();
+        assert_eq!(args[..2], ["message", "m"], "{text}");
+        if window.is_zero() {
+            assert_eq!(args.len(), 3, "no offset: {text}");
+        } else {
+            assert_eq!(args.len(), 4, "{text}");
+            assert_eq!(args[3], args[2]["id"], "the offset is the id");
+        }
+    }
 }
 
 #[tokio::test]

@@ -99,10 +99,12 @@ pub enum Event<'a> {
 /// Number of distinct wire formats the hub can encode a message into.
 pub const MAX_FORMATS: usize = 4;
 
-/// A wire format: transports declare one `static` each. `encode` returns
+/// A wire format: transports declare a `static` each (Socket.IO two: with
+/// and without the recovery offset). `encode` returns
 /// `None` for events the format does not carry (e.g. `hello` on SSE).
 pub struct Format {
-    /// Unique index below [`MAX_FORMATS`]: Socket.IO 0, SSE 1, `/ws` 2.
+    /// Unique index below [`MAX_FORMATS`]: Socket.IO 0 (3 without
+    /// recovery), SSE 1, `/ws` 2.
     pub id: usize,
     pub name: &'static str,
     pub encode: fn(&Event<'_>) -> Option<Frame>,

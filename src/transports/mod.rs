@@ -5,7 +5,7 @@
 //! `websocket` the WebSocket pieces `/ws` and Engine.IO share.
 //!
 //! Each declares one `hub::Format` with a unique id below `hub::MAX_FORMATS`:
-//! Socket.IO 0, SSE 1, plain WebSocket 2.
+//! Socket.IO 0 (3 with recovery off: no offset), SSE 1, plain WebSocket 2.
 
 pub mod connection;
 pub mod json;

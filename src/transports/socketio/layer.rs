@@ -14,14 +14,14 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
-use super::FORMAT;
+use super::broadcast::{FORMAT, FORMAT_WITHOUT_OFFSET};
 use super::engine::parse_query;
 use super::engine::{Link, Sid, Upper, Version};
 use super::protocol::{Kind, Packet, ProtocolError};
 use super::recovery::{self, Claim, Later, Pending, Recovery};
 use super::socket::{AckId, Args, ConnectError, Core, Deferred, Handler, Handshake, Socket};
 use crate::disconnect::DisconnectReason;
-use crate::hub::{ClientId, Frame, Hub, Member, Since};
+use crate::hub::{ClientId, Format, Frame, Hub, Member, Since};
 use crate::security::{Identity, Permit, Security};
 use crate::telemetry;
 use crate::transports::Connection;
@@ -81,7 +81,7 @@ impl Upper for Layer {
                 conn: Connection::new(
                     self.hub.clone(),
                     self.security.clone(),
-                    &FORMAT,
+                    self.format(),
                     link.outbox.clone(),
                     Identity::Anonymous,
                     permit,
@@ -177,6 +177,15 @@ impl Upper for Layer {
 }
 
 impl Layer {
+    /// The hub format of this server's connections: messages carry their
+    /// offset only when a client can recover with it.
+    fn format(&self) -> &'static Format {
+        match self.recovery {
+            Some(_) => &FORMAT,
+            None => &FORMAT_WITHOUT_OFFSET,
+        }
+    }
+
     fn namespace_index(&self, nsp: &str) -> Option<usize> {
         self.namespaces.iter().position(|n| n == nsp)
     }
@@ -347,7 +356,7 @@ impl Layer {
             self.hub.register(Member {
                 client: conn.core.conn.client(),
                 outbox: link.outbox.clone(),
-                format: &FORMAT,
+                format: self.format(),
             });
         }
         let (claimed, later) = match claimed {

@@ -10,7 +10,8 @@
 //! - `layer`: Socket.IO connection state on top of Engine.IO (namespaces,
 //!   CONNECT, attachments, dispatch).
 //! - `socket`: the [`Handler`] trait and the [`Socket`] handlers get.
-//! - `broadcast`: [`FORMAT`], the hub's encoding of a message for us.
+//! - `broadcast`: [`FORMAT`] (and, with recovery off, `FORMAT_WITHOUT_OFFSET`),
+//!   the hub's encoding of a message for us.
 //! - `roomcast`: roomcast's own events (`channel`, `leave`).
 //! - `recovery`: connection state recovery's `pid` and `offset`, and which
 //!   lost connections leave a session behind.
