@@ -1,7 +1,7 @@
 //! The recovery scenario (issue 15): during a run on several nodes, the bench
 //! SIGKILLs one node; that node's clients reconnect to the next node in the
 //! target list with jittered backoff and resume with `since` / `Last-Event-ID`
-//! = the last id they saw. Measured from the kill: when each one reconnected
+//! / Socket.IO's `{pid, offset}` = the last id they saw. Measured from the kill: when each one reconnected
 //! and when it had every message published up to its reconnect (caught up),
 //! plus the surviving nodes' and the engine's CPU meanwhile.
 //!
@@ -253,7 +253,8 @@ pub struct RecoverySummary {
     pub not_caught_up: u64,
     /// Connection attempts of all recovering clients (≥ clients).
     pub attempts: u64,
-    /// Reset frames/events received (the log could not fill a gap).
+    /// Reset frames/events received (the log could not fill a gap), and
+    /// Socket.IO reconnects that were not recovered.
     pub resets: u64,
     /// From the kill until every client caught up (or publishing ended).
     pub window_s: f64,

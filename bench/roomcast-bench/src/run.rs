@@ -136,9 +136,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "COMMAND")]
     pub exec_before_publish: Option<String>,
     /// Recovery scenario: SIGKILL node I (0-based, in --target/--pid order) --kill-after-s
-    /// into publishing; every /ws or /sse client whose connection ends reconnects to the
-    /// next --target with jittered backoff and resumes after the last id it saw (`since`,
-    /// `Last-Event-ID`). Needs --rate and a logged publish (e.g. --publish-redis-log).
+    /// into publishing; every /ws, /sse or sio4 client whose connection ends reconnects to
+    /// the next --target with jittered backoff and resumes after the last id it saw (`since`,
+    /// `Last-Event-ID`, Socket.IO's `{pid, offset}`). Needs --rate and a logged publish (e.g.
+    /// --publish-redis-log).
     #[arg(long, value_name = "I", requires = "rate")]
     pub kill_node: Option<usize>,
     /// With --kill-node: seconds into publishing.
@@ -174,9 +175,12 @@ impl RunArgs {
                 "--kill-node needs two or more --target, each with its --pid".into(),
             ));
         }
-        if !matches!(self.transport, Transport::Ws | Transport::Sse) {
+        if !matches!(
+            self.transport,
+            Transport::Ws | Transport::Sse | Transport::Sio4
+        ) {
             return Err(RunError::Args(
-                "--kill-node resumes /ws and /sse clients (--transport ws or sse)".into(),
+                "--kill-node resumes /ws, /sse and Socket.IO v4 clients (--transport ws, sse or sio4)".into(),
             ));
         }
         let Some(&pid) = self.pids.get(node) else {

@@ -168,6 +168,7 @@ fn spec_for(plan: &WorkerPlan, tls: &Option<Connector>, index: u64) -> ConnectSp
         timeout: Duration::from_millis(plan.timeout_ms),
         tls: tls.clone(),
         since: None,
+        pid: None,
     }
 }
 
@@ -307,6 +308,7 @@ async fn hold_one(
     slot.joined.store(true, Ordering::Relaxed);
     shared.joined.fetch_add(1, Ordering::Relaxed);
     shared.settled.notify_one();
+    spec.pid = connection.pid().map(str::to_owned);
     let mut tally = SeqTally::new();
     let mut last_id: Option<String> = None;
     let mut recovery = ClientRecovery::default();
@@ -377,6 +379,10 @@ async fn hold_one(
             shared.note_error(format!("dropped, not back before the end: {error}"));
             return;
         };
+        if back.not_recovered() {
+            shared.resets.fetch_add(1, Ordering::Relaxed);
+        }
+        spec.pid = back.pid().map(str::to_owned);
         connection = back;
         recovery.reconnected_us = payload::now_micros();
         catch_up.reconnected(recovery.reconnected_us);

@@ -70,8 +70,11 @@ pub struct ConnectSpec {
     /// Speak TLS (`wss://`, `https://`) through this connector.
     pub tls: Option<Connector>,
     /// Resume after this message id: `/ws` subscribes with `since`, SSE sends
-    /// `Last-Event-ID` (the recovery scenario's reconnects).
+    /// `Last-Event-ID`, Socket.IO v4 the `offset` beside `pid` (the recovery
+    /// scenario's reconnects).
     pub since: Option<String>,
+    /// Socket.IO v4: the session to recover, from the last CONNECT answer.
+    pub pid: Option<String>,
 }
 
 impl ConnectSpec {
@@ -135,6 +138,23 @@ impl Connection {
         tokio::time::timeout(spec.timeout, opening)
             .await
             .map_err(|_| ClientError::Timeout(spec.timeout))?
+    }
+
+    /// Socket.IO: the session the server gave, to recover after a loss.
+    pub fn pid(&self) -> Option<&str> {
+        match self {
+            Connection::WebSocket(client) => client.pid(),
+            Connection::Sse(_) => None,
+        }
+    }
+
+    /// Socket.IO: a recovery was asked and refused (a new session, the
+    /// stock client's `recovered === false`): the reset of that transport.
+    pub fn not_recovered(&self) -> bool {
+        match self {
+            Connection::WebSocket(client) => client.not_recovered(),
+            Connection::Sse(_) => false,
+        }
     }
 
     /// Calls `on_data` with the text of every data frame until `cancel`

@@ -6,6 +6,13 @@
 //! `40{sid}`; the server pings `2`, the client answers `3`. Engine.IO v3: the
 //! server sends `0{open}` and `40` by itself; the client pings `2` every
 //! `pingInterval`. Joining is `420["channel","ROOM"]`, acknowledged `430[…]`.
+//!
+//! Socket.IO connection state recovery (v4, as socket.io-client ≥ 4.6 does
+//! it): the CONNECT answer `40{"sid":..,"pid":..}` names the session; a
+//! reconnect sends `40{"pid":..,"offset":..}` and is recovered (its room
+//! given back, what it missed replayed) when the answer names the same
+//! `pid`; otherwise it joins again, a reset (the stock client's
+//! `recovered === false`).
 
 use std::time::Duration;
 
@@ -23,6 +30,13 @@ pub struct WsClient {
     transport: Transport,
     /// Engine.IO v3 only: the client pings at this interval.
     client_ping: Option<Duration>,
+    /// Socket.IO: the session the server gave (recovery on), to recover later.
+    pid: Option<String>,
+    /// Socket.IO: asked to recover a session and did not get it back.
+    not_recovered: bool,
+    /// Socket.IO events that came before the handshake ended (a recovered
+    /// session's replay may precede the CONNECT answer), handed out first.
+    early: Vec<String>,
 }
 
 fn config() -> WebSocketConfig {
@@ -49,14 +63,28 @@ impl WsClient {
             socket,
             transport: spec.transport,
             client_ping: None,
+            pid: None,
+            not_recovered: false,
+            early: Vec::new(),
         };
-        client.handshake(&spec.room, spec.since.as_deref()).await?;
+        client.handshake(spec).await?;
         Ok(client)
     }
 
-    async fn handshake(&mut self, room: &str, since: Option<&str>) -> Result<(), ClientError> {
+    /// Socket.IO: the session this connection may be recovered into.
+    pub fn pid(&self) -> Option<&str> {
+        self.pid.as_deref()
+    }
+
+    /// Socket.IO: asked to recover a session and was given a new one.
+    pub fn not_recovered(&self) -> bool {
+        self.not_recovered
+    }
+
+    async fn handshake(&mut self, spec: &ConnectSpec) -> Result<(), ClientError> {
+        let since = spec.since.as_deref();
         let room_json =
-            serde_json::to_string(room).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            serde_json::to_string(&spec.room).map_err(|e| ClientError::Protocol(e.to_string()))?;
         match self.transport {
             Transport::Sio4 | Transport::Sio3 => {
                 let open = self.next_text().await?;
@@ -65,6 +93,12 @@ impl WsClient {
                         "expected the open packet, got {open:?}"
                     )));
                 };
+                let claim = match (&spec.pid, since) {
+                    (Some(pid), Some(offset)) if self.transport == Transport::Sio4 => {
+                        Some(serde_json::json!({ "pid": pid, "offset": offset }))
+                    }
+                    _ => None,
+                };
                 if self.transport == Transport::Sio3 {
                     let interval = serde_json::from_str::<serde_json::Value>(open_json)
                         .ok()
@@ -72,9 +106,19 @@ impl WsClient {
                         .unwrap_or(25_000);
                     self.client_ping = Some(Duration::from_millis(interval));
                 } else {
-                    self.send("40".to_owned()).await?;
+                    let auth = claim.as_ref().map(|c| c.to_string()).unwrap_or_default();
+                    self.send(format!("40{auth}")).await?;
                 }
-                self.wait_for(|t| t.starts_with("40")).await?;
+                let answer = self.wait_for(|t| t.starts_with("40")).await?;
+                self.pid = serde_json::from_str::<serde_json::Value>(&answer[2..])
+                    .ok()
+                    .and_then(|v| v["pid"].as_str().map(str::to_owned));
+                if claim.is_some() {
+                    if self.pid.is_some() && self.pid == spec.pid {
+                        return Ok(()); // recovered: in its room again
+                    }
+                    self.not_recovered = true;
+                }
                 self.send(format!(r#"420["channel",{room_json}]"#)).await?;
                 let ack = self.wait_for(|t| t.starts_with("430")).await?;
                 if ack.contains("false") {
@@ -129,11 +173,16 @@ impl WsClient {
         }
     }
 
+    /// The next text frame `wanted` accepts; Socket.IO events before it are
+    /// kept for [`Self::pump`].
     async fn wait_for(&mut self, wanted: impl Fn(&str) -> bool) -> Result<String, ClientError> {
         loop {
             let text = self.next_text().await?;
             if wanted(&text) {
                 return Ok(text);
+            }
+            if self.transport != Transport::Ws && text.starts_with("42") {
+                self.early.push(text);
             }
         }
     }
@@ -143,6 +192,9 @@ impl WsClient {
         cancel: &CancellationToken,
         on_data: &mut (dyn FnMut(&str) + Send),
     ) -> End {
+        for text in std::mem::take(&mut self.early) {
+            on_data(&text);
+        }
         // Engine.IO v3 clients ping; the interval never fires for the others.
         let period = self.client_ping.unwrap_or(Duration::from_secs(3600));
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

@@ -42,8 +42,10 @@ fn markdown(args: &SectionArgs, results: &[RunResult]) -> String {
              `roomcast-bench` worker processes, not the nodes. Published with `FCALL \
              roomcast_publish` at {} for the whole run. While publishing, node {} is SIGKILLed; \
              each of its clients sees its connection end and reconnects to the next node in the \
-             list after a jittered backoff ({backoff}), resuming with `since` (/ws) or `Last-Event-ID` (SSE) = the last id \
-             it saw. Times are from the kill: \"reconnected\" when the resuming join was \
+             list after a jittered backoff ({backoff}), resuming with `since` (/ws), `Last-Event-ID` (SSE) or \
+             `{{pid, offset}}` in Socket.IO's CONNECT (the stock protocol of socket.io-client ≥ 4.6, \
+             sio4) = the last id it saw; a Socket.IO client that is not recovered counts as a \
+             reset. Times are from the kill: \"reconnected\" when the resuming join was \
              acknowledged, \"caught up\" when the client held every message published up to its \
              reconnect (from the payloads' send stamps and sequence numbers). Lost and duplicated \
              count every client of the run, each message once per member. CPU is `/proc/PID` \
