@@ -19,10 +19,7 @@ async fn serves_reloads_and_redirects() {
     let dir = TempDir::new("tls-files");
     let ca = TestCa::new();
     let roots = roots(&ca.root_pem);
-    let (cert, key) = ca.leaf(&[NAME]);
-    std::fs::write(dir.path("cert.pem"), &cert).unwrap();
-    std::fs::write(dir.path("key.pem"), &key).unwrap();
-    let (cert_path, key_path) = (dir.str("cert.pem"), dir.str("key.pem"));
+    let (cert_path, key_path) = write_leaf(&dir, &ca, NAME);
     let server = Server::start(&[
         "--listen",
         "127.0.0.1:0",

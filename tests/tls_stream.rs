@@ -59,6 +59,13 @@ async fn pair(pipe: usize) -> Pair {
     Pair { client, server }
 }
 
+/// An application-data record of 32 bytes that decrypt under no key.
+fn forged_record() -> Vec<u8> {
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    record.extend_from_slice(&[0xAB; 32]);
+    record
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -207,9 +214,7 @@ async fn an_end_inside_a_record_is_an_error() {
 async fn a_record_that_does_not_decrypt_is_an_error() {
     let Pair { client, mut server } = pair(4096).await;
     let (mut raw, _) = client.into_inner();
-    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
-    record.extend_from_slice(&[0xAB; 32]);
-    raw.write_all(&record).await.unwrap();
+    raw.write_all(&forged_record()).await.unwrap();
     let mut buf = [0u8; 100];
     let error = server.read(&mut buf).await.expect_err("a forged record");
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
@@ -228,10 +233,7 @@ async fn a_bad_client_harms_no_other() {
     let dir = support::TempDir::new("tls-stream");
     let ca = TestCa::new();
     let roots = roots(&ca.root_pem);
-    let (cert, key) = ca.leaf(&[NAME]);
-    std::fs::write(dir.path("cert.pem"), &cert).unwrap();
-    std::fs::write(dir.path("key.pem"), &key).unwrap();
-    let (cert_path, key_path) = (dir.str("cert.pem"), dir.str("key.pem"));
+    let (cert_path, key_path) = write_leaf(&dir, &ca, NAME);
     let server = Server::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -250,9 +252,7 @@ async fn a_bad_client_harms_no_other() {
 
     let bad = tls_connect(addr, NAME, &roots).await.unwrap();
     let (mut raw, _) = bad.into_inner();
-    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
-    record.extend_from_slice(&[0xAB; 32]);
-    raw.write_all(&record).await.unwrap();
+    raw.write_all(&forged_record()).await.unwrap();
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut rest))
         .await

@@ -52,6 +52,15 @@ impl TestCa {
     }
 }
 
+/// A leaf for `name` written into `dir` as `cert.pem` and `key.pem`, for
+/// `--tls-cert`/`--tls-key`: their paths.
+pub fn write_leaf(dir: &super::TempDir, ca: &TestCa, name: &str) -> (String, String) {
+    let (cert, key) = ca.leaf(&[name]);
+    std::fs::write(dir.path("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.path("key.pem"), &key).unwrap();
+    (dir.str("cert.pem"), dir.str("key.pem"))
+}
+
 /// Roots from PEM text (one or more certificates).
 pub fn roots(pem: &str) -> Vec<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
