@@ -795,7 +795,7 @@ fn now_millis() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{IDS, drain, member, payload};
+    use super::testing::{IDS, drain, entry, member, payload};
     use super::*;
     use crate::disconnect::DisconnectReason;
 
@@ -1291,16 +1291,6 @@ mod tests {
     /// Logged message `n` (previous in the room: `prev`), epoch 1.
     fn logged(hub: &Hub, n: u64, prev: u64) {
         hub.deliver_logged("r", Bytes::new(), n, LogPosition { epoch: 1, prev });
-    }
-
-    fn entry(n: u64, prev: u64) -> Message {
-        Message {
-            room: Arc::from("r"),
-            payload: Bytes::new(),
-            id: n,
-            ts: 0,
-            log: Some(LogPosition { epoch: 1, prev }),
-        }
     }
 
     const SINCE: LogId = LogId { epoch: 1, n: 10 };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Event, Format, Frame, Hub, Member, Outbox, OutboxLimits};
+use super::{Event, Format, Frame, Hub, LogPosition, Member, Message, Outbox, OutboxLimits};
 
 /// A new member of `format` with its own outbox.
 pub(crate) fn member(hub: &Hub, format: &'static Format, limits: OutboxLimits) -> Member {
@@ -47,4 +47,16 @@ pub(crate) fn drain(member: &Member) -> Vec<String> {
     std::iter::from_fn(|| member.outbox.pop())
         .map(|f| String::from_utf8(payload(Some(f)).to_vec()).unwrap())
         .collect()
+}
+
+/// Logged message `n` of room "r" (previous in the room: `prev`), epoch 1,
+/// as a log read returns it.
+pub(crate) fn entry(n: u64, prev: u64) -> Message {
+    Message {
+        room: Arc::from("r"),
+        payload: Bytes::new(),
+        id: n,
+        ts: 0,
+        log: Some(LogPosition { epoch: 1, prev }),
+    }
 }

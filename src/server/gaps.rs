@@ -198,7 +198,7 @@ impl Gaps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::testing::{IDS, drain, member};
+    use crate::hub::testing::{IDS, drain, entry, member};
     use crate::hub::{LogFuture, LogRead, Member, Message, OutboxLimits, RoomLog};
     use std::time::Duration;
     use tokio::sync::oneshot;
@@ -279,16 +279,6 @@ mod tests {
         /// Waits for the fills in flight to end.
         async fn settle(&self) {
             assert!(self.shutdown.wait(Duration::from_secs(10)).await);
-        }
-    }
-
-    fn entry(n: u64, prev: u64) -> Message {
-        Message {
-            room: Arc::from("r"),
-            payload: Bytes::new(),
-            id: n,
-            ts: 0,
-            log: Some(LogPosition { epoch: 1, prev }),
         }
     }
 
