@@ -8,4 +8,4 @@
 // whose node dies is told what it cannot get back.
 import { describeClusterRecovery } from './lib/cluster-scenarios.mjs';
 
-describeClusterRecovery('redis-cluster', { roomsPerId: 1, failover: true });
+describeClusterRecovery('redis-cluster', { roomsPerId: 1, failover: true, idsPerRoom: true });

@@ -111,15 +111,18 @@ function tally(clients, sent) {
 /**
  * The kill -9, rolling-restart and reset scenarios on a cluster of `engine` (lib/cluster.mjs's
  * engines), in a describe block of their own; `engine` and the cluster's way of publishing are
- * all that differ between the engine files that call this, beside two options:
+ * all that differ between the engine files that call this, beside three options:
  * - `roomsPerId`: the rooms of each SSE and Socket.IO client, which resume all their rooms from
- *   one id (Last-Event-ID, the Socket.IO offset): 2, or 1 where an id is exact only for its own
- *   room (Redis Cluster, whose ids are per room; docs/RECOVERY.md), and then a client with two
- *   rooms whose node dies must be told what it cannot get back;
+ *   one id (Last-Event-ID, the Socket.IO offset): 2, or 1 where one id does not say where the
+ *   client was in every room: Redis Cluster, whose ids are per room, and NATS, whose node reads
+ *   each room on its own subscription, so two rooms' messages can reach a client out of id
+ *   order (docs/RECOVERY.md);
+ * - `idsPerRoom`: an id is exact only for its own room (Redis Cluster): a client with two rooms
+ *   whose node dies must be told what it cannot get back;
  * - `failover`: the engine's broker fails over (`cluster.engine.failover(room)`): the same run
  *   with the shard owning a room failing over in the middle.
  */
-export function describeClusterRecovery(engine, { roomsPerId = 2, failover = false } = {}) {
+export function describeClusterRecovery(engine, { roomsPerId = 2, failover = false, idsPerRoom = false } = {}) {
   describe(`${engine}: kill -9 and rolling restart behind haproxy, /ws, SSE and Socket.IO, counted by payload`, () => {
     // --history-size: what a room's log keeps; a client away for less than that many messages of
     // its room resumes (here ~70 per room per second), one away longer gets a reset.
@@ -215,7 +218,7 @@ export function describeClusterRecovery(engine, { roomsPerId = 2, failover = fal
         survives(t, (rooms) => Promise.all([cluster.engine.failover(rooms[0]), cluster.killNode(0)])));
     }
 
-    if (roomsPerId < 2) {
+    if (idsPerRoom) {
       it('an SSE stream and a Socket.IO session in two rooms whose node is killed are told what they cannot get back, never a silent gap', async () => {
         const rs = [room('x'), room('y')];
         const sse = resumingSse(cluster, rs);
