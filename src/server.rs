@@ -525,7 +525,8 @@ impl RoomLog for NatsRoomLog {
                 .read_log(&room, after.n)
                 .await
                 .map_err(|error| error.to_string())?;
-            let gap = read.is_gap(after.epoch, after.n);
+            let missed = read.missed(after.epoch, after.n);
+            let gap = missed.is_none();
             // What the client is given up to: the last entry read (a flood
             // may have added more since, which come live), or on a reset
             // the room's newest.
@@ -535,11 +536,11 @@ impl RoomLog for NatsRoomLog {
             };
             // Each entry follows the one before it in the room.
             let mut prev = 0;
-            let entries = read.entries.into_iter().map(|entry| LogEntry {
+            let entries = missed.unwrap_or_default().iter().map(|entry| LogEntry {
                 id: entry.seq,
                 prev: std::mem::replace(&mut prev, entry.seq),
                 ts: entry.time_ms,
-                payload: entry.payload,
+                payload: entry.payload.clone(),
             });
             Ok(LogRead::found(&room, read.epoch, gap, newest, entries))
         })

@@ -227,6 +227,64 @@ async fn a_client_past_the_rooms_limit_is_told_reset() {
     assert_eq!(data_and_id(&next_json(&mut far).await).0, "live");
 }
 
+/// One id for several rooms (a Socket.IO offset, an SSE `Last-Event-ID`):
+/// each room reaches a node on its own subscription, so another room's
+/// message stored ms from the id may have reached the client before or
+/// after it. Resumed from room a's id, room b is told reset while it has an
+/// entry that near, and resumes exactly when its entries are far from it.
+#[tokio::test]
+async fn another_rooms_id_is_told_reset_near_this_rooms_entries() {
+    let nats = NatsServer::jetstream().await;
+    let (a, b) = (node(&nats, &[]).await, node(&nats, &[]).await);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut watcher = ws(&a).await;
+    subscribe(&mut watcher, "a", None).await;
+    subscribe(&mut watcher, "b", None).await;
+    // Published back to back: stored ms apart.
+    publish(&client, "a", "a1").await;
+    publish(&client, "b", "b1").await;
+    let mut seen = [
+        data_and_id(&next_json(&mut watcher).await),
+        data_and_id(&next_json(&mut watcher).await),
+    ];
+    seen.sort();
+    let (a1, b1) = (seen[0].1.clone(), seen[1].1.clone());
+    assert_eq!((seen[0].0.as_str(), seen[1].0.as_str()), ("a1", "b1"));
+
+    // From a1: room a is exact (its own entry, nothing after it), room b
+    // is told, whether b1 came before or after a1.
+    let mut back = ws(&b).await;
+    subscribe(&mut back, "a", Some(&a1)).await;
+    subscribe(&mut back, "b", Some(&a1)).await;
+    told_reset(&mut back, "b").await;
+    // And from b1, room a is told too.
+    let mut other = ws(&b).await;
+    subscribe(&mut other, "a", Some(&b1)).await;
+    told_reset(&mut other, "a").await;
+
+    // Room b's entries more than the window either side of a2: b1 was
+    // seen, b2 missed, each once.
+    let past_window = Duration::from_millis(roomcast::brokers::REORDER_WINDOW_MS + 500);
+    tokio::time::sleep(past_window).await;
+    publish(&client, "a", "a2").await;
+    let (_, a2) = data_and_id(&next_json(&mut watcher).await);
+    tokio::time::sleep(past_window).await;
+    publish(&client, "b", "b2").await;
+    let (_, b2) = data_and_id(&next_json(&mut watcher).await);
+    let mut far = ws(&b).await;
+    subscribe(&mut far, "b", Some(&a2)).await;
+    assert_eq!(
+        data_and_id(&next_json(&mut far).await),
+        ("b2".to_string(), b2)
+    );
+    publish(&client, "b", "b3").await;
+    assert_eq!(
+        data_and_id(&next_json(&mut far).await).0,
+        "b3",
+        "nothing twice"
+    );
+}
+
 /// The race between reading the log and live messages: a client resumes on
 /// another node while a plain NATS client keeps publishing; it must get
 /// every message after its id exactly once, in order, across the switch.

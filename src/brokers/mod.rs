@@ -79,6 +79,14 @@ impl Sink {
     }
 }
 
+/// How long before or after a client's id an entry of another room cannot
+/// be told received or not, where rooms reach a node on separate
+/// connections or subscriptions (Redis Cluster: another master's clock and
+/// connection; NATS: each room's own subscription task, which a loaded node
+/// runs milliseconds apart): a room resumed from another room's id with an
+/// entry this near is told reset (docs/RECOVERY.md, "The resume decision").
+pub const REORDER_WINDOW_MS: u64 = 2_000;
+
 /// How much of each room an engine's log keeps (`--history-size`,
 /// `--history-ttl-s`).
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,7 @@
 use async_nats::jetstream::stream::{Config, Republish};
 use bytes::Bytes;
 
-use crate::brokers::{LogBounds, Logged};
+use crate::brokers::{LogBounds, Logged, REORDER_WINDOW_MS};
 
 /// The first token of every republished subject: roomcast's own, outside
 /// `<prefix>.>` (a republish must not feed its own stream).
@@ -126,12 +126,22 @@ pub struct Read {
     pub count: u64,
     /// The subject's oldest kept sequence, if any.
     pub oldest: Option<u64>,
-    /// Whether message `since` (of any subject) is still kept.
-    pub since_kept: bool,
+    /// Message `since` (of any subject), if it is still kept.
+    pub since: Option<Since>,
     /// The subject's newest sequence (0: none).
     pub newest: u64,
-    /// The subject's messages after `since`, oldest first.
+    /// The subject's messages after `since`, oldest first; when `since` is
+    /// another room's, from a window before it (see [`Read::missed`]).
     pub entries: Vec<Entry>,
+}
+
+/// The message a client resumes after, as the stream keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Since {
+    /// It is the read room's own.
+    pub own: bool,
+    /// When the stream stored it, ms since the Unix epoch.
+    pub time_ms: u64,
 }
 
 impl Read {
@@ -146,7 +156,40 @@ impl Read {
             return true;
         }
         let kept_up_to_n = self.oldest.is_some_and(|oldest| oldest <= n);
-        !kept_up_to_n && (self.count >= self.limit || (self.ages && !self.since_kept))
+        !kept_up_to_n && (self.count >= self.limit || (self.ages && self.since.is_none()))
+    }
+
+    /// What a client that saw `n` of `epoch` last missed; `None` when that
+    /// cannot be known exactly (the client is told to reset).
+    ///
+    /// `n` of this room: the entries after it. Another room's (one id for
+    /// several rooms: a Socket.IO offset, an SSE `Last-Event-ID`): each
+    /// room reaches a node on its own subscription, so an entry stored
+    /// within [`REORDER_WINDOW_MS`] either side of `n` may have reached the
+    /// client before or after `n` did; only with none that near is every
+    /// entry clearly seen (before) or missed (after), as on Redis Cluster
+    /// (`redis::log::Read::missed`). An `n` no longer kept has no time:
+    /// another room's then cannot be placed.
+    pub fn missed(&self, epoch: u64, n: u64) -> Option<&[Entry]> {
+        if self.is_gap(epoch, n) {
+            return None;
+        }
+        let after = self.entries.partition_point(|entry| entry.seq <= n);
+        match self.since {
+            Some(Since { own: true, .. }) => {}
+            Some(Since {
+                own: false,
+                time_ms,
+            }) => {
+                let near = |entry: &Entry| entry.time_ms.abs_diff(time_ms) <= REORDER_WINDOW_MS;
+                if self.entries.iter().any(near) {
+                    return None;
+                }
+            }
+            None if n == 0 => {}
+            None => return None,
+        }
+        Some(&self.entries[after..])
     }
 }
 
@@ -234,7 +277,10 @@ mod tests {
             ages: true,
             count,
             oldest,
-            since_kept,
+            since: since_kept.then_some(Since {
+                own: false,
+                time_ms: 0,
+            }),
             newest: 0,
             entries: Vec::new(),
         }
@@ -272,5 +318,56 @@ mod tests {
             }
             .is_gap(7, 5)
         );
+    }
+
+    fn entry(seq: u64, time_ms: u64) -> Entry {
+        Entry {
+            seq,
+            time_ms,
+            payload: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn another_rooms_id_is_exact_only_far_from_this_rooms_entries() {
+        const AT: u64 = 1_764_504_000_000;
+        let resumed = |own: bool, entries: Vec<Entry>| Read {
+            since: Some(Since { own, time_ms: AT }),
+            oldest: entries.first().map(|entry| entry.seq),
+            count: entries.len() as u64,
+            limit: 100,
+            entries,
+            ..read(None, 0, true)
+        };
+        let seqs = |missed: Option<&[Entry]>| {
+            missed.map(|entries| entries.iter().map(|entry| entry.seq).collect::<Vec<_>>())
+        };
+        // Its own entry: exactly what follows, however near.
+        let own = resumed(
+            true,
+            vec![entry(9, AT - 5), entry(10, AT), entry(11, AT + 3)],
+        );
+        assert_eq!(seqs(own.missed(7, 10)), Some(vec![11]));
+        // Another room's, with an entry of this room a few ms before or
+        // after it: may have reached the client either way.
+        let before = resumed(false, vec![entry(9, AT - 3)]);
+        assert_eq!(seqs(before.missed(7, 10)), None);
+        let after = resumed(false, vec![entry(11, AT + REORDER_WINDOW_MS)]);
+        assert_eq!(seqs(after.missed(7, 10)), None);
+        // None that near: the older ones were seen, the newer missed.
+        let far = resumed(
+            false,
+            vec![entry(4, AT - REORDER_WINDOW_MS - 1), entry(30, AT + 5_000)],
+        );
+        assert_eq!(seqs(far.missed(7, 10)), Some(vec![30]));
+        // The id no longer kept: another room's cannot be placed in time.
+        let unplaced = Read {
+            since: None,
+            ages: false,
+            ..resumed(false, vec![entry(30, AT + 5_000)])
+        };
+        assert_eq!(seqs(unplaced.missed(7, 10)), None);
+        // Another epoch stays a gap.
+        assert_eq!(seqs(far.missed(8, 10)), None);
     }
 }

@@ -14,13 +14,14 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{
     CreateStreamErrorKind, GetStreamError, GetStreamErrorKind, RequestError, RequestErrorKind,
 };
+use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::log::{self, Entry, Read};
+use super::log::{self, Entry, Read, Since};
 use crate::backoff::Backoff;
-use crate::brokers::{BrokerError, LogBounds, Sink};
+use crate::brokers::{BrokerError, LogBounds, REORDER_WINDOW_MS, Sink};
 use crate::shutdown::Shutdown;
 
 /// Not known yet (not connected since start).
@@ -246,9 +247,32 @@ impl Log {
             Err(error) if missing(&error.kind()) => return Ok(Read::default()),
             Err(error) => return Err(format!("looking up stream {name}: {error}")),
         };
+        // Message `after`: whether it is this room's, and when it was stored.
+        let since = match after {
+            0 => None,
+            _ => match stream.direct_get(after).await {
+                Ok(message) => Some(Since {
+                    own: message.subject.as_str() == subject,
+                    time_ms: time_ms(&message),
+                }),
+                Err(error) if error.kind() == DirectGetErrorKind::NotFound => None,
+                Err(error) => return Err(format!("reading sequence {after}: {error}")),
+            },
+        };
+        // Another room's: read from a window before it too (Read::missed).
+        let start = match since {
+            Some(Since {
+                own: false,
+                time_ms,
+            }) => {
+                let bound = time_ms.saturating_sub(REORDER_WINDOW_MS);
+                stored_before(&stream, &self.prefix, after, bound).await?
+            }
+            _ => after,
+        };
         let limit = self.bounds.max_len.max(1);
         let mut entries = Vec::new();
-        let mut next = after.saturating_add(1);
+        let mut next = start.saturating_add(1);
         while entries.len() < limit {
             match stream
                 .direct_get_next_for_subject(subject.as_str(), Some(next))
@@ -258,8 +282,7 @@ impl Log {
                     next = message.sequence + 1;
                     entries.push(Entry {
                         seq: message.sequence,
-                        time_ms: u64::try_from(message.time.unix_timestamp_nanos() / 1_000_000)
-                            .unwrap_or(0),
+                        time_ms: time_ms(&message),
                         payload: message.payload,
                     });
                 }
@@ -292,12 +315,6 @@ impl Log {
             Err(error) if error.kind() == DirectGetErrorKind::NotFound => 0,
             Err(error) => return Err(format!("reading {subject}: {error}")),
         };
-        let since_kept = after > 0
-            && match stream.direct_get(after).await {
-                Ok(_) => true,
-                Err(error) if error.kind() == DirectGetErrorKind::NotFound => false,
-                Err(error) => return Err(format!("reading sequence {after}: {error}")),
-            };
         Ok(Read {
             epoch: log::epoch_of(&info.config, &self.prefix),
             // Not positive: no per-subject limit.
@@ -308,11 +325,43 @@ impl Log {
             ages: !info.config.max_age.is_zero(),
             count,
             oldest,
-            since_kept,
+            since,
             newest,
             entries,
         })
     }
+}
+
+/// A sequence at or before `before` whose messages up to it were all stored
+/// before `bound_ms` (0: none is known to be): stepping back 1, 2, 4...
+/// messages, since stored times grow with the sequence.
+async fn stored_before(
+    stream: &async_nats::jetstream::stream::Stream,
+    prefix: &str,
+    before: u64,
+    bound_ms: u64,
+) -> Result<u64, String> {
+    let every_room = format!("{prefix}.>");
+    let mut back = 1u64;
+    while back < before {
+        let probe = before - back;
+        match stream
+            .direct_get_next_for_subject(every_room.as_str(), Some(probe))
+            .await
+        {
+            // The first kept at or after `probe`: nothing between them.
+            Ok(message) if time_ms(&message) < bound_ms => return Ok(message.sequence),
+            Ok(_) => back = back.saturating_mul(2),
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(format!("reading sequence {probe}: {error}")),
+        }
+    }
+    Ok(0)
+}
+
+/// A stored message's time, ms since the Unix epoch.
+fn time_ms(message: &StreamMessage) -> u64 {
+    u64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
 /// Nobody answers JetStream's API: the server runs without `-js`. One

@@ -11,6 +11,8 @@
 use bytes::Bytes;
 use redis::Value;
 
+use crate::brokers::REORDER_WINDOW_MS;
+
 /// What roomcast names in Redis (the log's channels and keys) begins with:
 /// no room may.
 pub const RESERVED_PREFIX: &str = "roomcast:";
@@ -18,10 +20,8 @@ pub const RESERVED_PREFIX: &str = "roomcast:";
 /// Prefix of a room's stream key and of its log channel.
 pub const LOG_PREFIX: &str = "roomcast:log:";
 
-/// How long before or after a client's id an entry of another room (on a
-/// Redis Cluster, numbered by another master's clock and delivered over
-/// another connection) cannot be told received or not.
-pub const CLUSTER_WINDOW_MS: u64 = 2_000;
+/// [`REORDER_WINDOW_MS`] in a cluster id's units (ms in the high bits).
+const CLUSTER_WINDOW: u64 = REORDER_WINDOW_MS << 16;
 
 /// Where a room's log lives and how its ids are numbered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl Layout {
     pub fn read_after(self, n: u64) -> u64 {
         match self {
             Layout::Single => n,
-            Layout::Cluster => n.saturating_sub(CLUSTER_WINDOW_MS << 16),
+            Layout::Cluster => n.saturating_sub(CLUSTER_WINDOW),
         }
     }
 }
@@ -357,7 +357,7 @@ impl Read {
             return Some(&self.entries[at + 1..]);
         }
         let after = layout.read_after(n);
-        let unsure = n.saturating_add(CLUSTER_WINDOW_MS << 16);
+        let unsure = n.saturating_add(CLUSTER_WINDOW);
         let born_ms = self.epoch.as_deref().map(epoch_ms)?;
         if born_ms >= after >> 16 || self.entries.iter().any(|entry| entry.id <= unsure) {
             return None;
@@ -534,7 +534,7 @@ mod tests {
 
     #[test]
     fn a_cluster_offset_is_exact_for_its_room_and_unsure_near_it_for_others() {
-        let window = CLUSTER_WINDOW_MS << 16;
+        let window = CLUSTER_WINDOW;
         let since = n(MS, 5);
         let born = |ms: u64| base36(ms * 1000);
         let log = |epoch: &str, entries: &[(u64, u64)]| Read {

@@ -117,8 +117,9 @@ function tally(clients, sent) {
  *   client was in every room: Redis Cluster, whose ids are per room, and NATS, whose node reads
  *   each room on its own subscription, so two rooms' messages can reach a client out of id
  *   order (docs/RECOVERY.md);
- * - `idsPerRoom`: an id is exact only for its own room (Redis Cluster): a client with two rooms
- *   whose node dies must be told what it cannot get back;
+ * - `idsPerRoom`: an id is exact only for its own room (Redis Cluster; NATS, where another
+ *   room's entries near the id are told reset): a client with two rooms whose node dies must be
+ *   told what it cannot get back;
  * - `failover`: the engine's broker fails over (`cluster.engine.failover(room)`): the same run
  *   with the shard owning a room failing over in the middle.
  */
