@@ -57,7 +57,7 @@ pub fn router(state: AppState, sse: sse::Sse, ws: ws::Ws, transports: Router) ->
         .with_state(state);
     Router::new()
         .route("/sse", get(sse::handler).with_state(sse))
-        .route("/ws", get(ws::handler).with_state(ws))
+        .route("/ws", get(ws::handler).with_state(Arc::new(ws)))
         .merge(page::router())
         .merge(api)
         .merge(transports)

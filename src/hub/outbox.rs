@@ -234,6 +234,18 @@ impl Outbox {
         n
     }
 
+    /// Gives the queue's buffer back when nothing waits in it. The connection
+    /// tasks call it on their heartbeat: an idle client keeps no buffer from
+    /// its last frames (its handshake's, for most), and the delivery path
+    /// allocates nothing more (a queue emptied per write would be allocated
+    /// again by the next push).
+    pub fn release_idle(&self) {
+        let mut state = self.lock();
+        if state.frames.is_empty() && state.frames.capacity() > 0 {
+            state.frames = VecDeque::new();
+        }
+    }
+
     /// Closes the outbox: queued frames are dropped, later pushes refused, the
     /// owner woken. The first reason wins.
     pub fn close(&self, reason: DisconnectReason) {
@@ -422,6 +434,23 @@ mod tests {
             assert_eq!(out, vec![text("cd")]);
         }
         assert!(outbox.closed().is_none());
+    }
+
+    #[test]
+    fn an_idle_queue_gives_its_buffer_back_and_a_busy_one_keeps_its_frames() {
+        let outbox = Outbox::new(OutboxLimits::default());
+        let capacity = |outbox: &Outbox| outbox.lock().frames.capacity();
+        outbox.push(text("ab")).unwrap();
+        outbox.release_idle();
+        assert_eq!(outbox.pop(), Some(text("ab")), "a queued frame is kept");
+        assert!(
+            capacity(&outbox) > 0,
+            "drained, the buffer stays for the next frame"
+        );
+        outbox.release_idle();
+        assert_eq!(capacity(&outbox), 0);
+        outbox.push(text("cd")).unwrap();
+        assert_eq!(outbox.pop(), Some(text("cd")));
     }
 
     #[tokio::test]

@@ -292,10 +292,17 @@ impl Connection {
     /// the client in them already: [`recover_from_log`]).
     pub fn adopt<R: AsRef<str>>(&mut self, rooms: &[R]) {
         for room in rooms.iter().map(AsRef::as_ref) {
-            if !self.holds(room) {
-                self.rooms.push(Arc::from(room));
-            }
+            self.hold(room);
         }
+    }
+
+    /// Adds `room` to the connection's list; false when it held it already.
+    fn hold(&mut self, room: &str) -> bool {
+        let held = self.holds(room);
+        if !held {
+            super::push_lean(&mut self.rooms, Arc::from(room));
+        }
+        !held
     }
 
     /// This connection as a member of a room, for a join done elsewhere.
@@ -309,16 +316,13 @@ impl Connection {
     /// an emitter joined on its behalf; with `since`, when this connection
     /// held it). The join is acknowledged only after [`Self::confirm`].
     pub fn enter(&mut self, room: &str, since: Option<u64>) -> bool {
-        let held = self.holds(room);
-        if !held {
-            self.rooms.push(Arc::from(room));
-        }
+        let new = self.hold(room);
         let member = self.member();
         match since {
             Some(since) => {
                 // Replays nothing to a member.
                 self.hub.join_since(room, member, since);
-                !held
+                new
             }
             None => self.hub.join(room, member),
         }
@@ -427,9 +431,7 @@ impl Connection {
     async fn join_all_from_log(&mut self, rooms: Vec<String>, since: LogId) -> Result<(), Refusal> {
         let mut held = Vec::with_capacity(rooms.len());
         for room in &rooms {
-            if !self.holds(room) {
-                self.rooms.push(Arc::from(room.as_str()));
-            }
+            self.hold(room);
             let member = Member {
                 client: self.client,
                 outbox: self.outbox.clone(),

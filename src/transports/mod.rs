@@ -16,3 +16,13 @@ pub mod websocket;
 pub mod ws;
 
 pub use connection::{Connection, JOIN_CONFIRM_TIMEOUT};
+
+/// Pushes onto a list a connection keeps for its whole life and that
+/// usually holds one item (its rooms, its Socket.IO namespaces): the first
+/// push allocates one slot, where `Vec` would allocate four.
+pub(crate) fn push_lean<T>(list: &mut Vec<T>, item: T) {
+    if list.capacity() == 0 {
+        list.reserve_exact(1);
+    }
+    list.push(item);
+}

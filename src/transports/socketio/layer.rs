@@ -24,8 +24,8 @@ use crate::disconnect::DisconnectReason;
 use crate::hub::{ClientId, Format, Frame, Hub, Member, Since};
 use crate::security::{Identity, Permit, Security};
 use crate::telemetry;
-use crate::transports::Connection;
 use crate::transports::sessions::{Lookup, Session};
+use crate::transports::{Connection, push_lean};
 
 pub struct Layer {
     pub hub: Arc<Hub>,
@@ -367,7 +367,7 @@ impl Layer {
             self.connect_later(conn, link, recovery, (pid, lookup, since), deferred);
             return;
         }
-        conn.sockets.push((index, id));
+        push_lean(&mut conn.sockets, (index, id));
         let pid = recovery.map(|recovery| match claimed {
             Some(Claimed::Now(pid, session, since))
                 if self.recover(conn, link, recovery, &session, since) =>
@@ -477,7 +477,7 @@ impl Layer {
             return;
         };
         self.unpend(conn);
-        conn.sockets.push((0, settled.sid));
+        push_lean(&mut conn.sockets, (0, settled.sid));
         conn.pid = Some(settled.pid);
         conn.core.conn.adopt(&settled.rooms);
     }

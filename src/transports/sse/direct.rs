@@ -72,11 +72,13 @@ where
     Ok(listener)
 }
 
-/// [`route`] with the socket boxed. An async fn keeps a by-value argument in
-/// its future, and again in each callee it is moved into: `route` → `serve`
-/// → `send_stream` held the socket five times over, ≈6 KiB per idle SSE
-/// client over TLS (the socket is then rustls's ≈1.2 KiB connection state).
-/// Behind the box each copy is a pointer.
+/// The task of one accepted connection: reads the first request head and
+/// decides who serves the connection. The socket is boxed: an async fn keeps
+/// a by-value argument in its future, and again in each callee it is moved
+/// into (`serve` held it twice), ≈1.2 KiB per copy over TLS (rustls's
+/// connection state); behind the box each copy is a pointer. A block, not an
+/// `async fn`, for the arguments themselves: an `async fn` keeps each one
+/// twice (as passed, and as the local it becomes).
 fn routed<Io>(
     io: Io,
     peer: SocketAddr,
@@ -87,33 +89,23 @@ fn routed<Io>(
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
-    route(Box::new(io), peer, sse, header_timeout, handoff)
-}
-
-/// Reads the first request head and decides who serves the connection.
-async fn route<Io>(
-    mut io: Io,
-    peer: SocketAddr,
-    sse: Sse,
-    header_timeout: Duration,
-    handoff: mpsc::Sender<(Prefixed<Io>, SocketAddr)>,
-) where
-    Io: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut head = Vec::with_capacity(HEAD_BUFFER);
-    let read = tokio::select! {
-        _ = sse.shutdown.requested() => return,
-        read = timeout(header_timeout, read_whole_head(&mut io, &mut head)) => read,
-    };
-    match read {
-        Ok(Ok(())) if is_sse_request(&head) => serve(io, peer, head, &sse).await,
-        Ok(Ok(())) => {
-            // Err only when hyper's accept loop has stopped (shutdown).
-            let _ = handoff.send((Prefixed::new(head.into(), io), peer)).await;
+    let mut io = Box::new(io);
+    async move {
+        let mut head = Vec::with_capacity(HEAD_BUFFER);
+        let read = tokio::select! {
+            _ = sse.shutdown.requested() => return,
+            read = timeout(header_timeout, read_whole_head(&mut io, &mut head)) => read,
+        };
+        match read {
+            Ok(Ok(())) if is_sse_request(&head) => serve(io, peer, head, &sse).await,
+            Ok(Ok(())) => {
+                // Err only when hyper's accept loop has stopped (shutdown).
+                let _ = handoff.send((Prefixed::new(head.into(), io), peer)).await;
+            }
+            // Closed, failed, or too slow (a trickled head holds a socket):
+            // nobody to answer.
+            Ok(Err(_)) | Err(_) => {}
         }
-        // Closed, failed, or too slow (a trickled head holds a socket):
-        // nobody to answer.
-        Ok(Err(_)) | Err(_) => {}
     }
 }
 
@@ -176,13 +168,25 @@ where
             return respond(&mut io, error.into_response()).await;
         }
     };
-    match super::open(sse, &request.headers, &request.query, Some(peer.ip())).await {
-        Ok((stream, headers)) => {
+    // Boxed: the checks and joins run once, and their state would otherwise
+    // be in every idle client's task.
+    let opened = Box::pin(super::open(
+        sse,
+        &request.headers,
+        &request.query,
+        Some(peer.ip()),
+    ));
+    match opened.await {
+        Ok((mut stream, headers)) => {
             // Nothing of the request or the header map outlives the head.
             drop(request);
             let head = response_head(StatusCode::OK, &headers, None);
             drop(headers);
-            send_stream(io, stream, head).await;
+            let sent = write_flush(&mut io, &head).await;
+            drop(head);
+            if sent.is_ok() {
+                send_stream(&mut io, &mut stream).await;
+            }
         }
         Err(refused) => respond(&mut io, refused.into_response()).await,
     }
@@ -194,7 +198,7 @@ struct Head {
     headers: HeaderMap,
 }
 
-/// The head `route` read whole; still incomplete means over `MAX_HEAD`.
+/// The head `routed` read whole; still incomplete means over `MAX_HEAD`.
 fn whole_head(head: &[u8]) -> Result<Head, Refusal> {
     parse_head(head)?.ok_or_else(|| {
         Refusal::new(
@@ -288,14 +292,12 @@ enum Step {
 
 /// Streams until the client goes away or the stream ends (shutdown, slow
 /// consumer). Reads at the same time only to notice the client leaving.
-async fn send_stream<Io>(mut io: Io, mut stream: Stream, head: Vec<u8>)
+/// (By reference: a stream passed by value is kept twice in the task, as
+/// passed and as the local it becomes.)
+async fn send_stream<Io>(io: &mut Io, stream: &mut Stream)
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
-    if write_flush(&mut io, &head).await.is_err() {
-        return;
-    }
-    drop(head);
     let mut scratch = [0u8; 64];
     loop {
         let step = tokio::select! {
@@ -307,7 +309,7 @@ where
                 // A client that stops reading blocks this write; the hub may
                 // close its outbox meanwhile, or the server may shut down.
                 let written = tokio::select! {
-                    written = write_flush(&mut io, &chunk) => written,
+                    written = write_flush(io, &chunk) => written,
                     reason = stream.conn.outbox().wait_closed() => {
                         stream.end(reason);
                         break;

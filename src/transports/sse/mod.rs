@@ -219,6 +219,8 @@ impl Stream {
             }
         };
         if !ready {
+            // Quiet for a while: the queue's buffer goes back too.
+            self.conn.outbox().release_idle();
             return Some(Bytes::from_static(b": keepalive\n\n"));
         }
         if let Some(reason) = self.conn.outbox().closed() {

@@ -32,6 +32,10 @@ use protocol::Request;
 
 /// Write buffer of a connection, bytes (tungstenite allocates it on first use).
 const WRITE_BUFFER: usize = 8 * 1024;
+/// Read buffer of a connection, bytes: allocated at the upgrade and kept for
+/// the connection's life (tungstenite never shrinks it). Clients send small
+/// JSON ops; a larger frame grows it (read this many bytes at a time).
+const READ_BUFFER: usize = 256;
 
 pub static FORMAT: hub::Format = hub::Format {
     id: 2,
@@ -82,7 +86,7 @@ pub struct Ws {
 /// JSON before the upgrade when refused), then upgrades with small buffers
 /// (tungstenite's default read buffer is 128 KiB per connection).
 pub async fn handler(
-    State(ws): State<Ws>,
+    State(ws): State<Arc<Ws>>,
     upgrade: WebSocketUpgrade,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -96,7 +100,7 @@ pub async fn handler(
     };
     drop((headers, query, extensions));
     upgrade
-        .read_buffer_size(512)
+        .read_buffer_size(READ_BUFFER)
         // Frames are serialized into this buffer and written once per batch
         // flush; 0 would mean one write syscall per frame.
         .write_buffer_size(WRITE_BUFFER)
@@ -115,16 +119,17 @@ pub async fn handler(
 }
 
 /// One `/ws` client: the connection (rooms, outbox, identity, limits) and
-/// what only this protocol tracks.
+/// what only this protocol tracks. The endpoint's settings are shared, not
+/// copied into every client.
 struct Client {
-    ws: Ws,
+    ws: Arc<Ws>,
     conn: Connection,
     errors: u32,
     last_seen: Instant,
 }
 
 impl Client {
-    fn new(ws: Ws, admitted: Admitted) -> Self {
+    fn new(ws: Arc<Ws>, admitted: Admitted) -> Self {
         let (hub, security) = (ws.hub.clone(), ws.security.clone());
         let conn = Connection::admitted(hub, security, &FORMAT, ws.limits, admitted);
         Client {
@@ -202,11 +207,13 @@ impl Client {
         }
     }
 
-    /// Checks the client's liveness and pings it.
+    /// Checks the client's liveness and pings it; a quiet connection gives
+    /// its queue's buffer back.
     async fn beat(&self, socket: &mut WebSocket) -> Result<(), DisconnectReason> {
         if self.ping_overdue() {
             return Err(DisconnectReason::PingTimeout);
         }
+        self.conn.outbox().release_idle();
         socket
             .send(Message::Ping(Default::default()))
             .await
@@ -314,7 +321,9 @@ impl Client {
     async fn act(&mut self, request: Request) -> Result<&'static str, Refusal> {
         match request {
             Request::Subscribe { channel, since } => {
-                self.conn.join(&channel, since).await?;
+                // Boxed: a join's state (the broker's confirmation) would
+                // otherwise be in every idle client's task.
+                Box::pin(self.conn.join(&channel, since)).await?;
                 Ok("ok")
             }
             Request::Unsubscribe { channel } => {

@@ -63,29 +63,36 @@ pub fn handshake<U: Upper>(
     })
 }
 
-async fn fresh<U: Upper>(
+/// The task of a fresh websocket connection. A block, not an `async fn`: an
+/// `async fn` keeps each by-value argument in its future twice (as passed,
+/// and as the local it becomes), so every idle connection carried its socket
+/// twice; the block uses what it captured in place.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn fresh<U: Upper>(
     engine: Arc<Engine<U>>,
     mut socket: WebSocket,
     version: Version,
     query: Vec<(String, String)>,
     permit: Option<Permit>,
-) {
-    let _live = engine.track();
-    let sid = Sid::random();
-    let outbox = engine.new_outbox();
-    let open = engine.open_packet(&sid, version, false);
-    if send_frame(&mut socket, version, open).await.is_err() {
-        return;
+) -> impl Future<Output = ()> {
+    async move {
+        let _live = engine.track();
+        let sid = Sid::random();
+        let outbox = engine.new_outbox();
+        let open = engine.open_packet(&sid, version, false);
+        if send_frame(&mut socket, version, open).await.is_err() {
+            return;
+        }
+        let link = Link {
+            sid: sid.as_str(),
+            version,
+            outbox: &outbox,
+        };
+        let mut conn = engine.upper.open(&link, &query, permit);
+        drop(query);
+        let reason = run(&engine, &mut socket, &link, &mut conn).await;
+        finish(&engine, &mut socket, &link, &mut conn, reason).await;
     }
-    let link = Link {
-        sid: sid.as_str(),
-        version,
-        outbox: &outbox,
-    };
-    let mut conn = engine.upper.open(&link, &query, permit);
-    drop(query);
-    let reason = run(&engine, &mut socket, &link, &mut conn).await;
-    finish(&engine, &mut socket, &link, &mut conn, reason).await;
 }
 
 /// A websocket for an existing polling session: the upgrade. A session that
@@ -100,42 +107,45 @@ pub fn upgrade_session<U: Upper>(
     let shutdown = engine.shutdown.clone();
     let claimed = session.claim_upgrade();
     configure(upgrade, max).on_upgrade(move |socket| {
-        shutdown.spawn(async move {
-            let mut socket = socket;
-            if claimed {
-                take_over(engine, socket, session).await;
-            } else {
-                tracing::debug!(sid = %session.sid, "duplicate websocket for upgraded session");
-                session.upgrade_settled(probe_deadline(&engine)).await;
-                close(&mut socket, DisconnectReason::TransportReplaced).await;
-            }
-        });
+        shutdown.spawn(upgraded(engine, socket, session, claimed));
         std::future::ready(())
     })
 }
 
-async fn take_over<U: Upper>(
+/// The task of a session's websocket: takes the session over once probed,
+/// or closes a duplicate. A block, not an `async fn`, as [`fresh`].
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn upgraded<U: Upper>(
     engine: Arc<Engine<U>>,
     mut socket: WebSocket,
     session: Arc<Session<U::Conn>>,
-) {
-    let version = session.version;
-    let Some(mut conn) = probe(&engine, &mut socket, &session).await else {
-        session.abort_upgrade();
-        close(&mut socket, DisconnectReason::TransportError).await;
-        return;
-    };
-    let _live = engine.track();
-    tracing::debug!(sid = %session.sid, "engine.io session upgraded to websocket");
-    let outbox = engine.upgraded_outbox(&session.outbox);
-    let link = Link {
-        sid: session.sid.as_str(),
-        version,
-        outbox: &outbox,
-    };
-    let reason = run(&engine, &mut socket, &link, &mut conn).await;
-    engine.remove_session(&session.sid);
-    finish(&engine, &mut socket, &link, &mut conn, reason).await;
+    claimed: bool,
+) -> impl Future<Output = ()> {
+    async move {
+        if !claimed {
+            tracing::debug!(sid = %session.sid, "duplicate websocket for upgraded session");
+            session.upgrade_settled(probe_deadline(&engine)).await;
+            close(&mut socket, DisconnectReason::TransportReplaced).await;
+            return;
+        }
+        let version = session.version;
+        let Some(mut conn) = probe(&engine, &mut socket, &session).await else {
+            session.abort_upgrade();
+            close(&mut socket, DisconnectReason::TransportError).await;
+            return;
+        };
+        let _live = engine.track();
+        tracing::debug!(sid = %session.sid, "engine.io session upgraded to websocket");
+        let outbox = engine.upgraded_outbox(&session.outbox);
+        let link = Link {
+            sid: session.sid.as_str(),
+            version,
+            outbox: &outbox,
+        };
+        let reason = run(&engine, &mut socket, &link, &mut conn).await;
+        engine.remove_session(&session.sid);
+        finish(&engine, &mut socket, &link, &mut conn, reason).await;
+    }
 }
 
 /// The probe exchange; returns the connection state once the client sent `5`.
@@ -245,6 +255,8 @@ async fn run<U: Upper>(
             () = &mut timer => {
                 match heartbeat.fire(Instant::now()) {
                     Beat::SendPing => {
+                        // A quiet connection gives its queue's buffer back.
+                        link.outbox.release_idle();
                         let ping = Packet::Ping(Bytes::new()).encode();
                         if let Err(reason) = send_frame(socket, link.version, ping).await {
                             return reason;
@@ -419,4 +431,27 @@ async fn close(socket: &mut WebSocket, reason: DisconnectReason) {
     }
     let sent = websocket::send_close(socket, close);
     let _ = tokio::time::timeout(CLOSE_GRACE, sent).await;
+}
+
+#[cfg(test)]
+mod task_size {
+    use super::*;
+    use crate::transports::socketio::layer::{Conn, Layer};
+
+    fn fresh_size<A, B, C, D, E, F: Future>(_: fn(A, B, C, D, E) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    fn run_size<A, B, C, D, F: Future>(_: fn(A, B, C, D) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    #[test]
+    fn the_task_holds_one_copy_of_its_socket() {
+        // While it runs, the task holds its socket, the connection state and
+        // the loop; the socket a second time as an `async fn` argument would
+        // make it at least this large (debug build: 1,984 bytes before).
+        let twice = 2 * size_of::<WebSocket>() + size_of::<Conn>() + run_size(run::<Layer>);
+        assert!(fresh_size(fresh::<Layer>) < twice);
+    }
 }
