@@ -69,6 +69,8 @@ async fn channel_joins_with_ack_and_hello_goes_to_the_others() {
     assert_eq!(a.text().await, r#"431[{"ok":true}]"#);
     let mut b = connect(&s).await;
     b.send(r#"42["channel",["device01","other"]]"#).await;
+    // The seed's frame: this server keeps no sessions (with recovery on it
+    // ends with `null`, `broadcast.rs`).
     assert_eq!(a.text().await, r#"42["hello","device01"]"#);
     members(&s, "other", 1).await;
     s.hub.deliver("device01", Bytes::from_static(b"on \"1\""));

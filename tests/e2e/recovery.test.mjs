@@ -144,6 +144,27 @@ describe('connection state recovery (socket.io-client 4.8.x, memory broker)', ()
     assert.equal(c.socket._lastOffset, meta.id, 'the client keeps it as its position');
   });
 
+  it('a hello after its last message (someone joined) leaves the client its position: recovered after a cut', async () => {
+    const c = await open();
+    const r = room('hello');
+    await join(c, r);
+    await publish(ctx.rc, r, 'before');
+    const [[, meta]] = await c.waitEvents('message', 1);
+    const other = await open();
+    await join(other, r);
+    const [[helloRoom]] = await c.waitEvents('hello', 1);
+    assert.equal(helloRoom, r, 'a (room) listener gets the room');
+    assert.equal(c.socket._lastOffset, meta.id, 'the hello did not become the position');
+    const reconnected = waitFor(() => c.events('connect').length === 2, { timeout: 10000, message: 'reconnect' });
+    c.socket.io.engine.close();
+    await waitFor(() => c.events('disconnect').length === 1, { message: 'disconnect' });
+    await publish(ctx.rc, r, 'missed');
+    await reconnected;
+    assert.equal(c.socket.recovered, true, 'recovered');
+    await waitFor(() => payloadsIn(c, r).includes('missed'), { message: 'the missed message' });
+    assert.deepEqual(payloadsIn(c, r), ['before', 'missed']);
+  });
+
   it('a client that sends a pid or offset we never gave gets a new session, not an error', async () => {
     const bad = [
       { pid: 'not-a-session-id', offset: '1' },

@@ -32,7 +32,7 @@ pub static FORMAT_WITHOUT_OFFSET: Format = Format {
 };
 
 /// `42["message",<payload>,{"room":..,"id":"<id>","ts":<ms>},"<id>"]` and
-/// `42["hello",<room>]`. The payload is a JSON string: bytes that are not
+/// `42["hello",<room>,null]` (`42["hello",<room>]` without recovery). The payload is a JSON string: bytes that are not
 /// valid UTF-8 are replaced (U+FFFD) for this format only; other transports
 /// keep them byte-for-byte.
 ///
@@ -41,6 +41,11 @@ pub static FORMAT_WITHOUT_OFFSET: Format = Format {
 /// position to resume from): the id, the same for every member, so the frame
 /// is still encoded once. Every client gets it, recovering or not (as from
 /// socket.io's own server); a listener `(payload, meta)` never sees it.
+///
+/// `hello` ends with `null` for the same reason: its last argument would
+/// otherwise be the room's name, which the client would keep as its position
+/// and a reconnect would then fail to recover. A `(room)` listener never
+/// sees the `null`.
 fn encode_with_offset(event: &Event<'_>) -> Option<Frame> {
     encode(event, true)
 }
@@ -70,9 +75,12 @@ fn encode(event: &Event<'_>, offset: bool) -> Option<Frame> {
             out
         }
         Event::Joined { room } => {
-            let mut out = String::with_capacity(room.len() + 16);
+            let mut out = String::with_capacity(room.len() + 24);
             out.push_str(r#"42["hello","#);
             push_json_string(&mut out, room);
+            if offset {
+                out.push_str(",null");
+            }
             out.push(']');
             out
         }
@@ -148,12 +156,15 @@ mod tests {
             r#"42["message","he said \"hi\"\n",{"room":"device01","id":"7","ts":1700000000000}]"#,
             "recovery off: the seed's event"
         );
-        for encode in [encode_with_offset, encode_without_offset] {
-            assert_eq!(
-                text(encode(&Event::Joined { room: "r\"1" })),
-                r#"42["hello","r\"1"]"#
-            );
-        }
+        assert_eq!(
+            text(encode_with_offset(&Event::Joined { room: "r\"1" })),
+            r#"42["hello","r\"1",null]"#,
+            "recovery on: a last argument that is not a string, so not an offset"
+        );
+        assert_eq!(
+            text(encode_without_offset(&Event::Joined { room: "r\"1" })),
+            r#"42["hello","r\"1"]"#
+        );
     }
 
     #[test]
