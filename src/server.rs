@@ -171,6 +171,10 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 log,
             };
             let logging = hub.clone();
+            // A hole in a room's live messages (this node's connection was
+            // away while the stream kept what was published) is filled from
+            // the log, as on Redis.
+            let gaps = gaps::Gaps::new(hub.clone(), shutdown.clone());
             let sink = sink.with_logged(move |room: &str, payload: Bytes, at: Logged| {
                 let position = LogPosition {
                     epoch: at.epoch,
@@ -185,7 +189,7 @@ pub async fn start(args: &ServeArgs, shutdown: Shutdown) -> Result<Running, Serv
                 {
                     logging.reset_members(room);
                 }
-                logging.deliver_logged(room, payload, at.n, position);
+                gaps.deliver(room, payload, at.n, position);
             });
             let broker = Arc::new(
                 nats::start(options, interest, sink, &shutdown)

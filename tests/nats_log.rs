@@ -17,6 +17,7 @@ use serde_json::json;
 
 use support::nats::NatsServer;
 use support::next_json;
+use support::relay::Relay;
 use support::resume::{data_and_id, subscribe, told_reset, ws};
 use support::server::Server;
 
@@ -24,8 +25,12 @@ use support::server::Server;
 const STREAM: &str = "roomcast_roomcast";
 
 async fn node(nats: &NatsServer, extra: &[&str]) -> Server {
-    let url = nats.url();
-    let mut flags = vec!["--broker", "nats", "--nats-url", &url, "--api-key", "k"];
+    node_at(&nats.url(), extra).await
+}
+
+/// A node whose NATS is at `url` (a relay in front of the server).
+async fn node_at(url: &str, extra: &[&str]) -> Server {
+    let mut flags = vec!["--broker", "nats", "--nats-url", url, "--api-key", "k"];
     flags.extend_from_slice(extra);
     support::init_logs();
     let server = Server::start(&flags).await;
@@ -198,6 +203,52 @@ async fn a_deleted_stream_is_made_again_and_plain_publishes_reach_every_node() {
 
 /// `--history-size 3`: a client away for more than three messages of its
 /// room is told reset; one away for fewer gets them.
+/// A node that lost its NATS connection for a while missed what was
+/// published meanwhile (the stream kept it; the republish reached no one
+/// here): the first message after it names the missed one as the room's
+/// previous, and the node fills the hole from the log before it, so a
+/// client that stayed connected gets every message once, in order.
+#[tokio::test]
+async fn a_hole_left_by_a_lost_connection_is_filled_from_the_log() {
+    let nats = NatsServer::jetstream().await;
+    let relay = Relay::start(nats.port).await;
+    let a = node_at(&format!("nats://127.0.0.1:{}", relay.port), &[]).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut watcher = ws(&a).await;
+    subscribe(&mut watcher, "room", None).await;
+    publish(&client, "room", "one").await;
+    assert_eq!(data_and_id(&next_json(&mut watcher).await).0, "one");
+
+    relay.cut();
+    let broker = a.running.broker.clone();
+    support::wait_until(Duration::from_secs(20), "the node saw NATS go", || {
+        !broker.is_ready()
+    })
+    .await;
+    publish(&client, "room", "two").await;
+    publish(&client, "room", "three").await;
+    relay.restore();
+    support::wait_until(Duration::from_secs(30), "the node is back on NATS", || {
+        broker.is_ready()
+    })
+    .await;
+    publish(&client, "room", "four").await;
+    let mut got = Vec::new();
+    while got
+        .last()
+        .is_none_or(|(data, _): &(String, String)| data != "four")
+    {
+        got.push(data_and_id(&next_json(&mut watcher).await));
+    }
+    let data: Vec<&str> = got.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(data, ["two", "three", "four"], "the hole filled, in order");
+    let ns: Vec<&str> = got
+        .iter()
+        .map(|(_, id)| id.split(':').nth(1).unwrap())
+        .collect();
+    assert_eq!(ns, ["2", "3", "4"], "the stream's sequences");
+}
+
 #[tokio::test]
 async fn a_client_past_the_rooms_limit_is_told_reset() {
     let nats = NatsServer::jetstream().await;

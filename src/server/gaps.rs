@@ -18,7 +18,7 @@
 //! [`MAX_QUEUED_BYTES`] of payload for one room, or fills a room this node
 //! keeps no history of (no member here to miss anything).
 //!
-//! Called by the Redis engines' log sink in `server`.
+//! Called by the log sinks of the Redis engines and NATS in `server`.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -25,6 +25,7 @@ pub mod conformance;
 pub mod http;
 pub mod nats;
 pub mod redis;
+pub mod relay;
 pub mod resume;
 pub mod server;
 pub mod sessions;
