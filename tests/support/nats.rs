@@ -72,7 +72,7 @@ impl NatsServer {
             .expect("spawn nats-server (package nats-server)");
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let listening = eventually(Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+            greets(addr).await.then_some(())
         })
         .await;
         if listening.is_none() {
@@ -104,4 +104,21 @@ impl Drop for NatsServer {
         self.kill();
         drop(self.store.take());
     }
+}
+
+/// Whether a NATS server answers on `addr`: it greets each connection with
+/// `INFO`. A bare connect is not enough: while nothing listens yet, a
+/// connect to a loopback port in the ephemeral range can be given that same
+/// port as its source and connect to itself (a CI run's `connection refused`
+/// right after "listening").
+async fn greets(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let mut greeting = [0u8; 4];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut greeting)).await,
+        Ok(Ok(_)) if &greeting == b"INFO"
+    )
 }
